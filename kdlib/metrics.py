@@ -1,0 +1,223 @@
+"""Task metrics: ROUGE (summarisation), BLEU/chrF/TER (translation), GSM8K accuracy, distinct-n.
+
+Every function takes plain lists of strings (one prediction and one reference per example) and
+returns floats on a 0-100 scale. Corpus-level metrics raise ``ValueError`` on empty input or
+mismatched lengths (sacrebleu itself would silently truncate to the shorter list).
+
+Public API:
+- ``rouge(predictions, references)`` -> {"rouge1", "rouge2", "rougeL"}: mean F x 100, stemmed.
+- ``sacrebleu_scores(predictions, references)`` -> {"bleu", "chrf", "ter"}: corpus level.
+- ``gsm8k_answer(text)`` -> the number after the last ``####`` ("72", "-3", "2.5"), or None.
+- ``gsm8k_accuracy(predictions, references)`` -> % with the same final answer (tolerance 1e-6).
+- ``distinct_n(texts, n)`` -> #distinct n-grams / #n-grams x 100 over the corpus.
+- ``task_metrics(kind, predictions, references)`` -> the task's metrics plus "distinct2".
+- ``PRIMARY_METRIC``, ``HIGHER_IS_BETTER``, ``TASK_KINDS``.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Sequence
+
+__all__ = [
+    "GSM8K_TOLERANCE",
+    "HIGHER_IS_BETTER",
+    "PRIMARY_METRIC",
+    "TASK_KINDS",
+    "distinct_n",
+    "gsm8k_accuracy",
+    "gsm8k_answer",
+    "rouge",
+    "sacrebleu_scores",
+    "task_metrics",
+]
+
+PRIMARY_METRIC = {"summarization": "rougeL", "translation": "bleu", "arithmetic": "accuracy"}
+TASK_KINDS = tuple(PRIMARY_METRIC)
+HIGHER_IS_BETTER = {
+    "rouge1": True,
+    "rouge2": True,
+    "rougeL": True,
+    "bleu": True,
+    "chrf": True,
+    "ter": False,  # an edit rate: fewer edits is better
+    "accuracy": True,
+    "distinct2": True,
+}
+GSM8K_TOLERANCE = Decimal("1e-6")
+ANSWER_MARKER = "####"
+
+
+def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> tuple[list[str], list[str]]:
+    predictions, references = list(predictions), list(references)
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"got {len(predictions)} predictions but {len(references)} references; "
+            "need one reference per prediction"
+        )
+    if not predictions:
+        raise ValueError("no examples: predictions and references are empty")
+    for name, texts in (("predictions", predictions), ("references", references)):
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"{name}[{i}] is a {type(text).__name__}, expected str")
+    return predictions, references
+
+
+# ---------------------------------------------------------------------------------------------
+# Summarisation
+# ---------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    # Imported lazily: rouge_score pulls in nltk and absl, which a calculator-only user never needs.
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean per-example ROUGE-1/2/L F-measure x 100 (Porter stemming, rouge_score's tokenizer).
+
+    rouge_score's tokenizer lowercases and keeps only ``[a-z0-9]`` runs, and stems only tokens
+    longer than 3 characters. ``rougeL`` is sentence-level LCS (not ``rougeLsum``).
+    """
+    predictions, references = _check_pairs(predictions, references)
+    scorer = _rouge_scorer()
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for prediction, reference in zip(predictions, references):
+        scores = scorer.score(reference, prediction)  # note the order: (target, prediction)
+        for key in totals:
+            totals[key] += scores[key].fmeasure
+    return {key: 100.0 * total / len(predictions) for key, total in totals.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Translation
+# ---------------------------------------------------------------------------------------------
+
+
+def sacrebleu_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Corpus BLEU (13a, exp smoothing), chrF (char order 6, beta 2) and TER, sacrebleu defaults.
+
+    One reference per prediction. Note sacrebleu's TER default is case-insensitive
+    (``case_sensitive=False``) while BLEU and chrF are case-sensitive.
+    """
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    predictions, references = _check_pairs(predictions, references)
+    # sacrebleu wants a list of reference *streams*: refs[k][i] is the k-th reference of example i.
+    streams = [references]
+    return {
+        "bleu": float(BLEU().corpus_score(predictions, streams).score),
+        "chrf": float(CHRF().corpus_score(predictions, streams).score),
+        "ter": float(TER().corpus_score(predictions, streams).score),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic (GSM8K)
+# ---------------------------------------------------------------------------------------------
+
+# After the marker: optional "$" and sign in either order, then the number (commas allowed).
+_ANSWER = re.compile(r"\s*\$?\s*(-?)\s*\$?\s*([0-9][0-9,]*(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+def _answer_decimal(text: str) -> Decimal | None:
+    start = text.rfind(ANSWER_MARKER)
+    if start < 0:
+        return None
+    m = _ANSWER.match(text, start + len(ANSWER_MARKER))
+    if m is None:
+        return None
+    sign, number = m.groups()
+    number = number.replace(",", "").rstrip(".")  # "1,234." -> "1234"
+    try:
+        return Decimal(sign + number)
+    except InvalidOperation:  # pragma: no cover - the regex only admits valid literals
+        return None
+
+
+def _normalise(value: Decimal) -> str:
+    if value == value.to_integral_value():
+        return str(int(value))  # "72.0" -> "72", "-0" -> "0"
+    return format(value.normalize(), "f")  # "2.50" -> "2.5", never exponent notation
+
+
+def gsm8k_answer(text: str) -> str | None:
+    """The final answer: the number right after the last ``####``, normalised.
+
+    Commas and ``$`` are removed and a trailing period stripped: "#### 1,234" -> "1234",
+    "#### $5." -> "5", "#### 72.0" -> "72", "#### -3" -> "-3". The number must come first
+    after the marker (only spaces and ``$`` may precede it); otherwise, or without a marker,
+    the answer is None.
+    """
+    value = _answer_decimal(text)
+    return None if value is None else _normalise(value)
+
+
+def gsm8k_accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """% of examples whose final answers agree within 1e-6; a prediction with no answer is wrong.
+
+    Raises ValueError if a reference has no ``#### answer`` (a data error, not a model error).
+    """
+    predictions, references = _check_pairs(predictions, references)
+    correct = 0
+    for i, (prediction, reference) in enumerate(zip(predictions, references)):
+        target = _answer_decimal(reference)
+        if target is None:
+            raise ValueError(f"references[{i}] has no '#### <number>' answer: {reference[-80:]!r}")
+        answer = _answer_decimal(prediction)
+        if answer is not None and abs(answer - target) <= GSM8K_TOLERANCE:
+            correct += 1
+    return 100.0 * correct / len(predictions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diversity
+# ---------------------------------------------------------------------------------------------
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct-n (Li et al., 2016; reported by LLMR): #distinct n-grams / #n-grams x 100.
+
+    Corpus level over whitespace tokens; n-grams do not cross text boundaries. 0.0 when the
+    corpus has no n-gram at all (empty list, or every text shorter than n tokens).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    seen: set[tuple[str, ...]] = set()
+    total = 0
+    for text in texts:
+        tokens = text.split()
+        for i in range(len(tokens) - n + 1):
+            seen.add(tuple(tokens[i : i + n]))
+            total += 1
+    return 100.0 * len(seen) / total if total else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task
+# ---------------------------------------------------------------------------------------------
+
+
+def task_metrics(kind: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """All metrics of one task kind, plus "distinct2" (diversity of the predictions).
+
+    summarization -> rouge1, rouge2, rougeL; translation -> bleu, chrf, ter;
+    arithmetic -> accuracy. ``PRIMARY_METRIC[kind]`` names the headline one.
+    """
+    if kind not in PRIMARY_METRIC:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {', '.join(TASK_KINDS)}")
+    predictions, references = _check_pairs(predictions, references)
+    if kind == "summarization":
+        result = rouge(predictions, references)
+    elif kind == "translation":
+        result = sacrebleu_scores(predictions, references)
+    else:
+        result = {"accuracy": gsm8k_accuracy(predictions, references)}
+    result["distinct2"] = distinct_n(predictions, 2)
+    return result
