@@ -1,0 +1,116 @@
+"""Command line (floor 4): ``python -m kdlib VERB ...``; ``--help`` lists the verbs.
+
+Bad input exits with code 2 and a message naming the file and the field, before any compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _add_params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", action="append", required=True, dest="files", metavar="YAML",
+                   help="params file; repeat to layer (later wins)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one value, e.g. --set rl.k=4 --set method=ketchup")
+
+
+def _load(args):
+    from kdlib.config import load_params, parse_override
+
+    overrides = dict(parse_override(s) for s in args.set)
+    return load_params(*args.files, **overrides)
+
+
+def cmd_validate(args) -> int:
+    from kdlib.config import Params, load_any, parse_override
+
+    overrides = dict(parse_override(s) for s in args.set)
+    obj = load_any(*args.files, **overrides)
+    kind = "kit params" if isinstance(obj, Params) else f"notebook params ({obj.notebook})"
+    print(f"# valid {kind}: {' + '.join(args.files)}")
+    import yaml
+
+    print(yaml.safe_dump(obj.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from kdlib.experiment import train
+
+    p = _load(args)
+    run = train(p)
+    s = run.summary()
+    print(json.dumps({"run": str(run.path), "stage": run.stage, "best_step": s.get("best_step"), "test": s.get("test")},
+                     indent=1))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from kdlib.experiment import run_for
+
+    p = _load(args)
+    run = run_for(p)
+    state = "finished" if run.finished else ("resumable" if run.resume_state() else "not started")
+    print(json.dumps({"run": str(run.path), "state": state}, indent=1))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from kdlib import data
+
+    p = _load(args)
+    ds = data.load_task(p.task.name, cache_dir=p.cache_dir, path=p.task.path, n_train=p.task.n_train,
+                        n_dev=p.task.n_dev, n_test=p.task.n_test, seed=p.task.data_seed)
+    print(json.dumps({s: len(ds[s]) for s in ds}, indent=1))
+    for row in ds["train"].select(range(min(args.show, len(ds["train"])))):
+        print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def cmd_judge(args) -> int:
+    from kdlib import judge
+
+    return judge.run_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m kdlib", description="KETCHUP kit: RL-based knowledge distillation")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = sub.add_parser("validate", help="validate params files and print the resolved values (exit 2 if bad)")
+    p.add_argument("-f", "--file", action="append", required=True, dest="files", metavar="YAML")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(fn=cmd_validate)
+    p = sub.add_parser("train", help="train the run named by `method` (and the runs it builds on); reuse or resume")
+    _add_params_args(p)
+    p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("status", help="where the run named by the params stands (finished / resumable / not started)")
+    _add_params_args(p)
+    p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("data", help="generate or load the task's data and show a few examples")
+    _add_params_args(p)
+    p.add_argument("--show", type=int, default=3)
+    p.set_defaults(fn=cmd_data)
+    p = sub.add_parser("judge", help="pairwise LLM-judge evaluation of two JSONL output files (Table 2 protocol)")
+    from kdlib import judge
+
+    judge.build_parser(p)
+    p.set_defaults(fn=cmd_judge)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kdlib.config import ParamsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

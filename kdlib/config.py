@@ -1,0 +1,549 @@
+"""Typed, validated parameters (floor 0: imports nothing else of the kit).
+
+Two kinds of YAML file live under ``params/<profile>/``:
+
+* **kit params** (``kit.yaml`` and overrides): the nested settings of one training/evaluation
+  chain (task, models, teacher fine-tuning, pre-distillation, divergence KD, RL, evaluation,
+  judge). ``load_params(*paths, **overrides)`` layers them (later wins) and validates them into
+  :class:`Params`.
+* **notebook params** (``main_results.yaml``, ``returns.yaml``, ...): flat values that papermill
+  injects into a notebook's ``parameters`` cell. They carry ``notebook: <name>`` and name the kit
+  params files they build on. ``load_notebook_params(path)`` validates them.
+
+Every error is a :class:`ParamsError` (a ``ValueError``) whose message names the file and the
+dotted field, so ``python -m kdlib validate`` can print it and exit 2 before any compute starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
+
+EMBEDDED_TASKS = ("mini-xsum", "mini-europarl", "mini-gsm8k")
+HUB_TASKS = ("xsum", "europarl", "gsm8k")
+TASKS = EMBEDDED_TASKS + HUB_TASKS
+# (max source tokens, max target tokens); hub values are the paper's Tables 4-5.
+TASK_LENGTHS = {"mini-xsum": (160, 40), "mini-europarl": (48, 40), "mini-gsm8k": (112, 128),
+                "xsum": (1024, 64), "europarl": (80, 80), "gsm8k": (200, 300)}
+DIVERGENCE_METHODS = ("seqkd", "kl", "js", "tvd")
+RL_METHODS = ("llmr", "llmr_mean", "llmr_minvar", "ketchup")
+METHODS = ("teacher", "zeroshot", "predistill") + DIVERGENCE_METHODS + RL_METHODS
+
+
+class ParamsError(ValueError):
+    """Bad parameters. The message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+PosInt = StrictInt
+
+
+def _pos(v: int | float, name: str = "value") -> int | float:
+    if v is not None and v <= 0:
+        raise ValueError(f"must be > 0, got {v}")
+    return v
+
+
+class TaskParams(_Strict):
+    """Which task, where its data lives, and how long its sequences may be."""
+
+    name: str = "mini-xsum"
+    path: Optional[str] = None  # hub dataset name or local path (hub tasks); unused for embedded ones
+    n_train: Optional[StrictInt] = None  # None: the task's default size (all of it for hub data)
+    n_dev: Optional[StrictInt] = None
+    n_test: Optional[StrictInt] = None
+    data_seed: StrictInt = 0  # seed of the generated data / of the dev split carved from train
+    max_source_len: Optional[StrictInt] = None  # tokens; None = TASK_LENGTHS[name]
+    max_target_len: Optional[StrictInt] = None  # tokens, also the maximum rollout length T
+    student_prompt: Optional[str] = None  # "{source}" template; None = kdlib.data.DEFAULT_PROMPTS
+    teacher_prompt: Optional[str] = None
+    calculator: Optional[StrictBool] = None  # None = on for arithmetic tasks (GSM8K), off otherwise
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        src, tgt = TASK_LENGTHS[self.name]
+        if self.max_source_len is None:
+            self.max_source_len = src
+        if self.max_target_len is None:
+            self.max_target_len = tgt
+        return self
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; known tasks: {', '.join(TASKS)}")
+        return v
+
+    @field_validator("n_train", "n_dev", "n_test", "max_source_len", "max_target_len")
+    @classmethod
+    def _positive(cls, v):
+        return _pos(v)
+
+    @field_validator("student_prompt", "teacher_prompt")
+    @classmethod
+    def _template(cls, v):
+        if v is not None and "{source}" not in v:
+            raise ValueError("a prompt template must contain '{source}'")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, v):
+        if v is not None and looks_local(v) and not Path(v).expanduser().exists():
+            raise ValueError(f"data path {v!r} does not exist")
+        return v
+
+
+def looks_local(path: str) -> bool:
+    """A data/model reference is a local path if it exists or looks like one (else a hub name)."""
+    return (
+        os.path.exists(path)
+        or path.startswith((".", "/", "~"))
+        or Path(path).suffix in {".json", ".jsonl", ".parquet", ".csv", ".txt", ".arrow"}
+    )
+
+
+class ModelParams(_Strict):
+    """Teacher and student. ``tiny-t5:<size>`` / ``tiny-causal:<size>`` are the kit's from-scratch
+    presets (see kdlib.models.TINY_SIZES); anything else is a hub name or a local folder."""
+
+    teacher: str = "tiny-t5:teacher"
+    student: str = "tiny-t5:base"
+    arch: Literal["seq2seq", "causal"] = "seq2seq"
+    tokenizer: Optional[str] = None  # None: trained on the task (tiny presets) or the teacher's
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    trust_remote_code: StrictBool = False
+    dropout: float = 0.0  # the paper's Table 4-5 value
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout(cls, v):
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"must be in [0, 1), got {v}")
+        return v
+
+
+class OptimParams(_Strict):
+    """One training stage: AdamW, linear warm-up then constant, gradient clipping."""
+
+    lr: float = 1e-3
+    batch_size: StrictInt = 16
+    grad_accum: StrictInt = 1
+    steps: StrictInt = 500  # optimiser steps
+    warmup_steps: StrictInt = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # LLMR reference code clips at 1.0
+    eval_every: StrictInt = 100  # steps between dev evaluations (model selection)
+    log_every: StrictInt = 10
+    checkpoint_every: StrictInt = 100  # steps between resumable checkpoints
+
+    @field_validator("lr", "max_grad_norm")
+    @classmethod
+    def _pos_float(cls, v):
+        return _pos(v)
+
+    @field_validator("batch_size", "grad_accum", "eval_every", "log_every", "checkpoint_every")
+    @classmethod
+    def _pos_int(cls, v):
+        return _pos(v)
+
+    @field_validator("steps", "warmup_steps")
+    @classmethod
+    def _nonneg_int(cls, v):
+        if v < 0:
+            raise ValueError(f"must be >= 0, got {v}")
+        return v
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _nonneg(cls, v):
+        if v < 0:
+            raise ValueError(f"must be >= 0, got {v}")
+        return v
+
+
+class TeacherParams(OptimParams):
+    """Teacher preparation: fine-tuned on references (``train: false`` = prompted only)."""
+
+    train: StrictBool = True
+
+
+class DivergenceParams(OptimParams):
+    """SeqKD / KL / JS / TVD (Wen et al. 2023): token-level divergences on fixed prefixes."""
+
+    student_mix: float = 0.5  # JS/TVD: share of prefixes sampled from the student (rest: teacher outputs)
+    js_beta: float = 0.5  # JS mixture weight; 0.5 is the symmetric Jensen-Shannon divergence
+    temperature: float = 1.0  # sampling temperature of the student prefixes
+
+    @field_validator("student_mix")
+    @classmethod
+    def _unit(cls, v):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"must be in [0, 1], got {v}")
+        return v
+
+    @field_validator("js_beta")
+    @classmethod
+    def _open_unit(cls, v):
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"must be in (0, 1), got {v}")
+        return v
+
+
+class RLParams(OptimParams):
+    """REINFORCE with a teacher-induced reward (LLMR) and KETCHUP's K-step return."""
+
+    k: StrictInt = 2  # KETCHUP's K; LLMR and its baselines use K = 1
+    tail: Literal["algorithm1", "block"] = "algorithm1"
+    normalize: Literal["raw", "mean", "log_softmax"] = "mean"  # LLMR code: logits minus vocab mean
+    reward_clip: float = 100.0  # returns clipped to [-clip, clip] (paper Table 4)
+    temperature: float = 1.0
+    top_k: StrictInt = 0  # 0 = full vocabulary
+    pg_normalize: Literal["batch", "tokens"] = "batch"
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v):
+        if v < 1:
+            raise ValueError(f"K must be an integer >= 1, got {v}")
+        return v
+
+    @field_validator("reward_clip", "temperature")
+    @classmethod
+    def _pos_f(cls, v):
+        return _pos(v)
+
+    @field_validator("top_k")
+    @classmethod
+    def _topk(cls, v):
+        if v < 0:
+            raise ValueError(f"must be >= 0, got {v}")
+        return v
+
+
+class EvalParams(_Strict):
+    batch_size: StrictInt = 64
+    n_dev: Optional[StrictInt] = 200  # dev examples used for model selection (None = all)
+    n_test: Optional[StrictInt] = None  # test examples scored (None = all)
+
+    @field_validator("batch_size", "n_dev", "n_test")
+    @classmethod
+    def _p(cls, v):
+        return _pos(v)
+
+
+class JudgeParams(_Strict):
+    backend: Literal["surrogate", "openai", "transformers"] = "surrogate"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "Qwen/Qwen2.5-72B-Instruct"
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable; keys are never in files
+    timeout_s: float = 60.0
+    max_retries: StrictInt = 3
+    concurrency: StrictInt = 8
+    temperature: float = 0.0
+    max_tokens: StrictInt = 128
+    templates_dir: str = "params/judge"
+    n_examples: Optional[StrictInt] = None  # test examples judged (None = all)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _no_key(cls, v):
+        if v.startswith(("sk-", "sk_")) or len(v) > 64:
+            raise ValueError("give the NAME of an environment variable, never the key itself")
+        return v
+
+
+class Params(_Strict):
+    """The resolved parameters of one chain: teacher -> pre-distillation -> one method."""
+
+    profile: str = "embedded"
+    seed: StrictInt = 0
+    cache_dir: str = ".cache/kdlib"  # datasets, tokenizers and runs (shared across notebooks)
+    method: str = "ketchup"
+    task: TaskParams = Field(default_factory=TaskParams)
+    models: ModelParams = Field(default_factory=ModelParams)
+    teacher: TeacherParams = Field(default_factory=lambda: TeacherParams(lr=1e-3, steps=1500))
+    predistill: OptimParams = Field(default_factory=lambda: OptimParams(lr=1e-3, steps=800))
+    divergence: DivergenceParams = Field(default_factory=lambda: DivergenceParams(lr=3e-4, steps=300))
+    rl: RLParams = Field(default_factory=lambda: RLParams(lr=3e-5, steps=300))
+    eval: EvalParams = Field(default_factory=EvalParams)
+    judge: JudgeParams = Field(default_factory=JudgeParams)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}; known methods: {', '.join(METHODS)}")
+        return v
+
+    def k_effective(self) -> int:
+        """K used by the return estimator: LLMR and its baselines are K = 1."""
+        return self.rl.k if self.method == "ketchup" else 1
+
+
+# ----------------------------------------------------------------------------- notebook params
+class NotebookParams(_Strict):
+    """Flat values injected by papermill. Common fields; each notebook adds its own."""
+
+    notebook: str
+    profile: str = "embedded"
+    params_files: list[str] = Field(default_factory=lambda: ["params/embedded/kit.yaml"])
+    set: dict[str, Any] = Field(default_factory=dict)  # dotted overrides of the kit params
+    output_dir: str = "outputs/embedded"
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0])
+    tasks: list[str] = Field(default_factory=lambda: list(EMBEDDED_TASKS))
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v):
+        for t in v:
+            if t not in TASKS:
+                raise ValueError(f"unknown task {t!r}; known tasks: {', '.join(TASKS)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if not v:
+            raise ValueError("at least one seed")
+        return v
+
+
+def _check_ks(v: list[int]) -> list[int]:
+    for k in v:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"K must be an integer >= 1, got {k!r}")
+    return v
+
+
+class MainResultsParams(NotebookParams):
+    notebook: Literal["01_main_results"] = "01_main_results"
+    methods: list[str] = Field(default_factory=lambda: ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"])
+    k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v):
+        for m in v:
+            if m not in DIVERGENCE_METHODS + RL_METHODS:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(DIVERGENCE_METHODS + RL_METHODS)}")
+        return v
+
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        return _check_ks(v)
+
+
+class ReturnsParams(NotebookParams):
+    notebook: Literal["02_returns"] = "02_returns"
+    methods: list[str] = Field(default_factory=lambda: ["llmr", "llmr_mean", "llmr_minvar"])
+    k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        return _check_ks(v)
+
+
+class VarianceBiasParams(NotebookParams):
+    notebook: Literal["03_variance_bias"] = "03_variance_bias"
+    task: str = "mini-xsum"
+    k_values: list[StrictInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    n_samples: StrictInt = 32  # sampled outputs per input (paper: 32)
+    n_inputs: StrictInt = 64  # inputs averaged over (paper: 10K)
+    student_steps: list[StrictInt] = Field(default_factory=lambda: [50, 200, 800])  # pre-distillation checkpoints
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        return _check_ks(v)
+
+
+class ModelSizeParams(NotebookParams):
+    notebook: Literal["04_model_size"] = "04_model_size"
+    task: str = "mini-xsum"
+    students: list[str] = Field(default_factory=lambda: ["tiny-t5:small", "tiny-t5:base", "tiny-t5:large"])
+    k: StrictInt = 2
+    methods: list[str] = Field(default_factory=lambda: ["llmr", "ketchup"])
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v):
+        return _check_ks([v])[0]
+
+
+class LLMEvalParams(NotebookParams):
+    notebook: Literal["05_llm_eval"] = "05_llm_eval"
+    tasks: list[str] = Field(default_factory=lambda: ["mini-xsum", "mini-europarl"])
+    methods: list[str] = Field(default_factory=lambda: ["tvd", "llmr", "ketchup"])
+    baseline: str = "kl"
+    k: StrictInt = 2
+    criteria: list[Literal["overall", "informativeness", "coherence"]] = Field(
+        default_factory=lambda: ["overall", "informativeness", "coherence"])
+
+
+NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
+    "01_main_results": MainResultsParams,
+    "02_returns": ReturnsParams,
+    "03_variance_bias": VarianceBiasParams,
+    "04_model_size": ModelSizeParams,
+    "05_llm_eval": LLMEvalParams,
+}
+
+
+# ----------------------------------------------------------------------------- loading
+def _read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ParamsError(f"{p}: params file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{p}: the top level must be a mapping of keys to values")
+    return data
+
+
+def _set_dotted(data: dict, key: str, value: Any, source: str, sources: dict) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    sources[key] = source
+
+
+def _merge(base: dict, new: dict, source: str, sources: dict, prefix: str = "") -> None:
+    for key, value in new.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, source, sources, dotted + ".")
+        else:
+            base[key] = copy.deepcopy(value)
+            sources[dotted] = source
+            if isinstance(value, dict):
+                for sub in _leaves(value, dotted + "."):
+                    sources[sub] = source
+
+
+def _leaves(d: dict, prefix: str):
+    for k, v in d.items():
+        yield f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+
+
+def _source_of(field: str, sources: dict, default: str) -> str:
+    parts = field.split(".")
+    for i in range(len(parts), 0, -1):
+        src = sources.get(".".join(parts[:i]))
+        if src:
+            return src
+    return default
+
+
+def _validate(model: type[BaseModel], data: dict, sources: dict, default_source: str):
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = ".".join(str(x) for x in err["loc"])
+            src = _source_of(field, sources, default_source)
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (a typo?); allowed keys are the fields of this section"
+            lines.append(f"{src}: field '{field}': {msg}")
+        raise ParamsError("\n".join(lines)) from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"rl.k=4"`` -> ``("rl.k", 4)``; the value is parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in text:
+        raise ParamsError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_params(*paths: str | Path, **overrides: Any) -> Params:
+    """Layer YAML files (later wins), apply dotted overrides (``rl__k=4`` or ``**{"rl.k": 4}``),
+    validate. Raises :class:`ParamsError` naming the file and the field."""
+    data: dict = {}
+    sources: dict = {}
+    for path in paths:
+        raw = _read_yaml(path)
+        if "notebook" in raw:
+            raise ParamsError(f"{path}: this is a notebook params file (notebook: {raw['notebook']}); "
+                              "use load_notebook_params or name the kit params it points to")
+        _merge(data, raw, str(path), sources)
+    for key, value in overrides.items():
+        _set_dotted(data, key.replace("__", "."), value, f"override {key}", sources)
+    default = str(paths[-1]) if paths else "<defaults>"
+    return _validate(Params, data, sources, default)
+
+
+def load_notebook_params(path: str | Path, **overrides: Any) -> NotebookParams:
+    """Validate a notebook params file, and the kit params files and overrides it names."""
+    raw = _read_yaml(path)
+    raw.update(overrides)
+    name = raw.get("notebook")
+    if name not in NOTEBOOK_PARAMS:
+        raise ParamsError(f"{path}: field 'notebook': expected one of {', '.join(NOTEBOOK_PARAMS)}, got {name!r}")
+    nb = _validate(NOTEBOOK_PARAMS[name], raw, {}, str(path))
+    base = Path(path).parent
+    files = [_resolve_params_path(f, base) for f in nb.params_files]
+    for f in files:
+        if not Path(f).is_file():
+            raise ParamsError(f"{path}: field 'params_files': {f} not found")
+    try:
+        load_params(*files, **nb.set)
+    except ParamsError as e:
+        raise ParamsError(f"{path} (through params_files/set):\n{e}") from None
+    return nb
+
+
+def _resolve_params_path(f: str, base: Path) -> str:
+    """Paths in a notebook params file are relative to the repo root (the working directory);
+    fall back to the params file's folder."""
+    if Path(f).is_file() or Path(f).is_absolute():
+        return f
+    alt = base / Path(f).name
+    return str(alt) if alt.is_file() else f
+
+
+def kit_params_for(nb: NotebookParams, **overrides: Any) -> Params:
+    """The kit params a notebook builds on, with its ``set`` and the given overrides applied."""
+    return load_params(*nb.params_files, **{**nb.set, **overrides})
+
+
+def load_any(path: str | Path, *more: str | Path, **overrides: Any):
+    """Validate whatever the files are: notebook params (one file) or layered kit params."""
+    raw = _read_yaml(path)
+    if "notebook" in raw:
+        if more:
+            raise ParamsError(f"{path}: a notebook params file is validated on its own")
+        return load_notebook_params(path, **overrides)
+    return load_params(path, *more, **overrides)
+
+
+def params_hash(obj: Any, length: int = 12) -> str:
+    """Stable short hash of JSON-able data (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]

@@ -1,0 +1,183 @@
+"""Chains of runs (floor 3): teacher -> pre-distilled student -> one distillation method.
+
+Each stage is a :class:`kdlib.runs.Run` keyed by the parameters that change what it computes
+(and its parent's key), so every notebook shares one cache: ``02_returns`` reuses what
+``01_main_results`` trained, and adding K=3 trains only the K=3 runs. A finished run is reused,
+an interrupted one resumes from its last checkpoint.
+
+The teacher and the pre-distilled student use ``base_seed`` (shared by every method and seed,
+as in the paper: "all methods adopt pre-distillation"); a method run uses ``seed``.
+"""
+
+from __future__ import annotations
+
+from kdlib.config import DIVERGENCE_METHODS, RL_METHODS, Params
+from kdlib.models import check_shared_vocab, decode, pad
+from kdlib.runs import Run, read_jsonl, write_jsonl
+from kdlib.trainers.base import (TRAINER_VERSION, Task, data_key, evaluate_only, frozen, get_accelerator,
+                                 load_model, load_task_bundle, train_run)
+from kdlib.trainers.divergence import divergence_micro_loss
+from kdlib.trainers.rl import rl_micro_loss
+from kdlib.trainers.supervised import nll_micro_loss
+
+BASE_SEED = 0
+
+
+def _models_key(p: Params) -> dict:
+    m = p.models
+    return {"arch": m.arch, "tokenizer": m.tokenizer, "dtype": m.dtype, "dropout": m.dropout}
+
+
+def teacher_run(p: Params) -> Run:
+    key = {"v": TRAINER_VERSION, "stage": "teacher", "data": data_key(p), "teacher": p.models.teacher,
+           "models": _models_key(p), "optim": p.teacher.model_dump(), "eval": p.eval.model_dump(), "seed": BASE_SEED}
+    return Run(p.cache_dir, p.task.name, "teacher", key)
+
+
+def zeroshot_run(p: Params) -> Run:
+    key = {"parent": teacher_run(p).key, "stage": "zeroshot", "student": p.models.student, "seed": BASE_SEED}
+    return Run(p.cache_dir, p.task.name, "zeroshot", key)
+
+
+def predistill_run(p: Params) -> Run:
+    key = {"parent": teacher_run(p).key, "stage": "predistill", "student": p.models.student,
+           "optim": p.predistill.model_dump(), "seed": BASE_SEED}
+    return Run(p.cache_dir, p.task.name, "predistill", key)
+
+
+def method_run(p: Params) -> Run:
+    if p.method in DIVERGENCE_METHODS:
+        optim = p.divergence.model_dump()
+        if p.method in ("seqkd", "kl"):  # these ignore the student-sample settings
+            for k in ("student_mix", "js_beta", "temperature"):
+                optim.pop(k)
+    elif p.method in RL_METHODS:
+        optim = p.rl.model_dump()
+        optim["k"] = p.k_effective()
+        if p.method != "ketchup":
+            optim.pop("tail")
+    else:
+        raise ValueError(f"{p.method!r} is a stage, not a distillation method")
+    key = {"parent": predistill_run(p).key, "stage": p.method, "optim": optim, "seed": p.seed}
+    name = f"ketchup_k{p.rl.k}" if p.method == "ketchup" else p.method
+    return Run(p.cache_dir, p.task.name, name, key)
+
+
+def run_for(p: Params) -> Run:
+    """The run that ``train(p)`` finishes (without training anything)."""
+    return {"teacher": teacher_run, "zeroshot": zeroshot_run, "predistill": predistill_run}.get(p.method, method_run)(p)
+
+
+# ----------------------------------------------------------------------------- stages
+def _teacher_model(p: Params, task: Task):
+    run = ensure_teacher(p, task)
+    return frozen(load_model(p, task, p.models.teacher, checkpoint=str(run.best_dir)))
+
+
+def ensure_teacher(p: Params, task: Task | None = None) -> Run:
+    """Teacher preparation: fine-tuned on references (embedded teachers from scratch), or only
+    evaluated when ``teacher.train`` is false (the paper prompts FLAN-T5-XL for XSum)."""
+    task = task or load_task_bundle(p)
+    run = teacher_run(p)
+    if not run.finished:
+        model = load_model(p, task, p.models.teacher, seed=BASE_SEED)
+        if p.teacher.train and p.teacher.steps > 0:
+            train_run(run, params=p, optim=p.teacher, task=task, model=model, seed=BASE_SEED,
+                      micro_loss=nll_micro_loss(model, task, task.targets["train"], get_accelerator().device, "teacher"))
+        else:
+            evaluate_only(run, params=p, task=task, model=model)
+    _ensure_teacher_outputs(p, task, run)
+    return run
+
+
+def _ensure_teacher_outputs(p: Params, task: Task, run: Run) -> None:
+    """Greedy teacher outputs on the train sources: the data of pre-distillation, SeqKD and KL."""
+    path = run.path / "outputs" / "train_teacher.jsonl"
+    acc = get_accelerator()
+    if not path.is_file() and acc.is_main_process:
+        from kdlib.generation import generate
+
+        teacher = frozen(load_model(p, task, p.models.teacher, checkpoint=str(run.best_dir))).to(acc.device)
+        outs = []
+        src = task.teacher_src["train"]
+        bs = p.eval.batch_size
+        for i in range(0, len(src), bs):
+            ids, m = pad(src[i: i + bs], task.tok.pad_token_id, left=task.arch == "causal", device=acc.device)
+            roll = generate(teacher, task.tok, ids, m, arch=task.arch, max_new_tokens=task.max_target_len,
+                            use_calculator=task.use_calculator)
+            outs += decode(task.tok, roll.tokens, roll.mask)
+        write_jsonl(path, [{"id": i, "output": o} for i, o in enumerate(outs)])
+    acc.wait_for_everyone()
+
+
+def teacher_outputs(p: Params) -> list[str]:
+    return [r["output"] for r in read_jsonl(teacher_run(p).path / "outputs" / "train_teacher.jsonl")]
+
+
+def ensure_zeroshot(p: Params) -> Run:
+    """The student before any training (the embedded students start from random weights)."""
+    task = load_task_bundle(p)
+    run = zeroshot_run(p)
+    if not run.finished:
+        teacher = _teacher_model(p, task)
+        model = load_model(p, task, p.models.student, seed=BASE_SEED)
+        check_shared_vocab(task.tok, task.tok, teacher, model)
+        evaluate_only(run, params=p, task=task, model=model, teacher=teacher)
+    return run
+
+
+def ensure_predistill(p: Params) -> Run:
+    """Pre-distillation: the student trained by cross-entropy on the teacher's outputs, the shared
+    starting point of every method (seed 000 Sec. 3.1)."""
+    task = load_task_bundle(p)
+    run = predistill_run(p)
+    if not run.finished:
+        teacher = _teacher_model(p, task)
+        model = load_model(p, task, p.models.student, seed=BASE_SEED)
+        check_shared_vocab(task.tok, task.tok, teacher, model)
+        train_run(run, params=p, optim=p.predistill, task=task, model=model, seed=BASE_SEED, teacher=teacher,
+                  micro_loss=nll_micro_loss(model, task, teacher_outputs(p), get_accelerator().device))
+    return run
+
+
+def ensure_method(p: Params) -> Run:
+    """One distillation method from the pre-distilled student."""
+    task = load_task_bundle(p)
+    run = method_run(p)
+    if run.finished:
+        return run
+    pre = ensure_predistill(p)
+    teacher = _teacher_model(p, task)
+    model = load_model(p, task, p.models.student, checkpoint=str(pre.best_dir))
+    acc = get_accelerator()
+    extra = {"method": p.method, "k": p.k_effective()}
+    if p.method in RL_METHODS:
+        loss = rl_micro_loss(p.method, model, teacher, task, p.rl, acc, p.seed)
+        optim = p.rl
+    elif p.method == "seqkd":
+        loss = nll_micro_loss(model, task, teacher_outputs(p), acc.device)
+        optim = p.divergence
+    else:
+        loss = divergence_micro_loss(p.method, model, teacher, task, teacher_outputs(p), p.divergence, acc, p.seed)
+        optim = p.divergence
+    train_run(run, params=p, optim=optim, task=task, model=model, seed=p.seed, teacher=teacher, micro_loss=loss,
+              extra_summary=extra)
+    return run
+
+
+def train(p: Params) -> Run:
+    """Finish the run named by ``p.method`` (and every run it builds on); return it."""
+    if p.method == "teacher":
+        return ensure_teacher(p)
+    if p.method == "zeroshot":
+        return ensure_zeroshot(p)
+    if p.method == "predistill":
+        return ensure_predistill(p)
+    return ensure_method(p)
+
+
+def load_run_model(p: Params, run: Run, which: str = "best"):
+    """The weights of a finished run (``best`` dev checkpoint) with the task's tokenizer."""
+    task = load_task_bundle(p)
+    spec = p.models.teacher if run.stage == "teacher" else p.models.student
+    return load_model(p, task, spec, checkpoint=str(run.best_dir if which == "best" else run.last_dir)), task

@@ -1,0 +1,240 @@
+"""Tokenizers and models (floor 1): tiny from-scratch presets for the embedded profile, hub
+models by name for the paper profile, one interface for encoder-decoder and decoder-only LMs.
+
+Model specs (``params.models.teacher`` / ``.student``):
+  * ``tiny-t5:<size>``     a T5 config from TINY_SIZES, randomly initialised (embedded, smoke);
+  * ``tiny-causal:<size>`` a Qwen2-style decoder-only config of the same sizes (seed 001 App. F);
+  * anything else          a hub name or a local folder, loaded with ``from_pretrained``
+                           (``trust_remote_code`` only if the params turn it on).
+Teacher and student must share one vocabulary (inner-family distillation): the reward is read
+off the teacher's logits at the student's token ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+# Sizes mirror the T5 family at toy scale: small < base < large < teacher.
+TINY_SIZES: dict[str, dict] = {
+    "micro": dict(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16),
+    "small": dict(d_model=48, d_ff=192, num_layers=1, num_heads=4, d_kv=12),
+    "base": dict(d_model=64, d_ff=256, num_layers=2, num_heads=4, d_kv=16),
+    "large": dict(d_model=96, d_ff=384, num_layers=3, num_heads=4, d_kv=24),
+    "teacher": dict(d_model=128, d_ff=512, num_layers=3, num_heads=4, d_kv=32),
+}
+SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # ids 0, 1, 2 as in T5
+TOKENIZER_VERSION = 1
+
+
+def is_tiny(spec: str) -> bool:
+    return spec.startswith(("tiny-t5:", "tiny-causal:"))
+
+
+def tiny_arch(spec: str) -> str:
+    return "causal" if spec.startswith("tiny-causal:") else "seq2seq"
+
+
+# ----------------------------------------------------------------------------- tokenizers
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
+    """A BPE tokenizer trained offline with ``tokenizers`` on the task's own corpus, wrapped as a
+    transformers fast tokenizer. Digits are split one by one (arithmetic), ``<<``/``>>`` are single
+    pieces (calculator annotations), spaces are kept SentencePiece-style so decoding round-trips."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+        pre_tokenizers.Split(Regex(r"<<|>>|[0-9]|[^\w▁]"), behavior="isolated"),
+    ])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=2,
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    from tokenizers.processors import TemplateProcessing
+
+    tok.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def load_or_train_tokenizer(folder: str | Path, texts_fn, vocab_size: int = 2000):
+    """Tokenizer cached in ``folder`` (trained from ``texts_fn()`` on first use)."""
+    from transformers import PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").is_file() and (folder / "done").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    tok = train_tokenizer(texts_fn(), vocab_size=vocab_size)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tok.save_pretrained(str(tmp))
+    (tmp / "done").write_text("ok")
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return PreTrainedTokenizerFast.from_pretrained(str(folder))
+
+
+def load_hub_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:  # decoder-only tokenizers often lack one
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def check_shared_vocab(teacher_tok, student_tok, teacher_model=None, student_model=None) -> None:
+    """Refuse a teacher/student pair that do not share a vocabulary."""
+    if teacher_tok is not student_tok and teacher_tok.get_vocab() != student_tok.get_vocab():
+        raise ValueError("teacher and student tokenizers differ: the LLMR/KETCHUP reward needs one shared "
+                         "vocabulary (inner-family distillation, e.g. FLAN-T5 -> T5, Qwen -> Qwen)")
+    if teacher_model is not None and student_model is not None:
+        vt = teacher_model.get_output_embeddings().weight.shape[0]
+        vs = student_model.get_output_embeddings().weight.shape[0]
+        if vt != vs:
+            raise ValueError(f"teacher and student output vocabularies differ ({vt} vs {vs} logits)")
+
+
+# ----------------------------------------------------------------------------- models
+def build_model(spec: str, *, vocab_size: int, arch: str = "seq2seq", dropout: float = 0.0,
+                seed: int = 0, dtype: str = "float32", trust_remote_code: bool = False,
+                max_positions: int = 1024):
+    """A model from a spec: a tiny preset (random init from ``seed``) or ``from_pretrained``."""
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    if is_tiny(spec):
+        size = spec.split(":", 1)[1]
+        if size not in TINY_SIZES:
+            raise ValueError(f"unknown tiny size {size!r} in {spec!r}; sizes: {', '.join(TINY_SIZES)}")
+        s = TINY_SIZES[size]
+        torch.manual_seed(seed)
+        if tiny_arch(spec) == "seq2seq":
+            from transformers import T5Config, T5ForConditionalGeneration
+
+            cfg = T5Config(vocab_size=vocab_size, d_model=s["d_model"], d_ff=s["d_ff"], num_layers=s["num_layers"],
+                           num_decoder_layers=s["num_layers"], num_heads=s["num_heads"], d_kv=s["d_kv"],
+                           dropout_rate=dropout, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                           feed_forward_proj="relu", tie_word_embeddings=True)
+            model = T5ForConditionalGeneration(cfg)
+        else:
+            from transformers import Qwen2Config, Qwen2ForCausalLM
+
+            cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=s["d_model"], intermediate_size=s["d_ff"],
+                              num_hidden_layers=2 * s["num_layers"], num_attention_heads=s["num_heads"],
+                              num_key_value_heads=s["num_heads"], max_position_embeddings=max_positions,
+                              attention_dropout=dropout, tie_word_embeddings=True, pad_token_id=0,
+                              eos_token_id=1, bos_token_id=1)
+            model = Qwen2ForCausalLM(cfg)
+        return model.to(torch_dtype)
+    return load_pretrained(spec, arch=arch, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def load_pretrained(path: str, *, arch: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """``from_pretrained`` for a hub name or a folder (our checkpoints are safetensors)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    cls = AutoModelForSeq2SeqLM if arch == "seq2seq" else AutoModelForCausalLM
+    return cls.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- batching
+def encode_sources(tok, texts: Sequence[str], max_len: int, arch: str, device="cpu") -> tuple[Tensor, Tensor]:
+    """Token ids and attention mask of prompts, ``(B, S)``. Encoder-decoder sources end with EOS and
+    are right-padded; decoder-only prompts are left-padded so generation continues at the right."""
+    ids = [tok(t, add_special_tokens=(arch == "seq2seq"))["input_ids"][:max_len] for t in texts]
+    if arch == "seq2seq":
+        ids = [x if x[-1] == tok.eos_token_id else x[:-1] + [tok.eos_token_id] for x in ids]
+    return pad(ids, tok.pad_token_id, left=(arch == "causal"), device=device)
+
+
+def encode_targets(tok, texts: Sequence[str], max_len: int, device="cpu") -> tuple[Tensor, Tensor]:
+    """Target ids ending with EOS (truncated to ``max_len`` with EOS kept last), right-padded, and
+    the mask of valid positions ``(B, T)``."""
+    out = []
+    for t in texts:
+        x = tok(t, add_special_tokens=False)["input_ids"][: max_len - 1]
+        out.append(x + [tok.eos_token_id])
+    return pad(out, tok.pad_token_id, left=False, device=device)
+
+
+def pad(seqs: Sequence[Sequence[int]], pad_id: int, left: bool = False, device="cpu") -> tuple[Tensor, Tensor]:
+    T = max(1, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        if not s:
+            continue
+        if left:
+            ids[i, T - len(s):] = torch.tensor(s)
+            mask[i, T - len(s):] = True
+        else:
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = True
+    return ids.to(device), mask.to(device)
+
+
+def decode(tok, ids: Tensor, mask: Tensor) -> list[str]:
+    """Texts of generated ids, up to (not including) EOS."""
+    out = []
+    for row, m in zip(ids.tolist(), mask.tolist()):
+        toks = [t for t, keep in zip(row, m) if keep and t != tok.eos_token_id and t != tok.pad_token_id]
+        out.append(tok.decode(toks, skip_special_tokens=True).strip())
+    return out
+
+
+# ----------------------------------------------------------------------------- one interface
+def forward_logits(model, arch: str, src_ids: Tensor, src_mask: Tensor, tgt_ids: Tensor, tgt_mask: Tensor) -> Tensor:
+    """Teacher-forced next-token logits over the target: ``logits[b, t]`` scores ``tgt[b, t]``
+    given the source and ``tgt[b, :t]``.
+
+    src_ids, src_mask: (B, S); tgt_ids, tgt_mask: (B, T) -> logits (B, T, V).
+    """
+    if arch == "seq2seq":
+        start = torch.zeros_like(tgt_ids[:, :1])  # decoder_start_token_id = pad = 0 (T5)
+        start.fill_(model.config.decoder_start_token_id or 0)
+        dec_in = torch.cat([start, tgt_ids[:, :-1]], dim=1)  # (B, T)
+        return model(input_ids=src_ids, attention_mask=src_mask.long(), decoder_input_ids=dec_in).logits
+    S = src_ids.shape[1]
+    ids = torch.cat([src_ids, tgt_ids], dim=1)  # (B, S+T)
+    attn = torch.cat([src_mask, tgt_mask], dim=1).long()
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits  # (B, S+T, V)
+    return logits[:, S - 1: S - 1 + tgt_ids.shape[1]]
+
+
+def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
+    """log pi(y_t | s_t) of the given tokens: logits (B, T, V), tokens (B, T) -> (B, T)."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def save_checkpoint(model, tok, folder: str | Path, meta: dict | None = None) -> None:
+    """safetensors weights + config + tokenizer, written to a temp folder then renamed."""
+    import shutil
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    if tok is not None:
+        tok.save_pretrained(str(tmp))
+    (tmp / "kdlib_meta.json").write_text(json.dumps(meta or {}, indent=1))
+    if folder.exists():
+        old = folder.with_name(folder.name + f".old{os.getpid()}")
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, folder)

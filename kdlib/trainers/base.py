@@ -1,0 +1,320 @@
+"""What every training family shares (floor 3): the task bundle (data + tokenizer + token ids),
+the accelerator, and one training harness that owns the optimiser, gradient accumulation and
+clipping, logging, dev evaluation with best-checkpoint selection, resumable checkpoints and the
+final test evaluation. A family (supervised, divergence, rl) only supplies the loss of one
+micro-batch, so each family's maths reads top to bottom in its own file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from kdlib import data as kdata
+from kdlib import metrics
+from kdlib.config import OptimParams, Params, params_hash
+from kdlib.evaluate import evaluate
+from kdlib.models import (build_model, check_shared_vocab, encode_targets, is_tiny, load_hub_tokenizer,
+                          load_or_train_tokenizer, load_pretrained, pad, save_checkpoint, tiny_arch)
+from kdlib.runs import Run, atomic_write_json, write_jsonl
+
+TRAINER_VERSION = 1  # bump when a change alters what a run computes (invalidates cached runs)
+
+
+# ----------------------------------------------------------------------------- accelerator
+_ACCELERATOR = None
+
+
+def get_accelerator(dtype: str = "float32"):
+    """One ``accelerate.Accelerator`` per process: plain CPU here, DDP under ``accelerate launch``
+    or ``torchrun`` (gloo on CPU, NCCL on GPUs), bf16 autocast on GPUs when params ask for it."""
+    global _ACCELERATOR
+    if _ACCELERATOR is None:
+        from accelerate import Accelerator
+
+        cuda = torch.cuda.is_available()
+        _ACCELERATOR = Accelerator(cpu=not cuda, mixed_precision="bf16" if (cuda and dtype == "bfloat16") else "no")
+    return _ACCELERATOR
+
+
+def progress_enabled() -> bool:
+    return os.environ.get("KDLIB_PROGRESS", "1") != "0"
+
+
+# ----------------------------------------------------------------------------- task bundle
+@dataclass
+class Task:
+    """A task ready for training: texts, token ids with each prompt, tokenizer, metric names."""
+
+    name: str
+    kind: str
+    arch: str
+    tok: object
+    sources: dict[str, list[str]]  # raw sources by split
+    targets: dict[str, list[str]]  # references by split
+    student_src: dict[str, list[list[int]]]  # token ids of the student's prompt by split
+    teacher_src: dict[str, list[list[int]]]
+    use_calculator: bool
+    max_target_len: int
+    primary: str = field(init=False)
+
+    def __post_init__(self):
+        self.primary = metrics.PRIMARY_METRIC[self.kind]
+
+    def split_size(self, split: str) -> int:
+        return len(self.targets[split])
+
+
+def resolve_arch(params: Params) -> str:
+    spec = params.models.student
+    return tiny_arch(spec) if is_tiny(spec) else params.models.arch
+
+
+def data_key(params: Params) -> dict:
+    return {"task": params.task.model_dump(), "arch": resolve_arch(params), "tokenizer": params.models.tokenizer,
+            "teacher": params.models.teacher if not is_tiny(params.models.teacher) else "tiny"}
+
+
+def load_task_bundle(params: Params) -> Task:
+    return _load_task_bundle(params_hash(data_key(params)), params.model_dump_json())
+
+
+@lru_cache(maxsize=8)
+def _load_task_bundle(_key: str, params_json: str) -> Task:
+    params = Params.model_validate_json(params_json)
+    tp = params.task
+    ds = kdata.load_task(tp.name, cache_dir=params.cache_dir, path=tp.path, n_train=tp.n_train, n_dev=tp.n_dev,
+                         n_test=tp.n_test, seed=tp.data_seed)
+    kind = kdata.task_kind(tp.name)
+    prompts = kdata.DEFAULT_PROMPTS[tp.name]
+    s_tpl = tp.student_prompt or prompts["student"]
+    t_tpl = tp.teacher_prompt or prompts["teacher"]
+    arch = resolve_arch(params)
+    sources = {s: list(ds[s]["source"]) for s in ("train", "dev", "test")}
+    targets = {s: list(ds[s]["target"]) for s in ("train", "dev", "test")}
+    s_text = {s: [kdata.apply_prompt(s_tpl, x) for x in xs] for s, xs in sources.items()}
+    t_text = {s: [kdata.apply_prompt(t_tpl, x) for x in xs] for s, xs in sources.items()}
+    if params.models.tokenizer or not is_tiny(params.models.teacher):
+        tok = load_hub_tokenizer(params.models.tokenizer or params.models.teacher, params.models.trust_remote_code)
+    else:
+        h = hashlib.sha256(params_hash(data_key(params)).encode()).hexdigest()[:12]
+        folder = os.path.join(params.cache_dir, "tokenizers", f"{tp.name}-{h}")
+        tok = load_or_train_tokenizer(folder, lambda: s_text["train"] + t_text["train"] + targets["train"])
+
+    def ids(texts):
+        add = arch == "seq2seq"
+        out = []
+        for t in texts:
+            x = tok(t, add_special_tokens=add)["input_ids"][: tp.max_source_len]
+            if add and x[-1] != tok.eos_token_id:
+                x[-1] = tok.eos_token_id
+            out.append(x)
+        return out
+
+    use_calc = tp.calculator if tp.calculator is not None else kind == "arithmetic"
+    return Task(name=tp.name, kind=kind, arch=arch, tok=tok, sources=sources, targets=targets,
+                student_src={s: ids(x) for s, x in s_text.items()},
+                teacher_src={s: ids(x) for s, x in t_text.items()},
+                use_calculator=use_calc, max_target_len=tp.max_target_len)
+
+
+def load_model(params: Params, task: Task, spec: str, checkpoint: str | None = None, seed: int = 0):
+    """A model from a run checkpoint (safetensors) or freshly built from its spec."""
+    if checkpoint is not None:
+        return load_pretrained(checkpoint, arch=task.arch, dtype=params.models.dtype,
+                               trust_remote_code=params.models.trust_remote_code)
+    return build_model(spec, vocab_size=len(task.tok), arch=task.arch, dropout=params.models.dropout, seed=seed,
+                       dtype=params.models.dtype, trust_remote_code=params.models.trust_remote_code)
+
+
+def frozen(model):
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+# ----------------------------------------------------------------------------- batching
+def step_indices(n: int, batch_size: int, step: int, micro: int, grad_accum: int, seed: int) -> list[int]:
+    """The global indices of one micro-batch: a seeded permutation per epoch, read in order, so a
+    resumed run sees exactly the batches the uninterrupted run would have seen."""
+    start = (step * grad_accum + micro) * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out += perm[offset: offset + batch_size - len(out)].tolist()
+    return out
+
+
+def shard(indices: list[int], accelerator) -> list[int]:
+    """This process's share of a global micro-batch (DDP averages the gradients)."""
+    return indices[accelerator.process_index:: accelerator.num_processes]
+
+
+def micro_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    """A sampling RNG that depends only on (seed, step, micro, rank): resumable and reproducible."""
+    return torch.Generator().manual_seed(int(np.random.default_rng([seed, step, micro, rank]).integers(2**62)))
+
+
+def batch_src(task: Task, split: str, idx: list[int], which: str = "student", device="cpu") -> tuple[Tensor, Tensor]:
+    src = task.student_src if which == "student" else task.teacher_src
+    return pad([src[split][i] for i in idx], task.tok.pad_token_id, left=task.arch == "causal", device=device)
+
+
+def batch_tgt(task: Task, texts: list[str], device="cpu") -> tuple[Tensor, Tensor]:
+    return encode_targets(task.tok, texts, task.max_target_len, device=device)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def eval_split(model, task: Task, split: str, n: int | None, params: Params, teacher=None, device="cpu"):
+    n = task.split_size(split) if n is None else min(n, task.split_size(split))
+    return evaluate(model, task.tok, arch=task.arch, src=task.student_src[split][:n], references=task.targets[split][:n],
+                    kind=task.kind, max_new_tokens=task.max_target_len, batch_size=params.eval.batch_size,
+                    use_calculator=task.use_calculator, teacher=teacher,
+                    teacher_src=task.teacher_src[split][:n] if teacher is not None else None,
+                    normalize=params.rl.normalize, device=device)
+
+
+# ----------------------------------------------------------------------------- the harness
+MicroLoss = Callable[[list[int], int, int], tuple[Tensor, dict]]
+
+
+def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model, micro_loss: MicroLoss,
+              seed: int, teacher=None, n_train: int | None = None, extra_summary: dict | None = None) -> dict:
+    """Train ``model`` with ``micro_loss`` and finish ``run``; returns its summary.
+
+    Every ``optim.eval_every`` steps (and at step 0) the dev split is decoded greedily; the best
+    dev score of the task's primary metric keeps ``ckpt/best`` (the paper reports test at the best
+    dev checkpoint). Every ``optim.checkpoint_every`` steps ``ckpt/last`` is written for resuming.
+    ``micro_loss(indices, step, micro)`` returns the loss of this process's share of one micro-batch
+    and a dict of values to log.
+    """
+    acc = get_accelerator(params.models.dtype)
+    dev = acc.device
+    n_train = n_train or task.split_size("train")
+    t0 = time.time()
+    run.start()
+    model.to(dev)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=optim.lr,
+                            weight_decay=optim.weight_decay, betas=(0.9, 0.999))
+    step0, best, best_step = 0, None, -1
+    state = run.resume_state()
+    if state is not None:  # resume: weights, optimiser and counters of the last checkpoint
+        from safetensors.torch import load_file
+
+        sd = load_file(str(run.last_dir / "model.safetensors"))
+        model.load_state_dict(sd, strict=False)
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
+        opt.load_state_dict(torch.load(run.last_dir / "optimizer.pt", weights_only=True, map_location=dev))
+        step0, best, best_step = state["step"], state["best"], state["best_step"]
+        run.truncate_metrics(step0)
+        if acc.is_main_process:
+            print(f"[kdlib] resuming {run.path} from step {step0}")
+    elif acc.is_main_process and run.metrics_path.exists():
+        run.metrics_path.unlink()  # a run killed before its first checkpoint starts over
+    model, opt = acc.prepare(model, opt)
+    higher = metrics.HIGHER_IS_BETTER.get(task.primary, True)
+
+    def dev_eval(step: int):
+        nonlocal best, best_step
+        if acc.is_main_process:
+            m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev)
+            run.log({"step": step, **{f"eval/{k}": v for k, v in m.items()}})
+            score = m[task.primary]
+            if best is None or (score > best if higher else score < best):
+                best, best_step = score, step
+                save_checkpoint(acc.unwrap_model(model), None, run.best_dir, {"step": step, "dev": m})
+        acc.wait_for_everyone()
+
+    def checkpoint(step: int):
+        if acc.is_main_process:
+            save_checkpoint(acc.unwrap_model(model), None, run.last_dir, {"step": step})
+            tmp = run.last_dir / "optimizer.pt.tmp"
+            torch.save(opt.state_dict(), tmp)
+            os.replace(tmp, run.last_dir / "optimizer.pt")
+            atomic_write_json(run.last_dir / "state.json", {"step": step, "best": best, "best_step": best_step})
+        acc.wait_for_everyone()
+
+    if step0 == 0:
+        dev_eval(0)
+    bar = tqdm(range(step0, optim.steps), desc=f"{run.stage} {task.name}", initial=step0, total=optim.steps,
+               disable=not (acc.is_main_process and progress_enabled()), mininterval=2.0, leave=False)
+    for step in bar:
+        for g in opt.param_groups:  # linear warm-up, then constant (the paper's AdamW set-up)
+            g["lr"] = optim.lr * min(1.0, (step + 1) / max(1, optim.warmup_steps))
+        model.train()
+        logs: dict[str, float] = {}
+        for micro in range(optim.grad_accum):
+            idx = shard(step_indices(n_train, optim.batch_size, step, micro, optim.grad_accum, seed), acc)
+            loss, info = micro_loss(idx, step, micro)
+            acc.backward(loss / optim.grad_accum)
+            for k, v in {"loss": float(loss.detach()), **info}.items():
+                logs[k] = logs.get(k, 0.0) + float(v) / optim.grad_accum
+        gnorm = acc.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        logs["grad_norm"] = float(gnorm)
+        done = step + 1
+        if acc.is_main_process and (done % optim.log_every == 0 or done == optim.steps):
+            run.log({"step": done, **{f"train/{k}": v for k, v in logs.items()}, "train/lr": opt.param_groups[0]["lr"]})
+            bar.set_postfix(loss=f"{logs['loss']:.3g}")
+        if done % optim.eval_every == 0 or done == optim.steps:
+            dev_eval(done)
+        if done % optim.checkpoint_every == 0 and done < optim.steps:
+            checkpoint(done)
+    bar.close()
+
+    # Final: test at the best dev checkpoint.
+    summary = {}
+    if acc.is_main_process:
+        final = acc.unwrap_model(model)
+        if run.best_dir.is_dir():
+            from safetensors.torch import load_file
+
+            final.load_state_dict(load_file(str(run.best_dir / "model.safetensors")), strict=False)
+            if hasattr(final, "tie_weights"):
+                final.tie_weights()
+        m_test, preds = eval_split(final, task, "test", params.eval.n_test, params, teacher, dev)
+        n = len(preds)
+        write_jsonl(run.path / "outputs" / "test.jsonl",
+                    [{"id": i, "source": task.sources["test"][i], "output": preds[i], "reference": task.targets["test"][i]}
+                     for i in range(n)])
+        dev_best = next((r for r in reversed(run.metrics()) if r.get("step") == best_step and f"eval/{task.primary}" in r), {})
+        summary = {"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": best_step,
+                   "steps": optim.steps, "seed": seed, "time_s": round(time.time() - t0, 2),
+                   "dev": {k[5:]: v for k, v in dev_best.items() if k.startswith("eval/")}, "test": m_test,
+                   **(extra_summary or {})}
+        run.finish(summary)
+    acc.wait_for_everyone()
+    return run.summary()
+
+
+def evaluate_only(run: Run, *, params: Params, task: Task, model, teacher=None, extra_summary: dict | None = None) -> dict:
+    """Finish a run that trains nothing (a prompted teacher, the zero-shot student)."""
+    acc = get_accelerator(params.models.dtype)
+    run.start()
+    if acc.is_main_process:
+        t0 = time.time()
+        model.to(acc.device)
+        m_dev, _ = eval_split(model, task, "dev", params.eval.n_dev, params, teacher, acc.device)
+        run.log({"step": 0, **{f"eval/{k}": v for k, v in m_dev.items()}})
+        m_test, preds = eval_split(model, task, "test", params.eval.n_test, params, teacher, acc.device)
+        write_jsonl(run.path / "outputs" / "test.jsonl",
+                    [{"id": i, "source": task.sources["test"][i], "output": p, "reference": task.targets["test"][i]}
+                     for i, p in enumerate(preds)])
+        save_checkpoint(model, None, run.best_dir, {"step": 0})
+        run.finish({"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": 0, "steps": 0,
+                    "time_s": round(time.time() - t0, 2), "dev": m_dev, "test": m_test, **(extra_summary or {})})
+    acc.wait_for_everyone()
+    return run.summary()

@@ -1,0 +1,64 @@
+"""Policy-gradient family (floor 3): REINFORCE distillation with a teacher-induced reward.
+
+One loop, the return estimator a parameter (seed 000 Sec. 2, Algorithm 1, Eq. (8); seed 002):
+  * ``llmr``        G_t = reward-to-go of r_t = q(s_t, a_t) - max_a q(s_{t+1}, a)   (K = 1)
+  * ``llmr_mean``   LLMR minus the batch-mean baseline
+  * ``llmr_minvar`` LLMR minus the minimum-variance baseline (Rosenberg 2021)
+  * ``ketchup``     the K-step return of Algorithm 1 (``tail="block"`` for the Eq. (7) ablation)
+Per step: sample y ~ pi_theta (temperature, top-k), score it with ONE teacher forward pass, build
+the return, clip it to [-reward_clip, reward_clip] (the paper's [-100, 100]), and minimise
+-sum_t G_t log pi(y_t|s_t) over the policy's own tokens (calculator insertions excluded).
+Defaults follow the LLMR authors' code: q normalised by the mean logit, gradient norm clipped at
+1.0 (the harness), nothing after EOS (the mask).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdlib import returns
+from kdlib.config import RLParams
+from kdlib.evaluate import teacher_scores
+from kdlib.generation import generate
+from kdlib.losses import policy_gradient_loss
+from kdlib.models import forward_logits, token_logprobs
+from kdlib.trainers.base import MicroLoss, Task, batch_src, micro_generator
+
+
+def estimate_returns(method: str, q_sa, v, mask, k: int, tail: str, reward_clip: float, student_logits=None, tokens=None):
+    """The return each method multiplies with grad log pi. Shapes (B, T)."""
+    G = returns.kstep_returns(q_sa, v, mask, k if method == "ketchup" else 1, tail=tail)
+    G = returns.clip_rewards(G, -reward_clip, reward_clip)
+    if method == "llmr_mean":
+        G = G - returns.batch_mean_baseline(G, mask)
+    elif method == "llmr_minvar":
+        norm_sq = returns.score_norm_sq(student_logits.detach(), tokens)
+        G = G - returns.min_variance_baseline(G, mask, norm_sq)
+    return G * mask
+
+
+def rl_micro_loss(method: str, model, teacher, task: Task, rp: RLParams, accelerator, seed: int) -> MicroLoss:
+    dev = accelerator.device
+    rank = accelerator.process_index
+
+    def micro_loss(idx: list[int], step: int, micro: int):
+        g = micro_generator(seed, step, micro, rank)
+        src, src_m = batch_src(task, "train", idx, "student", dev)  # (B, S)
+        t_src, t_src_m = batch_src(task, "train", idx, "teacher", dev)
+        roll = generate(accelerator.unwrap_model(model), task.tok, src, src_m, arch=task.arch,
+                        max_new_tokens=task.max_target_len, do_sample=True, temperature=rp.temperature,
+                        top_k=rp.top_k, use_calculator=task.use_calculator, generator=g)
+        y, mask = roll.tokens, roll.mask  # (B, T)
+        q_sa, v, t_logp = teacher_scores(teacher, task.arch, t_src, t_src_m, y, mask, rp.normalize)  # (B, T) each
+        s_logits = forward_logits(model, task.arch, src, src_m, y, mask)  # (B, T, V)
+        logp = token_logprobs(s_logits, y)  # (B, T)
+        G = estimate_returns(method, q_sa, v, mask, rp.k, rp.tail, rp.reward_clip, s_logits, y)
+        loss = policy_gradient_loss(logp, G, roll.action_mask, normalize=rp.pg_normalize)
+        with torch.no_grad():
+            true_G0 = returns.full_returns(q_sa, v, mask)[:, 0]  # Eq. (10) of each rollout
+            n_tok = mask.sum().clamp(min=1)
+            kl = ((logp.detach() - t_logp) * mask).sum() / n_tok  # MC estimate of KL(pi || p_teacher) per token
+        return loss, {"return": float(true_G0.mean()), "kl": float(kl), "eos_rate": float(roll.ended.float().mean()),
+                      "length": float(mask.sum(1).float().mean()), "G_mean": float((G.sum() / n_tok))}
+
+    return micro_loss

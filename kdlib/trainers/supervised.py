@@ -1,0 +1,20 @@
+"""Supervised family (floor 3): teacher fine-tuning on references, pre-distillation and SeqKD
+(Kim & Rush 2016) on the teacher's outputs. The loss is token-level cross-entropy."""
+
+from __future__ import annotations
+
+from kdlib.losses import sequence_nll
+from kdlib.models import forward_logits
+from kdlib.trainers.base import MicroLoss, Task, batch_src, batch_tgt
+
+
+def nll_micro_loss(model, task: Task, targets: list[str], device, which_src: str = "student") -> MicroLoss:
+    """Cross-entropy of ``targets[i]`` given the ``which_src`` prompt of train source i."""
+
+    def micro_loss(idx: list[int], step: int, micro: int):
+        src, src_m = batch_src(task, "train", idx, which_src, device)  # (B, S)
+        tgt, tgt_m = batch_tgt(task, [targets[i] for i in idx], device)  # (B, T)
+        logits = forward_logits(model, task.arch, src, src_m, tgt, tgt_m)  # (B, T, V)
+        return sequence_nll(logits, tgt, tgt_m), {"tokens": float(tgt_m.sum())}
+
+    return micro_loss
