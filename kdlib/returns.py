@@ -1,0 +1,485 @@
+"""Teacher-induced rewards and K-step returns (KETCHUP, seed 000, Sec. 2 and Algorithm 1).
+
+Pure tensor maths: tensors in, tensors out; nothing else of the kit is imported.
+
+Notation (seed 000, Sec. 2.1; LLMR, seed 002, Eqs. (2)-(4)). For a student-sampled output
+``y_0 .. y_T`` (``T`` = index of the last generated token, EOS included) with states
+``s_t = (x, y_<t)``:
+
+* ``q_sa[b, t] = q(s_t, y_t)``         -- teacher logit of the sampled token (Eq. (1))
+* ``v[b, t]    = max_a q(s_t, a)``     -- value of the state under Bellman optimality
+* ``mask[b, t]``                        -- True for ``t <= T_b``
+
+Masks are meant to be *prefix* masks (True up to the row's last token, ragged lengths per row).
+To be robust to anything else, every function here defines the end of row ``b`` as the
+**last True position** ``T_b``; positions ``t <= T_b`` are "alive", positions after it are
+padding. A False entry *inside* a row (a hole) contributes nothing: its ``q_sa`` and ``v`` are
+read as 0. Rows without any True entry are empty (all returns 0). Values stored at padded
+positions never leak into a return, and every returned ``(B, T)`` tensor is 0 after the end.
+
+All functions accept any number of leading dimensions, ``(..., T)``; the docstrings write
+``(B, T)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "teacher_q",
+    "step_rewards",
+    "full_returns",
+    "kstep_returns",
+    "kstep_returns_loop",
+    "clip_rewards",
+    "batch_mean_baseline",
+    "score_norm_sq",
+    "min_variance_baseline",
+    "return_variance_bias",
+    "summarize_variance_bias",
+]
+
+NORMALIZATIONS = ("raw", "mean", "log_softmax")
+TAILS = ("algorithm1", "block")
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------
+def _check_k(k) -> int:
+    # bool is an int subclass, but K=True is surely a mistake
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    return k
+
+
+def _check_tail(tail: str) -> str:
+    if tail not in TAILS:
+        raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
+    return tail
+
+
+def _prepare(q_sa: Tensor, v: Tensor, mask: Tensor):
+    """Validate shapes; return (q_sa, v) with holes/padding zeroed, ``alive`` and ``end``.
+
+    ``end[b]`` = last True position of ``mask[b]`` (-1 for an empty row), shape (B,).
+    ``alive[b, t] = t <= end[b]``, shape (B, T): the prefix mask the maths runs on.
+    """
+    if q_sa.shape != v.shape or q_sa.shape != mask.shape:
+        raise ValueError(
+            f"q_sa, v and mask must have the same shape, got {tuple(q_sa.shape)}, "
+            f"{tuple(v.shape)}, {tuple(mask.shape)}"
+        )
+    if q_sa.dim() < 1:
+        raise ValueError("q_sa must have a time dimension (..., T)")
+    mask = mask.bool()
+    T = mask.shape[-1]
+    t_idx = torch.arange(T, device=mask.device)  # (T,)
+    if T > 0:
+        end = torch.where(mask, t_idx, -1).amax(dim=-1)  # (B,): last True position, -1 if none
+    else:
+        end = torch.full(mask.shape[:-1], -1, dtype=torch.long, device=mask.device)
+    alive = t_idx <= end.unsqueeze(-1)  # (B, T)
+    zero = q_sa.new_zeros(())
+    q_sa = torch.where(mask, q_sa, zero)  # holes and padding read as 0
+    v = torch.where(mask, v, zero)
+    return q_sa, v, alive, end
+
+
+def _shift_left(x: Tensor, k: int) -> Tensor:
+    """``out[..., t] = x[..., t + k]``, 0 where ``t + k >= T``. Shape (B, T)."""
+    out = torch.zeros_like(x)
+    T = x.shape[-1]
+    if k < T:
+        out[..., : T - k] = x[..., k:]
+    return out
+
+
+def _reverse_cumsum(x: Tensor) -> Tensor:
+    """``out[..., t] = sum_{i >= t} x[..., i]``. Shape (B, T)."""
+    return x.flip(-1).cumsum(-1).flip(-1)
+
+
+# ----------------------------------------------------------------------------------------
+# teacher Q-values
+# ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def teacher_q(logits: Tensor, actions: Tensor, mask: Tensor, normalize: str = "mean"):
+    """Teacher Q-values of the sampled actions and of the best action (seed 000, Eq. (1)).
+
+    Teacher logits are read as Q-values (Eq. (1); LLMR Eq. (2)), evaluated in ONE teacher
+    forward pass over the student's sampled sequence (teacher forcing on ``y``).
+
+    Args:
+        logits: (B, T, V) teacher logits; ``logits[b, t]`` scores ``y_t`` given ``s_t``.
+        actions: (B, T) long, the sampled tokens ``y_t`` (any value at masked positions,
+            e.g. -100, is fine).
+        mask: (B, T) bool, True for ``t <= T_b``.
+        normalize: per-state shift of the Q-values (it cancels in the policy but not in the
+            rewards of Eq. (2)):
+            * ``"raw"``: ``q = logit``;
+            * ``"mean"`` (default): ``q = logit - mean_a logit`` -- what the LLMR authors'
+              reference code does;
+            * ``"log_softmax"``: ``q = log p_teacher(a | s)``.
+
+    Returns:
+        ``(q_sa, v)``, both (B, T), detached, float32 (float64 if the logits are float64),
+        0 where ``mask`` is False: ``q_sa[b, t] = q(s_t, y_t)``, ``v[b, t] = max_a q(s_t, a)``.
+
+    Everything is reduced to (B, T) at once (gather, max, one reduction for the shift); no
+    normalised (B, T, V) copy is kept.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if logits.dim() < 2 or logits.shape[:-1] != actions.shape or actions.shape != mask.shape:
+        raise ValueError(
+            f"expected logits (B, T, V), actions (B, T), mask (B, T); got {tuple(logits.shape)}, "
+            f"{tuple(actions.shape)}, {tuple(mask.shape)}"
+        )
+    mask = mask.bool()
+    out_dtype = torch.promote_types(logits.dtype, torch.float32)
+    safe_actions = torch.where(mask, actions.long(), 0)  # padding ids (e.g. -100) -> 0
+    # selections are exact in the logits' own dtype; upcast only the (B, T) results
+    logit_sa = logits.gather(-1, safe_actions.unsqueeze(-1)).squeeze(-1).to(out_dtype)  # (B, T)
+    logit_max = logits.amax(dim=-1).to(out_dtype)  # (B, T)
+    if normalize == "raw":
+        shift = torch.zeros_like(logit_max)  # (B, T)
+    elif normalize == "mean":
+        shift = logits.mean(dim=-1, dtype=out_dtype)  # (B, T)
+    else:  # log_softmax: q = logit - logsumexp(logit)
+        lse_in = logits if logits.dtype == out_dtype else logits.to(out_dtype)  # transient
+        shift = torch.logsumexp(lse_in, dim=-1)  # (B, T)
+    zero = logit_sa.new_zeros(())
+    q_sa = torch.where(mask, logit_sa - shift, zero)  # (B, T)
+    v = torch.where(mask, logit_max - shift, zero)  # (B, T)
+    return q_sa.detach(), v.detach()
+
+
+# ----------------------------------------------------------------------------------------
+# rewards and returns
+# ----------------------------------------------------------------------------------------
+def step_rewards(q_sa: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """One-step rewards ``r_t = q(s_t, y_t) - max_a q(s_{t+1}, a)`` (seed 000 Eq. (2); LLMR Eq. (3)).
+
+    ``v`` after the end (``t + 1 > T_b``) is 0, so ``r_T = q_sa[T]``; ``r_t = 0`` for ``t > T_b``.
+
+    Args: q_sa, v: (B, T) float; mask: (B, T) bool. Returns: (B, T).
+    """
+    q_sa, v, _, _ = _prepare(q_sa, v, mask)  # zero wherever mask is False, so past the end too
+    v_next = _shift_left(v, 1)  # (B, T): v[t+1], 0 past the end
+    return q_sa - v_next  # (B, T); 0 after the end, where both terms are 0
+
+
+def full_returns(q_sa: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Reward-to-go ``G_t = sum_{i >= t} r_i`` (LLMR Eq. (4) and its gain; seed 000 Eqs. (4), (10)).
+
+    Computed as a reversed cumulative sum of :func:`step_rewards`.
+    Args: q_sa, v: (B, T) float; mask: (B, T) bool. Returns: (B, T), 0 after the end.
+    """
+    return _reverse_cumsum(step_rewards(q_sa, v, mask))
+
+
+def kstep_returns(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str = "algorithm1") -> Tensor:
+    """KETCHUP K-step return ``G^_t`` (seed 000, Algorithm 1; Eqs. (6)-(7), (20)).
+
+    ``tail="algorithm1"`` (default; what the paper trains with), per row with end ``T``::
+
+        G^_T = q_sa[T]
+        G^_t = q_sa[t] - v[t+1] + G^_{t+1}     if T - t < k     (the last k-1 steps chain
+                                                                  one-step rewards: G^_t = G_t)
+        G^_t = q_sa[t] - v[t+k] + G^_{t+k}     otherwise
+
+    ``tail="block"``: the block form of Eq. (7)/(20),
+    ``G^_t = sum_{i >= 0, t + i k <= T} ( q_sa[t + i k] - v[t + (i+1) k] )`` with ``v`` past the
+    end = 0. (Eq. (7)'s upper limit ``floor((T-t+1)/K)`` may add one block starting at T+1,
+    which is 0 under that convention, so it equals Eq. (20)'s ``floor((T-t)/k)``.)
+    Theorem 1 / Eq. (24) is about this form.
+
+    K = 1 gives :func:`full_returns` for both tails.
+
+    Vectorised (no loop over rows or time). Write ``d_t = v[t] - q_sa[t]`` (the gap
+    between the best and the chosen action, >= 0 for teacher Q-values; 0 at masked positions). Telescoping,
+    ``G^_t = q_sa[t] - sum_{i in J(t)} d_i`` where ``J(t)`` is the set of positions whose
+    ``v`` is cancelled by a ``q_sa``: for the block form ``J(t) = {t+k, t+2k, ... <= T}``;
+    for Algorithm 1 the same jumps up to the landing point ``L(t)`` (the first position of
+    the chain with ``T - L < k``) plus every ``i > L(t)``. Hence ``G^ = v - H`` with
+    ``H_t = y_t + H_{t+k}``, i.e. ``H_t = sum_j y_{t + j k}``, a reversed cumsum inside each
+    residue class of t mod k (one reshape after padding T to a multiple of k), where
+    * block: ``y = d``;
+    * algorithm1: ``y_t = d_t`` where ``t + k <= T`` (a K-step jump), and
+      ``y_t = sum_{i >= t} d_i`` on the last k positions (one-step chain, so ``G^_t = G_t``).
+    Everything runs in reversed time so that both cumsums are forward ones.
+
+    Args:
+        q_sa, v: (B, T) float (see :func:`teacher_q`); mask: (B, T) bool, ragged lengths.
+        k: segment length K, an int >= 1 (ValueError otherwise).
+        tail: ``"algorithm1"`` or ``"block"``.
+
+    Returns:
+        (B, T) returns ``G^_t``, 0 after each row's end.
+    """
+    k = _check_k(k)
+    tail = _check_tail(tail)
+    if q_sa.shape != v.shape or q_sa.shape != mask.shape or q_sa.dim() < 1:
+        raise ValueError(
+            f"q_sa, v and mask must have the same (..., T) shape, got {tuple(q_sa.shape)}, "
+            f"{tuple(v.shape)}, {tuple(mask.shape)}"
+        )
+    if tail == "algorithm1" and k == 1:
+        return full_returns(q_sa, v, mask)
+    # This function is on the training hot path; the tensors are small, so the cost is the
+    # number of ops: keep it to a dozen, and avoid the (slow) bool ops on CPU where possible.
+    mask = mask.bool()
+    *lead, T = q_sa.shape
+    if T == 0:
+        return torch.zeros_like(q_sa)
+    zero = q_sa.new_zeros(())
+    v_m = torch.where(mask, v, zero)  # (B, T): holes and padding read as 0 (even inf / NaN)
+    d_rev = torch.where(mask, v - q_sa, zero).flip(-1)  # (B, T): gap d, reversed time s = T-1-t
+    if tail == "block":
+        y_rev = d_rev  # (B, T)
+    else:
+        s_idx = torch.arange(T, device=q_sa.device, dtype=torch.float32)  # (T,): exact ints < 2^24
+        end = torch.where(mask, s_idx, -1.0).amax(dim=-1, keepdim=True)  # (B, 1): last True
+        # a K-step jump at t iff t + k <= end; in reversed time t = T-1-s
+        jump_rev = (T - 1 + k) - s_idx <= end  # (B, T)
+        y_rev = torch.where(jump_rev, d_rev, d_rev.cumsum(-1))  # (B, T); cumsum = sum_{i>=t} d_i
+    n_blocks = -(-T // k)
+    if n_blocks * k != T:
+        y_rev = torch.nn.functional.pad(y_rev, (0, n_blocks * k - T))  # (B, n_blocks * k)
+    H_rev = y_rev.reshape(*lead, n_blocks, k).cumsum(-2)  # (B, n_blocks, k): t, t+k in a column
+    H = H_rev.reshape(*lead, n_blocks * k)[..., :T].flip(-1)  # (B, T)
+    return v_m - H  # 0 after the end: there v_m = 0 and H = 0
+
+
+def kstep_returns_loop(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str = "algorithm1") -> Tensor:
+    """Reference implementation: a literal, line-by-line transcription (slow; for tests and benchmarks).
+
+    ``tail="algorithm1"`` transcribes Algorithm 1's inner loop (``for t <- T to 0``) per row;
+    ``tail="block"`` transcribes the sum of Eq. (20) term by term. Same conventions as
+    :func:`kstep_returns` (end = last True position, masked entries read as 0, ``v`` past the
+    end = 0, returns 0 after the end). Loops over Python floats; computes in float64 and
+    returns the input dtype. Shapes: (B, T) -> (B, T).
+    """
+    k = _check_k(k)
+    tail = _check_tail(tail)
+    if q_sa.shape != v.shape or q_sa.shape != mask.shape:
+        raise ValueError("q_sa, v and mask must have the same shape")
+    shape, T_len = q_sa.shape, q_sa.shape[-1]
+    qs = q_sa.detach().reshape(-1, T_len).double().tolist()
+    vs = v.detach().reshape(-1, T_len).double().tolist()
+    ms = mask.reshape(-1, T_len).bool().tolist()
+    out = []
+    for q_row, v_row, m_row in zip(qs, vs, ms):
+        T = max((t for t, m in enumerate(m_row) if m), default=-1)  # last True position
+
+        def q(t):
+            return q_row[t] if m_row[t] else 0.0
+
+        def max_q(t):  # max_a q(s_t, a); 0 past the end
+            return v_row[t] if t <= T and m_row[t] else 0.0
+
+        G = [0.0] * T_len
+        if tail == "algorithm1":
+            for t in range(T, -1, -1):
+                if t == T:
+                    G[t] = q(T)
+                elif T - t < k:
+                    G[t] = (q(t) - max_q(t + 1)) + G[t + 1]
+                else:
+                    G[t] = (q(t) - max_q(t + k)) + G[t + k]
+        else:
+            for t in range(0, T + 1):
+                total, i = 0.0, 0
+                while t + i * k <= T:  # i = 0 .. floor((T - t) / k)
+                    total += q(t + i * k) - max_q(t + (i + 1) * k)
+                    i += 1
+                G[t] = total
+        out.append(G)
+    return torch.tensor(out, dtype=torch.float64).reshape(shape).to(q_sa.dtype)
+
+
+def clip_rewards(G: Tensor, low: float = -100.0, high: float = 100.0) -> Tensor:
+    """Clip returns/rewards to ``[low, high]`` (seed 000, Table 4: reward clip range [-100, 100]).
+
+    Applied to the returns ``G^_t`` right before the policy gradient of Eq. (8). Shape kept.
+    """
+    if low > high:
+        raise ValueError(f"clip range must have low <= high, got [{low}, {high}]")
+    return G.clamp(min=low, max=high)
+
+
+# ----------------------------------------------------------------------------------------
+# batch baselines (seed 000, Sec. 3 "LLMR + mean baseline" / "+ min-variance baseline")
+# ----------------------------------------------------------------------------------------
+def _positionwise_weighted_mean(G: Tensor, alive: Tensor, w: Tensor) -> Tensor:
+    """Per-position weighted mean over the rows alive at t, with a fallback.
+
+    ``b_t = sum_b w[b,t] G[b,t] / sum_b w[b,t]`` over rows with ``alive[b, t]``. Where fewer
+    than two rows are alive at ``t`` (a lone row would be its own baseline, zeroing its
+    signal) or the weights sum to 0, ``b_t`` falls back to the same weighted mean over every
+    valid token of the batch (and to the plain mean if all weights are 0).
+    Shapes: (B, T) each -> (B, T), 0 where not alive. Leading dims beyond (B, T) are not
+    supported: the batch is dim 0.
+    """
+    if G.dim() != 2:
+        raise ValueError(f"baselines expect (B, T) tensors, got {tuple(G.shape)}")
+    zero = G.new_zeros(())
+    G = torch.where(alive, G, zero).detach()
+    w = torch.where(alive, w, zero).detach()
+    count_t = alive.sum(dim=0)  # (T,)
+    wsum_t = w.sum(dim=0)  # (T,)
+    num_t = (w * G).sum(dim=0)  # (T,)
+    # no host syncs (no `if tensor:`), so this stays cheap on an accelerator
+    n_all = alive.sum().clamp_min(1).to(G.dtype)
+    wsum_all = w.sum()
+    weighted_all = (w * G).sum() / torch.where(wsum_all > 0, wsum_all, torch.ones_like(wsum_all))
+    overall = torch.where(wsum_all > 0, weighted_all, G.sum() / n_all)  # () fallback
+    ok = (count_t >= 2) & (wsum_t > 0)  # (T,)
+    b_t = torch.where(ok, num_t / torch.where(ok, wsum_t, torch.ones_like(wsum_t)), overall)  # (T,)
+    return torch.where(alive, b_t.unsqueeze(0).expand_as(G), zero)  # (B, T)
+
+
+def batch_mean_baseline(G: Tensor, mask: Tensor) -> Tensor:
+    """Mean-return baseline ``b_t`` for REINFORCE with baseline (seed 000, Eq. (9), "LLMR + mean baseline").
+
+    Choice: position-wise. ``b_t`` = the mean of ``G[b, t]`` over the rows of the batch still
+    alive at position ``t`` (``t <= T_b``); where fewer than two rows are alive at ``t``, the
+    mean return over every valid token of the batch is used instead. Returned detached,
+    (B, T), 0 after each row's end, so ``G - b`` stays 0 there. Not leave-one-out: the row's
+    own return is part of its baseline (a 1/B effect, as in the usual batch mean).
+
+    Args: G: (B, T) returns; mask: (B, T) bool (end = last True position).
+    """
+    _, _, alive, _ = _prepare(G, G, mask)
+    return _positionwise_weighted_mean(G, alive, torch.ones_like(G))
+
+
+@torch.no_grad()
+def score_norm_sq(student_logits: Tensor, actions: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``||grad_logits log pi(y_t | s_t)||^2`` for a softmax policy, a cheap proxy of ``||g||^2``.
+
+    For ``pi = softmax(z)``, ``grad_z log pi(y) = onehot(y) - pi``, whose squared norm is
+    ``1 - 2 pi(y_t | s_t) + sum_a pi(a | s_t)^2``. Used by :func:`min_variance_baseline`
+    (the gradient w.r.t. the logits stands in for the one w.r.t. the parameters).
+
+    Args:
+        student_logits: (B, T, V); actions: (B, T) long; mask: optional (B, T) bool.
+    Returns:
+        (B, T) detached float32 (float64 for float64 logits), 0 where ``mask`` is False.
+    Only one (B, T, V) temporary (the softmax) is created; the sum of squares is a norm
+    reduction.
+    """
+    out_dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    if mask is None:
+        mask = torch.ones_like(actions, dtype=torch.bool)
+    mask = mask.bool()
+    safe_actions = torch.where(mask, actions.long(), 0)
+    p = torch.softmax(student_logits.to(out_dtype), dim=-1)  # (B, T, V) transient
+    p_y = p.gather(-1, safe_actions.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    sum_p2 = torch.linalg.vector_norm(p, ord=2, dim=-1).square()  # (B, T)
+    del p
+    out = (1.0 - 2.0 * p_y + sum_p2).clamp_min(0.0)  # (B, T); clamp rounding below 0
+    return torch.where(mask, out, out.new_zeros(()))
+
+
+def min_variance_baseline(G: Tensor, mask: Tensor, score_norm_sq: Tensor) -> Tensor:
+    """Optimal constant baseline ``b = E[||g||^2 G] / E[||g||^2]`` (Rosenberg 2021).
+
+    Used by seed 000's "LLMR + min-variance baseline" (Sec. 3, Eq. (9) with this ``b_t``).
+
+    ``g`` is the score function ``grad log pi(y_t | s_t)``; ``||g||^2`` is estimated by
+    :func:`score_norm_sq` (the gradient w.r.t. the logits). As for
+    :func:`batch_mean_baseline` the expectation is taken per position ``t`` over the rows
+    alive at ``t``: ``b_t = sum_b w_bt G_bt / sum_b w_bt`` with ``w = score_norm_sq``;
+    positions with fewer than two alive rows (or zero total weight) fall back to the same
+    weighted mean over every valid token of the batch (plain mean if all weights are 0).
+
+    Args: G: (B, T) returns; mask: (B, T) bool; score_norm_sq: (B, T) non-negative weights.
+    Returns: (B, T) detached baseline, 0 after each row's end.
+    """
+    if score_norm_sq.shape != G.shape:
+        raise ValueError(f"score_norm_sq must have G's shape {tuple(G.shape)}, got {tuple(score_norm_sq.shape)}")
+    _, _, alive, _ = _prepare(G, G, mask)
+    return _positionwise_weighted_mean(G, alive, score_norm_sq.to(G.dtype))
+
+
+# ----------------------------------------------------------------------------------------
+# Figure 2: empirical variance and bias of the K-step return
+# ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def return_variance_bias(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str = "algorithm1") -> dict:
+    """Empirical variance (Eq. (20)) and bias (Eq. (25)) of ``G^`` for Figure 2 of seed 000.
+
+    Inputs are (M, N, T): M inputs x, N sampled outputs per input (the paper: N = 32),
+    T positions. With ``G^ = kstep_returns(..., k, tail)`` and ``G = full_returns(...)``
+    (the true return, Eq. (10)), per input ``m``:
+
+    * ``var_seq``  (M,): unbiased variance (ddof = 1) over the samples of ``G^_0``, the
+      whole-sequence return (Eq. (20) at t = 0). Empty samples (no True in mask) are left out.
+    * ``bias_seq`` (M,): mean over the samples of ``G^_0 - G_0`` (Eq. (25) estimated).
+    * ``abs_bias_seq`` (M,): mean over the samples of ``|G^_0 - G_0|``. (When ``v >= q_sa``,
+      as for Q-values from :func:`teacher_q`, ``G^ - G >= 0`` and this equals ``bias_seq``.)
+    * ``var_pos``  (M,): for each position t, the unbiased variance of ``G^_t`` over the
+      samples still alive at t (``t <= T_n``); then the plain mean over the positions where at
+      least two samples are alive.
+    * ``bias_pos`` (M,): for each t, the mean of ``G^_t - G_t`` over the samples alive at t;
+      then the plain mean over positions with at least one alive sample.
+    * ``n_samples`` (M,): non-empty samples per input.
+
+    Entries with too few samples are NaN. Returns a dict of float64 tensors.
+    """
+    if q_sa.dim() != 3:
+        raise ValueError(f"expected (M, N, T) inputs, got {tuple(q_sa.shape)}")
+    q_sa, v = q_sa.double(), v.double()
+    Ghat = kstep_returns(q_sa, v, mask, k, tail=tail)  # (M, N, T)
+    G = full_returns(q_sa, v, mask)  # (M, N, T)
+    _, _, alive, _ = _prepare(q_sa, v, mask)  # alive: (M, N, T)
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    a = alive.double()
+    diff = (Ghat - G) * a  # (M, N, T)
+
+    n_t = a.sum(dim=1)  # (M, T): samples alive at t
+    mean_t = (Ghat * a).sum(dim=1) / n_t.clamp_min(1)  # (M, T)
+    ss_t = (((Ghat - mean_t.unsqueeze(1)) * a) ** 2).sum(dim=1)  # (M, T)
+    var_t = torch.where(n_t >= 2, ss_t / (n_t - 1).clamp_min(1), nan)  # (M, T)
+    bias_t = torch.where(n_t >= 1, diff.sum(dim=1) / n_t.clamp_min(1), nan)  # (M, T)
+
+    def _mean_over_t(x_t, ok):  # plain mean over positions with ok, NaN if none
+        cnt = ok.sum(dim=-1)
+        s = torch.where(ok, x_t, 0.0).sum(dim=-1)
+        return torch.where(cnt > 0, s / cnt.clamp_min(1), nan)
+
+    abs_diff0 = diff[..., 0].abs().sum(dim=1) / n_t[..., 0].clamp_min(1)  # (M,)
+    return {
+        "var_seq": var_t[..., 0],
+        "bias_seq": bias_t[..., 0],
+        "abs_bias_seq": torch.where(n_t[..., 0] >= 1, abs_diff0, nan),
+        "var_pos": _mean_over_t(var_t, n_t >= 2),
+        "bias_pos": _mean_over_t(bias_t, n_t >= 1),
+        "n_samples": n_t[..., 0],
+    }
+
+
+def summarize_variance_bias(result: dict) -> dict:
+    """Average :func:`return_variance_bias`'s per-input values over the inputs (NaNs ignored).
+
+    Returns ``{name: float}`` for each (M,) entry, plus ``"<name>_sem"`` (standard error of
+    that mean over inputs, NaN with fewer than two inputs) and ``"n_inputs"``.
+    """
+    out: dict = {}
+    n_inputs = None
+    for name, x in result.items():
+        if name == "n_samples":
+            continue
+        x = torch.as_tensor(x, dtype=torch.float64).flatten()
+        x = x[~torch.isnan(x)]
+        n = x.numel()
+        n_inputs = n if n_inputs is None else max(n_inputs, n)
+        out[name] = float(x.mean()) if n else float("nan")
+        out[f"{name}_sem"] = float(x.std(correction=1) / math.sqrt(n)) if n >= 2 else float("nan")
+    out["n_inputs"] = int(n_inputs or 0)
+    return out

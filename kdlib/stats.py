@@ -1,0 +1,99 @@
+"""Small statistics for reporting results over seeds (rliable-style pure numpy/scipy functions).
+
+Used for the 5-seed results with paired t-tests and 95% confidence intervals of seed 001,
+App. E. Every function takes array-likes of floats and returns plain Python floats / str;
+none of them raises on small or degenerate samples (they return NaN instead).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy import stats as _sps
+
+__all__ = ["mean_ci", "paired_ttest", "bootstrap_ci", "format_mean_ci"]
+
+
+def _as_1d(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).ravel()
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Sample mean and half-width of its two-sided t confidence interval.
+
+    ``half_width = t_{(1 + confidence)/2, n - 1} * s / sqrt(n)`` with ``s`` the sample
+    standard deviation (ddof = 1). Example: ``mean_ci([1, 2, 3]) == (2.0, 4.3027 / sqrt(3))``
+    = ``(2.0, 2.4841...)``.
+
+    n = 0 gives ``(nan, nan)``; n = 1 gives ``(value, nan)`` (no spread can be estimated
+    from one run). Returns ``(mean, half_width)`` as floats.
+    """
+    _check_confidence(confidence)
+    x = _as_1d(values)
+    n = x.size
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = float(x.mean())
+    if n == 1:
+        return mean, float("nan")
+    sem = float(x.std(ddof=1)) / math.sqrt(n)
+    t_crit = float(_sps.t.ppf(0.5 + confidence / 2.0, df=n - 1))
+    return mean, t_crit * sem
+
+
+def paired_ttest(a, b) -> tuple[float, float]:
+    """Two-sided paired t-test of ``a`` against ``b`` (``scipy.stats.ttest_rel``), e.g. per-seed scores.
+
+    Returns ``(t, p)`` as floats. Degenerate cases never raise: fewer than two pairs, or
+    differences with zero variance (all pairs differ by the same amount, including 0), give
+    ``(nan, nan)``. Raises ``ValueError`` only when the lengths differ.
+    """
+    x, y = _as_1d(a), _as_1d(b)
+    if x.size != y.size:
+        raise ValueError(f"paired_ttest needs samples of equal length, got {x.size} and {y.size}")
+    if x.size < 2:
+        return float("nan"), float("nan")
+    d = x - y
+    if not np.all(np.isfinite(d)) or float(np.ptp(d)) == 0.0:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _sps.ttest_rel(x, y)
+    return float(res.statistic), float(res.pvalue)
+
+
+def bootstrap_ci(values, confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval ``(low, high)`` of the mean.
+
+    Resamples ``values`` with replacement ``n_boot`` times (``numpy.random.default_rng(seed)``,
+    so the result is reproducible), and returns the ``(1 - confidence)/2`` and
+    ``(1 + confidence)/2`` percentiles of the resampled means. n = 0 gives ``(nan, nan)``;
+    n = 1 gives ``(value, value)``.
+    """
+    _check_confidence(confidence)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    x = _as_1d(values)
+    n = x.size
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))  # (n_boot, n)
+    means = x[idx].mean(axis=1)  # (n_boot,)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(means, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(low), float(high)
+
+
+def format_mean_ci(mean: float, hw: float, digits: int = 2) -> str:
+    """``"28.56 ± 0.31"``; just ``"28.56"`` when the half-width is NaN (e.g. a single run)."""
+    if hw is None or math.isnan(float(hw)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {hw:.{digits}f}"

@@ -1,0 +1,396 @@
+"""Properties of kdlib.returns: rewards, LLMR and K-step returns (seed 000, Sec. 2, Algorithm 1)."""
+
+import math
+
+import pytest
+import torch
+
+from kdlib.returns import (
+    batch_mean_baseline,
+    clip_rewards,
+    full_returns,
+    kstep_returns,
+    kstep_returns_loop,
+    min_variance_baseline,
+    return_variance_bias,
+    score_norm_sq,
+    step_rewards,
+    summarize_variance_bias,
+    teacher_q,
+)
+
+TAILS = ("algorithm1", "block")
+
+
+def _ragged(B, T, gen, min_len=0, dtype=torch.float64):
+    """Random q_sa, v (B, T) and a prefix mask with ragged lengths in [min_len, T]."""
+    q = torch.randn(B, T, generator=gen, dtype=dtype)
+    v = torch.randn(B, T, generator=gen, dtype=dtype)
+    lengths = torch.randint(min_len, T + 1, (B,), generator=gen)
+    mask = torch.arange(T) < lengths[:, None]
+    return q, v, mask, lengths
+
+
+# ----------------------------------------------------------------------------------------
+# teacher_q
+# ----------------------------------------------------------------------------------------
+def test_teacher_q_hand_computed_normalisations():
+    logits = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 3.0], [5.0, 1.0, 1.0]]])  # (1, 3, 3)
+    actions = torch.tensor([[0, 2, -100]])  # padding id at the masked position
+    mask = torch.tensor([[True, True, False]])
+
+    q, v = teacher_q(logits, actions, mask, normalize="raw")
+    assert torch.allclose(q, torch.tensor([[1.0, 3.0, 0.0]]))
+    assert torch.allclose(v, torch.tensor([[3.0, 3.0, 0.0]]))
+
+    q, v = teacher_q(logits, actions, mask)  # default: "mean"; means are 2 and 1
+    assert torch.allclose(q, torch.tensor([[-1.0, 2.0, 0.0]]))
+    assert torch.allclose(v, torch.tensor([[1.0, 2.0, 0.0]]))
+
+    q, v = teacher_q(logits, actions, mask, normalize="log_softmax")
+    lse0 = math.log(math.e + math.e**2 + math.e**3)
+    lse1 = math.log(2.0 + math.e**3)
+    assert torch.allclose(q, torch.tensor([[1.0 - lse0, 3.0 - lse1, 0.0]]))
+    assert torch.allclose(v, torch.tensor([[3.0 - lse0, 3.0 - lse1, 0.0]]))
+
+
+def test_teacher_q_dtype_detached_and_bad_normalize():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 7, generator=gen).bfloat16().requires_grad_(True)
+    actions = torch.randint(0, 7, (2, 4), generator=gen)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    q, v = teacher_q(logits, actions, mask)
+    assert q.dtype == torch.float32 and v.dtype == torch.float32
+    assert not q.requires_grad and not v.requires_grad
+    assert (v >= q).all()  # the max is at least the chosen action's value
+    with pytest.raises(ValueError):
+        teacher_q(logits, actions, mask, normalize="softmax")
+
+
+def test_teacher_q_normalisations_only_shift_rewards_per_state():
+    # all three normalisations give the same q_sa - v (the shift cancels within a state)
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 5, 11, generator=gen, dtype=torch.float64)
+    actions = torch.randint(0, 11, (3, 5), generator=gen)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    gaps = [torch.sub(*teacher_q(logits, actions, mask, normalize=n)) for n in ("raw", "mean", "log_softmax")]
+    for g in gaps[1:]:
+        assert torch.allclose(g, gaps[0])
+
+
+# ----------------------------------------------------------------------------------------
+# step rewards, full returns
+# ----------------------------------------------------------------------------------------
+def test_step_rewards_and_full_returns_hand_computed():
+    q = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    v = torch.tensor([[10.0, 20.0, 30.0], [10.0, 20.0, 30.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    r = step_rewards(q, v, mask)
+    assert torch.equal(r, torch.tensor([[1 - 20.0, 2 - 30.0, 3.0], [1 - 20.0, 2.0, 0.0]]))
+    G = full_returns(q, v, mask)
+    assert torch.equal(G, torch.tensor([[-44.0, -25.0, 3.0], [-17.0, 2.0, 0.0]]))
+
+
+def test_k1_equals_reversed_cumsum_of_step_rewards_ragged():
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(20):
+        B, T = int(torch.randint(1, 8, (1,), generator=gen)), int(torch.randint(1, 30, (1,), generator=gen))
+        q, v, mask, _ = _ragged(B, T, gen)
+        r = step_rewards(q, v, mask)
+        expected = torch.flip(torch.cumsum(torch.flip(r, [-1]), -1), [-1])
+        assert torch.equal(full_returns(q, v, mask), expected)
+        assert torch.equal(kstep_returns(q, v, mask, 1), full_returns(q, v, mask))
+        assert torch.allclose(kstep_returns(q, v, mask, 1, tail="block"), expected, atol=1e-12)
+        # telescoping form of Eq. (10): G_t = sum_{i>=t} q_i - sum_{i>t} v_i
+        qm, vm = q * mask, v * mask
+        tel = torch.flip(torch.cumsum(torch.flip(qm, [-1]), -1), [-1]) - torch.flip(
+            torch.cumsum(torch.flip(vm, [-1]), -1), [-1]
+        ) + vm
+        assert torch.allclose(expected, tel * mask, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------
+# K-step returns
+# ----------------------------------------------------------------------------------------
+def test_kstep_hand_computed_both_tails():
+    q = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    v = torch.tensor([[10.0, 20.0, 30.0, 40.0, 50.0]])
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    # Algorithm 1, K=2, T=4: G4=5; G3=4-50+5; G2=3-50+G4; G1=2-40+G3; G0=1-30+G2
+    assert torch.equal(kstep_returns(q, v, mask, 2), torch.tensor([[-71.0, -79.0, -42.0, -41.0, 5.0]]))
+    # block, K=2: G_t = sum_i q[t+2i] - v[t+2(i+1)], v past the end = 0
+    block = torch.tensor([[1 - 30 + 3 - 50 + 5.0, 2 - 40 + 4.0, 3 - 50 + 5.0, 4.0, 5.0]])
+    assert torch.equal(kstep_returns(q, v, mask, 2, tail="block"), block)
+
+
+@pytest.mark.parametrize("tail", TAILS)
+def test_vectorised_equals_literal_algorithm(tail):
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(150):
+        B = int(torch.randint(1, 6, (1,), generator=gen))
+        T = int(torch.randint(1, 40, (1,), generator=gen))
+        k = int(torch.randint(1, T + 6, (1,), generator=gen))
+        q, v, mask, _ = _ragged(B, T, gen)
+        got = kstep_returns(q, v, mask, k, tail=tail)
+        ref = kstep_returns_loop(q, v, mask, k, tail=tail)
+        assert torch.allclose(got, ref, atol=1e-10), (B, T, k, tail)
+
+
+@pytest.mark.parametrize("tail", TAILS)
+def test_extra_leading_dims_and_float32(tail):
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(3, 4, 17, generator=gen)
+    v = torch.randn(3, 4, 17, generator=gen)
+    mask = torch.arange(17) < torch.randint(0, 18, (3, 4, 1), generator=gen)
+    got = kstep_returns(q, v, mask, 3, tail=tail)
+    assert got.shape == (3, 4, 17) and got.dtype == torch.float32
+    ref = kstep_returns_loop(q.reshape(12, 17), v.reshape(12, 17), mask.reshape(12, 17), 3, tail=tail)
+    assert torch.allclose(got.reshape(12, 17), ref, atol=1e-5)
+
+
+def test_k_larger_than_sequence_gives_full_return_algorithm1():
+    gen = torch.Generator().manual_seed(5)
+    q, v, mask, lengths = _ragged(6, 20, gen, min_len=1)
+    G = full_returns(q, v, mask)
+    for k in (int(lengths.max()), 20, 21, 100):
+        assert torch.allclose(kstep_returns(q, v, mask, k), G, atol=1e-12)
+    # row-wise: a row no longer than K equals its full return, even with longer rows around
+    k = 7
+    short = lengths <= k
+    got = kstep_returns(q, v, mask, k)
+    assert torch.allclose(got[short], G[short], atol=1e-12)
+    # the last K-1 steps of every row chain one-step rewards: G^_t = G_t for T - t < K
+    tail = mask & (torch.arange(20) > (lengths[:, None] - 1 - k))
+    assert torch.allclose(got[tail], G[tail], atol=1e-12)
+
+
+def test_k_larger_than_sequence_block_form_is_q_sa():
+    # block form, K > T: a single block, G^_t = q_sa[t] - v(past the end) = q_sa[t]
+    gen = torch.Generator().manual_seed(6)
+    q, v, mask, _ = _ragged(5, 12, gen)
+    assert torch.allclose(kstep_returns(q, v, mask, 12, tail="block"), q * mask, atol=1e-12)
+
+
+@pytest.mark.parametrize("tail", TAILS)
+@pytest.mark.parametrize("normalize", ["raw", "mean", "log_softmax"])
+def test_argmax_trajectory_has_zero_bias_for_every_k(tail, normalize):
+    # always taking the teacher's argmax makes q_sa == v, so both telescoping sums collapse
+    # to q_sa[t]: G^_t == G_t for every K (both tails)
+    gen = torch.Generator().manual_seed(7)
+    B, T, V = 4, 15, 9
+    logits = torch.randn(B, T, V, generator=gen, dtype=torch.float64)
+    actions = logits.argmax(-1)
+    mask = torch.arange(T) < torch.tensor([15, 1, 8, 11])[:, None]
+    q, v = teacher_q(logits, actions, mask, normalize=normalize)
+    G = full_returns(q, v, mask)
+    assert torch.allclose(G, q, atol=1e-12)
+    for k in range(1, T + 3):
+        assert torch.allclose(kstep_returns(q, v, mask, k, tail=tail), G, atol=1e-12), k
+
+
+@pytest.mark.parametrize("tail", TAILS)
+def test_bias_is_nonnegative_for_teacher_q_values(tail):
+    # v >= q_sa pointwise, so G^ - G = sum of skipped (v - q_sa) gaps >= 0 (Eq. (25))
+    gen = torch.Generator().manual_seed(8)
+    logits = torch.randn(6, 20, 13, generator=gen, dtype=torch.float64)
+    actions = torch.randint(0, 13, (6, 20), generator=gen)
+    mask = torch.arange(20) < torch.randint(1, 21, (6, 1), generator=gen)
+    q, v = teacher_q(logits, actions, mask)
+    G = full_returns(q, v, mask)
+    for k in (2, 3, 5, 8):
+        assert ((kstep_returns(q, v, mask, k, tail=tail) - G) >= -1e-12).all()
+
+
+@pytest.mark.parametrize("tail", TAILS)
+def test_zero_after_end_and_padding_never_leaks(tail):
+    gen = torch.Generator().manual_seed(9)
+    q, v, mask, _ = _ragged(7, 25, gen)
+    q2 = torch.where(mask, q, torch.full_like(q, 1e6))
+    v2 = torch.where(mask, v, torch.randn(q.shape, generator=gen, dtype=q.dtype) * 1e3)
+    for k in (1, 2, 4, 30):
+        a = kstep_returns(q, v, mask, k, tail=tail)
+        assert (a[~mask] == 0).all()
+        assert torch.equal(a, kstep_returns(q2, v2, mask, k, tail=tail))
+    for fn in (step_rewards, full_returns):
+        out = fn(q, v, mask)
+        assert (out[~mask] == 0).all() and torch.equal(out, fn(q2, v2, mask))
+
+
+def test_non_prefix_mask_ends_at_last_true_position():
+    q = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    v = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    mask = torch.tensor([[True, False, True, False]])  # hole at t=1, end at t=2
+    # the hole reads as q = v = 0: r = [1 - 0, 0 - 30, 3]
+    assert torch.equal(step_rewards(q, v, mask), torch.tensor([[1.0, -30.0, 3.0, 0.0]]))
+    assert torch.allclose(kstep_returns(q, v, mask, 2), kstep_returns_loop(q, v, mask, 2))
+    empty = torch.zeros(1, 4, dtype=torch.bool)
+    assert (kstep_returns(q, v, empty, 3) == 0).all()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "2", True, None])
+def test_k_must_be_positive_int(bad):
+    q = torch.zeros(1, 3)
+    with pytest.raises(ValueError):
+        kstep_returns(q, q, torch.ones(1, 3, dtype=torch.bool), bad)
+
+
+def test_bad_tail_and_shapes():
+    q = torch.zeros(1, 3)
+    m = torch.ones(1, 3, dtype=torch.bool)
+    with pytest.raises(ValueError):
+        kstep_returns(q, q, m, 2, tail="eq7")
+    with pytest.raises(ValueError):
+        kstep_returns(q, torch.zeros(1, 4), m, 2)
+
+
+# ----------------------------------------------------------------------------------------
+# Theorem 1 (Eq. (24)) on i.i.d. standard normals
+# ----------------------------------------------------------------------------------------
+# DESIGN.md's table (T = 64, 20,000 samples); the exact values are 2 * (#blocks) - 1 for the
+# block form (Eq. (24) minus the last v, which lies past the end) and U-shaped for Algorithm 1.
+DESIGN_TABLE = {
+    "block": {1: 125, 2: 62, 4: 31, 8: 15, 16: 7, 32: 3},
+    "algorithm1": {1: 125, 2: 64, 4: 37, 8: 29, 16: 37, 32: 65},
+}
+
+
+def _exact_var(T, k, tail):
+    last = T - 1
+    if tail == "block":
+        return 2 * (last // k + 1) - 1
+    n_jump = last // k if last >= k else 0
+    land = n_jump * k
+    return 2 * n_jump + (last - land + 1) + (last - land)
+
+
+@pytest.mark.parametrize("tail", TAILS)
+def test_theorem1_variance_of_whole_sequence_return(tail):
+    T, n = 64, 4000
+    gen = torch.Generator().manual_seed(10)
+    q = torch.randn(n, T, generator=gen, dtype=torch.float64)
+    v = torch.randn(n, T, generator=gen, dtype=torch.float64)
+    mask = torch.ones(n, T, dtype=torch.bool)
+    var = {}
+    for k, table in DESIGN_TABLE[tail].items():
+        var[k] = float(kstep_returns(q, v, mask, k, tail=tail)[:, 0].var())
+        exact = _exact_var(T, k, tail)
+        assert abs(var[k] - exact) <= 0.1 * exact + 0.3, (k, var[k], exact)
+        assert abs(var[k] - table) <= 0.12 * table + 0.5, (k, var[k], table)
+        if tail == "block":  # Eq. (24): (floor((T-1)/K) + 1) * (1 + 1), up to the last v
+            assert abs(var[k] - 2 * ((T - 1) // k + 1)) <= 0.1 * 2 * ((T - 1) // k + 1) + 1.0
+    ks = sorted(var)
+    if tail == "block":  # falls monotonically with K
+        assert all(var[a] > var[b] for a, b in zip(ks, ks[1:]))
+    else:  # U-shaped, lowest near sqrt(T) = 8
+        assert min(var, key=var.get) == 8
+
+
+# ----------------------------------------------------------------------------------------
+# clipping and baselines
+# ----------------------------------------------------------------------------------------
+def test_clip_rewards():
+    G = torch.tensor([-500.0, -100.0, 3.0, 100.0, 1e9])
+    assert torch.equal(clip_rewards(G), torch.tensor([-100.0, -100.0, 3.0, 100.0, 100.0]))
+    assert torch.equal(clip_rewards(G, -1, 1), torch.tensor([-1.0, -1.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError):
+        clip_rewards(G, 1.0, -1.0)
+
+
+def test_batch_mean_baseline_hand_computed():
+    G = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 99.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    b = batch_mean_baseline(G, mask)
+    # t=0: (1+3)/2; t=1: (2+4)/2; t=2: one row alive -> mean of all valid tokens = 13/5
+    assert torch.allclose(b, torch.tensor([[2.0, 3.0, 2.6], [2.0, 3.0, 0.0]]))
+
+
+def test_min_variance_baseline_hand_computed():
+    G = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 99.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    w = torch.tensor([[1.0, 3.0, 1.0], [3.0, 1.0, 7.0]])
+    b = min_variance_baseline(G, mask, w)
+    # t=0: (1*1+3*3)/4; t=1: (3*2+1*4)/4; t=2: fallback (1+6+3+9+4)/(1+3+1+3+1)
+    assert torch.allclose(b, torch.tensor([[2.5, 2.5, 23 / 9], [2.5, 2.5, 0.0]]))
+    # constant weights give the mean baseline
+    assert torch.allclose(min_variance_baseline(G, mask, torch.ones_like(G)), batch_mean_baseline(G, mask))
+
+
+def test_baselines_degenerate_batches():
+    G = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    empty = torch.zeros(2, 2, dtype=torch.bool)
+    assert torch.equal(batch_mean_baseline(G, empty), torch.zeros(2, 2))
+    assert torch.equal(min_variance_baseline(G, empty, torch.ones(2, 2)), torch.zeros(2, 2))
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    # all-zero weights (a deterministic policy): fall back to the plain mean of all tokens
+    assert torch.allclose(min_variance_baseline(G, mask, torch.zeros(2, 2)), torch.full((2, 2), 2.5))
+    # a single row: its baseline is the mean over its own tokens, not its own return
+    one = torch.tensor([[1.0, 2.0, 6.0]])
+    assert torch.allclose(batch_mean_baseline(one, torch.ones(1, 3, dtype=torch.bool)), torch.full((1, 3), 3.0))
+
+
+def test_baselines_are_detached():
+    G = torch.randn(3, 4, requires_grad=True)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    assert not batch_mean_baseline(G, mask).requires_grad
+    assert not min_variance_baseline(G, mask, torch.rand(3, 4)).requires_grad
+
+
+def test_score_norm_sq_equals_literal_gradient_norm():
+    gen = torch.Generator().manual_seed(11)
+    B, T, V = 3, 5, 8
+    z = torch.randn(B, T, V, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, V, (B, T), generator=gen)
+    got = score_norm_sq(z, y)
+    literal = ((torch.nn.functional.one_hot(y, V) - torch.softmax(z, -1)) ** 2).sum(-1)
+    assert torch.allclose(got, literal)
+    # and it is ||d log pi(y|s) / d logits||^2
+    zg = z.clone().requires_grad_(True)
+    torch.log_softmax(zg, -1).gather(-1, y[..., None]).sum().backward()
+    assert torch.allclose(got, (zg.grad**2).sum(-1))
+    mask = torch.arange(T) < torch.tensor([5, 2, 0])[:, None]
+    masked = score_norm_sq(z, torch.where(mask, y, -100), mask)
+    assert torch.allclose(masked, literal * mask)
+
+
+# ----------------------------------------------------------------------------------------
+# Figure 2 estimators
+# ----------------------------------------------------------------------------------------
+def test_return_variance_bias_hand_checked():
+    gen = torch.Generator().manual_seed(12)
+    M, N, T, k = 3, 5, 9, 3
+    q = torch.randn(M, N, T, generator=gen, dtype=torch.float64)
+    v = torch.randn(M, N, T, generator=gen, dtype=torch.float64)
+    lengths = torch.randint(1, T + 1, (M, N), generator=gen)
+    mask = torch.arange(T) < lengths[..., None]
+    out = return_variance_bias(q, v, mask, k)
+    Gh = kstep_returns_loop(q.reshape(-1, T), v.reshape(-1, T), mask.reshape(-1, T), k).reshape(M, N, T)
+    G = full_returns(q, v, mask)
+    for m in range(M):
+        assert math.isclose(out["var_seq"][m], Gh[m, :, 0].var().item(), rel_tol=1e-9)
+        assert math.isclose(out["bias_seq"][m], (Gh[m, :, 0] - G[m, :, 0]).mean().item(), rel_tol=1e-9, abs_tol=1e-12)
+        abs_bias = (Gh[m, :, 0] - G[m, :, 0]).abs().mean().item()
+        assert math.isclose(out["abs_bias_seq"][m], abs_bias, rel_tol=1e-9, abs_tol=1e-12)
+        var_t, bias_t = [], []
+        for t in range(T):
+            alive = [n for n in range(N) if t < lengths[m, n]]
+            if len(alive) >= 2:
+                var_t.append(Gh[m, alive, t].var().item())
+            if alive:
+                bias_t.append((Gh[m, alive, t] - G[m, alive, t]).mean().item())
+        assert math.isclose(out["var_pos"][m], sum(var_t) / len(var_t), rel_tol=1e-9)
+        assert math.isclose(out["bias_pos"][m], sum(bias_t) / len(bias_t), rel_tol=1e-9, abs_tol=1e-12)
+    s = summarize_variance_bias(out)
+    assert math.isclose(s["var_seq"], out["var_seq"].mean().item(), rel_tol=1e-9)
+    assert s["n_inputs"] == M
+
+
+def test_return_variance_bias_k1_has_zero_bias():
+    gen = torch.Generator().manual_seed(13)
+    q = torch.randn(2, 4, 6, generator=gen)
+    v = torch.randn(2, 4, 6, generator=gen)
+    mask = torch.ones(2, 4, 6, dtype=torch.bool)
+    out = return_variance_bias(q, v, mask, 1)
+    assert torch.allclose(out["bias_seq"], torch.zeros(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(out["bias_pos"], torch.zeros(2, dtype=torch.float64), atol=1e-12)
+    one = return_variance_bias(q[:, :1], v[:, :1], mask[:, :1], 2)  # one sample: no variance
+    assert torch.isnan(one["var_seq"]).all() and torch.isnan(one["var_pos"]).all()

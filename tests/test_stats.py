@@ -1,0 +1,75 @@
+"""Hand-checked numbers for kdlib.stats."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from kdlib.stats import bootstrap_ci, format_mean_ci, mean_ci, paired_ttest
+
+
+def test_mean_ci_hand_checked():
+    mean, hw = mean_ci([1, 2, 3])
+    # s = 1; for 2 degrees of freedom t_p = (2p - 1) / sqrt(2 p (1 - p)), so
+    # t_{0.975, 2} = 0.95 / sqrt(0.04875) = 4.3026527...
+    assert mean == 2.0
+    assert math.isclose(hw, 0.95 / math.sqrt(2 * 0.975 * 0.025) / math.sqrt(3), rel_tol=1e-12)
+    assert math.isclose(hw, 2.4841, abs_tol=1e-4)
+    # 90%: t_{0.95, 3} = 2.353363435 (t table); values 1..4 have s = sqrt(5/3)
+    mean, hw = mean_ci([1, 2, 3, 4], confidence=0.90)
+    assert mean == 2.5
+    assert math.isclose(hw, 2.353363435 * math.sqrt(5 / 3) / 2, rel_tol=1e-9)
+
+
+def test_mean_ci_small_samples():
+    assert mean_ci([5.0])[0] == 5.0 and math.isnan(mean_ci([5.0])[1])
+    assert all(math.isnan(x) for x in mean_ci([]))
+    assert mean_ci([3.0, 3.0, 3.0]) == (3.0, 0.0)
+    with pytest.raises(ValueError):
+        mean_ci([1, 2], confidence=1.5)
+
+
+def test_paired_ttest_hand_checked_and_against_scipy():
+    a, b = [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 1.0]
+    t, p = paired_ttest(a, b)
+    d = np.array([1.0, 2.0, 3.0, 3.0])  # mean 2.25, s = sqrt(2.75 / 3)
+    assert math.isclose(t, 2.25 / (math.sqrt(2.75 / 3) / 2), rel_tol=1e-12)
+    assert math.isclose(p, 2 * sps.t.sf(t, df=3), rel_tol=1e-9)
+    assert math.isclose(t, d.mean() / (d.std(ddof=1) / 2), rel_tol=1e-12)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=5), rng.normal(size=5)
+    ref = sps.ttest_rel(x, y)
+    assert np.allclose(paired_ttest(x, y), (ref.statistic, ref.pvalue))
+
+
+def test_paired_ttest_degenerate_cases_never_crash():
+    assert all(math.isnan(x) for x in paired_ttest([1.0], [2.0]))
+    assert all(math.isnan(x) for x in paired_ttest([], []))
+    assert math.isnan(paired_ttest([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])[1])  # all differences 0
+    assert math.isnan(paired_ttest([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])[1])  # constant difference
+    with pytest.raises(ValueError):
+        paired_ttest([1.0, 2.0], [1.0])
+
+
+def test_bootstrap_ci():
+    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert lo <= 3.0 <= hi and 1.0 <= lo and hi <= 5.0
+    assert bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0]) == (lo, hi)  # reproducible with the seed
+    assert bootstrap_ci([7.0, 7.0, 7.0]) == (7.0, 7.0)
+    assert bootstrap_ci([4.0]) == (4.0, 4.0)
+    assert all(math.isnan(x) for x in bootstrap_ci([]))
+    # hand-checkable: two values resampled twice -> means in {0, 0.5, 1} with probs 1/4, 1/2, 1/4
+    lo, hi = bootstrap_ci([0.0, 1.0], confidence=0.5, n_boot=4000)
+    assert (lo, hi) == (0.5, 0.5)
+    # a large normal sample agrees with the t interval
+    x = np.random.default_rng(1).normal(10.0, 2.0, size=400)
+    m, hw = mean_ci(x)
+    lo, hi = bootstrap_ci(x)
+    assert abs(lo - (m - hw)) < 0.05 and abs(hi - (m + hw)) < 0.05
+
+
+def test_format_mean_ci():
+    assert format_mean_ci(28.5612, 0.3149) == "28.56 ± 0.31"
+    assert format_mean_ci(1.0, 0.25, digits=1) == "1.0 ± 0.2"
+    assert format_mean_ci(28.5612, float("nan")) == "28.56"
