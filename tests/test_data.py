@@ -1,0 +1,450 @@
+"""Tests of kdlib.data: the generated tasks, their cache, and the hub-schema loaders (local files)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import operator
+import os
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import datasets
+import pytest
+
+from kdlib import data
+from kdlib.data import (
+    DEFAULT_PROMPTS,
+    EMBEDDED_TASKS,
+    HUB_TASKS,
+    apply_prompt,
+    generate_embedded,
+    generate_examples,
+    load_task,
+    task_kind,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hub"
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def safe_eval(expr: str) -> Fraction:
+    """Exact value of an arithmetic expression of numbers, + - * / and parentheses (no eval)."""
+
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return Fraction(str(node.value))
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            value = walk(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value
+        raise ValueError(f"not plain arithmetic: {expr!r}")
+
+    return walk(ast.parse(expr.replace(",", ""), mode="eval"))
+
+
+ANNOTATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>(\S*?)(?=[\s.,]|$)")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def sizes(dd: datasets.DatasetDict) -> dict[str, int]:
+    return {split: len(dd[split]) for split in dd}
+
+
+# ---------------------------------------------------------------------------------------------
+# names, kinds, prompts
+# ---------------------------------------------------------------------------------------------
+
+
+def test_task_kinds_and_unknown_name():
+    assert [task_kind(n) for n in EMBEDDED_TASKS] == ["summarization", "translation", "arithmetic"]
+    assert [task_kind(n) for n in HUB_TASKS] == ["summarization", "translation", "arithmetic"]
+    with pytest.raises(ValueError, match="cnn_dailymail"):
+        task_kind("cnn_dailymail")
+    with pytest.raises(ValueError, match="nope"):
+        load_task("nope", cache_dir="unused")
+
+
+def test_prompts_cover_every_task_and_substitute_literally():
+    assert set(DEFAULT_PROMPTS) == set(EMBEDDED_TASKS + HUB_TASKS)
+    for prompts in DEFAULT_PROMPTS.values():
+        assert set(prompts) == {"student", "teacher"}
+        assert all("{source}" in t for t in prompts.values())
+    assert apply_prompt("summarize: {source}", "a {b} c") == "summarize: a {b} c"
+    with pytest.raises(ValueError, match="source"):
+        apply_prompt("summarize:", "text")
+
+
+# ---------------------------------------------------------------------------------------------
+# generated tasks
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", EMBEDDED_TASKS)
+def test_generation_is_deterministic_in_the_seed(name):
+    a = generate_examples(name, 300, seed=0)
+    assert a == generate_examples(name, 300, seed=0)
+    assert len(a) == 300 and len({e["source"] for e in a}) == 300
+    assert len({e["id"] for e in a}) == 300 and all(e["id"].startswith(name) for e in a)
+    assert generate_examples(name, 100, seed=0) == a[:100]  # prefix-stable
+    b = generate_examples(name, 300, seed=1)
+    assert [e["source"] for e in a] != [e["source"] for e in b]
+    for e in a:
+        assert e["source"].isascii() and e["target"].isascii()
+        assert e["source"].strip() and e["target"].strip()
+
+
+@pytest.mark.parametrize("name", EMBEDDED_TASKS)
+def test_generate_embedded_splits_sizes_and_no_overlap(name):
+    dd = generate_embedded(name, 400, 60, 70, seed=3)
+    assert sizes(dd) == {"train": 400, "dev": 60, "test": 70}
+    for split in ("train", "dev", "test"):
+        assert dd[split].column_names == ["id", "source", "target"]
+        assert dd[split][0]["id"] == f"{name}-{split}-000000"
+    train = set(dd["train"]["source"])
+    assert not train & set(dd["test"]["source"])
+    assert not train & set(dd["dev"]["source"])
+    assert not set(dd["dev"]["source"]) & set(dd["test"]["source"])
+    # The test set depends on n_test and the seed only, not on n_train.
+    assert generate_embedded(name, 50, 60, 70, seed=3)["test"]["source"] == dd["test"]["source"]
+
+
+def test_generation_is_fast():
+    import time
+
+    start = time.perf_counter()
+    for name in EMBEDDED_TASKS:
+        generate_examples(name, 2000, seed=11)
+    assert time.perf_counter() - start < 5.0  # typically ~0.2 s
+
+
+def test_embedded_names_only():
+    with pytest.raises(ValueError, match="hub task"):
+        generate_examples("xsum", 10, seed=0)
+    with pytest.raises(ValueError, match="unknown task"):
+        generate_embedded("mini-cnn", 1, 1, 1, seed=0)
+
+
+def test_gsm8k_annotations_are_correct_and_answer_is_last_result():
+    examples = generate_examples("mini-gsm8k", 1500, seed=0)
+    for e in examples:
+        lines = e["target"].split("\n")
+        assert re.fullmatch(r"#### \d+", lines[-1]), e["target"]
+        results = []
+        n_ops = 0
+        for line in lines[:-1]:
+            found = ANNOTATION.findall(line)
+            assert len(found) == 1, line  # one calculator step per worded line
+            expr, result, shown = found[0]
+            assert safe_eval(expr) == safe_eval(result), line
+            assert shown == result, line  # the text after >> repeats the result
+            assert line.split(" = ")[0].endswith(expr), line  # "... 48/2 = <<48/2=24>>24 ..."
+            n_ops += len(re.findall(r"[-+*/]", expr))
+            results.append(result)
+        assert lines[-1] == f"#### {results[-1]}"
+        assert 2 <= n_ops <= 4, e["target"]
+        assert len(e["target"].split()) <= 60
+        assert all(safe_eval(r).denominator == 1 and safe_eval(r) >= 0 for r in results)
+
+
+def test_gsm8k_results_match_the_kit_calculator():
+    calculator = pytest.importorskip("kdlib.calculator")
+    for e in generate_examples("mini-gsm8k", 300, seed=4):
+        for expr, result, _ in ANNOTATION.findall(e["target"]):
+            assert calculator.evaluate(expr) == result
+
+
+def test_europarl_renders_correct_dutch_word_order():
+    render = data._render_europarl
+
+    def clause(subj, verb, tense, noun, det="the", adj=None, plural=False, neg=False, **kw):
+        return {"subj": (subj, None), "verb": verb, "tense": tense, "neg": neg,
+                "obj": {"noun": noun, "det": det, "adj": adj, "plural": plural}, **kw}
+
+    cases = [
+        # verb second, inversion after a fronted adverbial
+        ({"kind": "simple", "front": "tomorrow", "main": clause("committee", "discuss", "present", "report")},
+         "Tomorrow the committee discusses the report.", "Morgen bespreekt de commissie het verslag."),
+        # separable verb: particle at the end of the main clause
+        ({"kind": "simple", "front": None, "main": clause("council", "reject", "present", "plan")},
+         "The council rejects the plan.", "De raad wijst het plan af."),
+        # verb-final subordinate clause; perfect with the participle at the end
+        ({"kind": "trailing", "conj": "because", "main": clause("committee", "approve", "perfect", "report"),
+          "sub": clause("minister", "support", "present", "proposal")},
+         "The committee has approved the report because the minister supports the proposal.",
+         "De commissie heeft het verslag goedgekeurd, omdat de minister het voorstel steunt."),
+        # fronted subordinate clause -> inverted main clause; separable verb rejoined in it;
+        # "een groot" (het) vs "een grote" (de); "niet" after a definite object
+        ({"kind": "fronted", "conj": "because",
+          "sub": clause("member states", "reject", "present", "directive", neg=True),
+          "main": clause("committee", "approve", "present", "report", det="a", adj="large")},
+         "Because the member states do not reject the directive, the committee approves a large report.",
+         "Omdat de lidstaten de richtlijn niet afwijzen, keurt de commissie een groot verslag goed."),
+        ({"kind": "simple", "front": None, "main": clause("council", "adopt", "future", "directive", det="a", adj="large")},
+         "The council will adopt a large directive.", "De raad zal een grote richtlijn aannemen."),
+        # English simple past -> Dutch perfect; "ons nieuwe" after a possessive
+        ({"kind": "simple", "front": "yesterday", "main": clause("council", "withdraw", "past", "plan", det="our", adj="new", neg=True)},
+         "Yesterday the council did not withdraw our new plan.",
+         "Gisteren heeft de raad ons nieuwe plan niet ingetrokken."),
+        # relative clause: "die" for a de-word, extraposed after the verb cluster
+        ({"kind": "simple", "front": None,
+          "main": clause("government", "adopt", "perfect", "agreement",
+                         rel={"subj": ("ministers", None), "verb": "reject", "tense": "present"})},
+         "The government has adopted the agreement that the ministers reject.",
+         "De regering heeft de overeenkomst aangenomen die de ministers afwijzen."),
+        # reported speech, plural demonstrative, modal + infinitive at the end
+        ({"kind": "reported", "speaker": ("rapporteur", None), "say": "hope",
+          "sub": clause("council", "welcome", "future", "measure", det="this", adj="European", plural=True)},
+         "The rapporteur hopes that the council will welcome these European measures.",
+         "De rapporteur hoopt dat de raad deze Europese maatregelen zal toejuichen."),
+    ]
+    for spec, en, nl in cases:
+        assert render(spec) == (en, nl)
+
+
+def test_europarl_targets_show_dutch_word_order():
+    examples = generate_examples("mini-europarl", 2000, seed=0)
+    targets = [e["target"] for e in examples]
+    particles = ("af", "goed", "aan", "in", "toe", "uit", "voor")
+    # separable verb, present tense, particle at the very end of the sentence
+    assert sum(t.rsplit(" ", 1)[-1].rstrip(".") in particles for t in targets) > 50
+    # verb-final subordinate clauses: "omdat ... steunt," / "... heeft goedgekeurd."
+    assert sum(bool(re.search(r"\bomdat( \w+)+ (\w+t|\w+en|heeft \w+|zal \w+)[,.]", t)) for t in targets) > 50
+    assert any(re.search(r"\bdat [^,.]* (afwijst|goedkeurt|aanneemt|indient|toejuicht|uitstelt|intrekt)\.$", t)
+               for t in targets)
+    # inversion after a fronted adverbial and after a fronted subordinate clause
+    assert any(re.match(r"(Morgen|Vandaag|Gisteren) (bespreekt|steunt|heeft|zal|wil|moet|kan|keurt|wijst) (de|het) ", t)
+               for t in targets)
+    assert any(re.match(r"(Omdat|Hoewel|Als|Zodra) [^,]+, (heeft|zal|moet|kan|wil|\w+t|\w+en) (de|het) ", t)
+               for t in targets)
+    # de/het gender with adjective inflection in both directions
+    assert any(re.search(r"\been (nieuw|groot|belangrijk|duidelijk) (verslag|voorstel|plan|besluit)\b", t) for t in targets)
+    assert any(re.search(r"\bhet (nieuwe|grote|belangrijke|duidelijke) (verslag|voorstel|plan|besluit)\b", t) for t in targets)
+    assert all(len(e["source"].split()) <= 22 for e in examples)
+
+
+def test_xsum_targets_are_abstractive_and_name_actor_and_place():
+    examples = generate_examples("mini-xsum", 1500, seed=0)
+    for e in examples:
+        source, target = e["source"], e["target"]
+        assert target not in source
+        assert 38 <= len(source.split()) <= 90
+        assert 3 <= len(re.findall(r"[.!?]\"?(?:\s|$)", source)) <= 7
+        # names (the actor and the place) come from the document; the first word may be a
+        # capitalised headline word ("New ...", "Dogs outlawed ...")
+        for word in re.findall(r"\b[A-Z][a-z]+\b", target)[1:]:
+            assert word in source, (word, target, source)
+    # headline paraphrases never appear in the documents
+    verbs = ("unveils", "outlawed", "slashes", "clinch", "strikes deal", "pulls")
+    assert sum(any(v in e["target"] for v in verbs) for e in examples) > 300
+    assert not any(v in e["source"] for e in examples for v in verbs)
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache of generated tasks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_load_task_caches_generated_data(tmp_path, monkeypatch):
+    dd = load_task("mini-europarl", cache_dir=tmp_path, n_train=50, n_dev=10, n_test=12, seed=5)
+    assert sizes(dd) == {"train": 50, "dev": 10, "test": 12}
+    assert dd["train"].column_names == ["id", "source", "target"]
+    folders = list((tmp_path / "data").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("mini-europarl-")
+    files = {p.name for p in folders[0].iterdir()}
+    assert files == {"train.jsonl", "dev.jsonl", "test.jsonl", "meta.json"}  # no temp files left
+    mtimes = {p.name: p.stat().st_mtime_ns for p in folders[0].iterdir()}
+
+    def boom(*args, **kwargs):
+        raise AssertionError("generate_embedded called although the cache is complete")
+
+    monkeypatch.setattr(data, "generate_embedded", boom)
+    again = load_task("mini-europarl", cache_dir=tmp_path, n_train=50, n_dev=10, n_test=12, seed=5)
+    for split in ("train", "dev", "test"):
+        assert again[split].to_list() == dd[split].to_list()
+    assert {p.name: p.stat().st_mtime_ns for p in folders[0].iterdir()} == mtimes
+    # other sizes or another seed: another folder (and here, the patched generator is called)
+    with pytest.raises(AssertionError, match="cache is complete"):
+        load_task("mini-europarl", cache_dir=tmp_path, n_train=50, n_dev=10, n_test=12, seed=6)
+
+
+def test_folder_without_meta_is_regenerated(tmp_path, monkeypatch):
+    kwargs = dict(cache_dir=tmp_path, n_train=30, n_dev=5, n_test=5, seed=0)
+    first = load_task("mini-gsm8k", **kwargs)
+    folder = next((tmp_path / "data").iterdir())
+    (folder / "meta.json").unlink()
+    (folder / "train.jsonl").write_text('{"id": "half-written"')  # as if killed mid-write
+
+    calls = []
+    real = data.generate_embedded
+
+    def counting(*args, **kw):
+        calls.append(args)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(data, "generate_embedded", counting)
+    second = load_task("mini-gsm8k", **kwargs)
+    assert len(calls) == 1
+    assert second["train"].to_list() == first["train"].to_list()
+    assert (folder / "meta.json").exists()
+    # a corrupted split under a complete-looking meta.json is noticed too
+    (folder / "dev.jsonl").write_text("")
+    load_task("mini-gsm8k", **kwargs)
+    assert len(calls) == 2
+    load_task("mini-gsm8k", **kwargs)
+    assert len(calls) == 2
+
+
+def test_default_sizes_and_no_path_for_embedded(tmp_path):
+    dd = load_task("mini-xsum", cache_dir=tmp_path, n_train=20)
+    n_train, n_dev, n_test = data.DEFAULT_SIZES["mini-xsum"]
+    assert sizes(dd) == {"train": 20, "dev": n_dev, "test": n_test}
+    with pytest.raises(ValueError, match="path"):
+        load_task("mini-xsum", cache_dir=tmp_path, path="somewhere")
+
+
+# ---------------------------------------------------------------------------------------------
+# hub tasks from local files in the hub schema
+# ---------------------------------------------------------------------------------------------
+
+
+def _xsum_rows(prefix: str, n: int) -> list[dict]:
+    return [{"document": f"{prefix} document {i}. It has two sentences.", "summary": f"{prefix} summary {i}.",
+             "id": str(1000 + i)} for i in range(n)]
+
+
+def test_xsum_local_files(tmp_path):
+    root = tmp_path / "xsum"
+    write_jsonl(root / "train.jsonl", _xsum_rows("train", 12))
+    write_jsonl(root / "validation.jsonl", _xsum_rows("val", 4))
+    write_jsonl(root / "test.jsonl", _xsum_rows("test", 5))
+    dd = load_task("xsum", cache_dir=tmp_path / "cache", path=str(root))
+    assert sizes(dd) == {"train": 12, "dev": 4, "test": 5}
+    assert dd["train"].column_names == ["id", "source", "target"]
+    assert dd["dev"][0] == {"id": "1000", "source": "val document 0. It has two sentences.",
+                            "target": "val summary 0."}
+    # n_* subsample: the first n after a seeded shuffle
+    small = load_task("xsum", cache_dir=tmp_path / "cache", path=str(root), n_train=5, n_test=2, seed=1)
+    assert sizes(small) == {"train": 5, "dev": 4, "test": 2}
+    assert set(small["train"]["id"]) <= set(dd["train"]["id"])
+    assert small["train"]["id"] == load_task("xsum", cache_dir=tmp_path / "cache", path=str(root),
+                                             n_train=5, n_test=2, seed=1)["train"]["id"]
+    with pytest.raises(ValueError, match="n_train=50"):
+        load_task("xsum", cache_dir=tmp_path / "cache", path=str(root), n_train=50)
+
+
+def test_europarl_local_file_carves_dev_and_test(tmp_path):
+    rows = [{"translation": {"en": f"Sentence number {i}.", "nl": f"Zin nummer {i}."}} for i in range(60)]
+    path = write_jsonl(tmp_path / "europarl-en-nl.jsonl", rows)  # one file: all of it is train
+    dd = load_task("europarl", cache_dir=tmp_path / "cache", path=str(path), n_dev=5, n_test=7, seed=0)
+    assert sizes(dd) == {"train": 48, "dev": 5, "test": 7}
+    ids = [set(dd[s]["id"]) for s in ("train", "dev", "test")]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert len(ids[0] | ids[1] | ids[2]) == 60
+    for row in dd["test"]:
+        i = row["source"].split()[-1].rstrip(".")
+        assert row["target"] == f"Zin nummer {i}."
+    same = load_task("europarl", cache_dir=tmp_path / "cache", path=str(path), n_dev=5, n_test=7, seed=0)
+    other = load_task("europarl", cache_dir=tmp_path / "cache", path=str(path), n_dev=5, n_test=7, seed=1)
+    assert same["test"]["id"] == dd["test"]["id"] and other["test"]["id"] != dd["test"]["id"]
+    with pytest.raises(ValueError, match="too few"):
+        load_task("europarl", cache_dir=tmp_path / "cache", path=str(path), n_dev=40, n_test=30)
+
+
+def test_gsm8k_local_files_carve_dev_from_train(tmp_path):
+    fixture = [json.loads(line) for line in open(FIXTURES / "gsm8k" / "main" / "train.jsonl")]
+    root = tmp_path / "gsm8k"
+    write_jsonl(root / "train.jsonl", fixture * 4)  # 24 rows
+    write_jsonl(root / "test.jsonl", fixture[:5])
+    dd = load_task("gsm8k", cache_dir=tmp_path / "cache", path=str(root), n_dev=4)
+    assert sizes(dd) == {"train": 20, "dev": 4, "test": 5}
+    assert dd["test"][0]["source"] == fixture[0]["question"]
+    assert dd["test"][0]["target"] == fixture[0]["answer"]  # annotations and "#### N" kept
+    assert "<<" in dd["dev"][0]["target"] and "\n#### " in dd["dev"][0]["target"]
+    assert not set(dd["train"]["id"]) & set(dd["dev"]["id"])
+
+
+def test_parquet_in_hub_layout(tmp_path):
+    """The hub's own layout: <config>/<split>-00000-of-00001.parquet."""
+    fixture = [json.loads(line) for line in open(FIXTURES / "gsm8k" / "main" / "train.jsonl")]
+    root = tmp_path / "openai-gsm8k"
+    (root / "main").mkdir(parents=True)
+    datasets.Dataset.from_list(fixture).to_parquet(str(root / "main" / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_list(fixture[:2]).to_parquet(str(root / "main" / "test-00000-of-00001.parquet"))
+    dd = load_task("gsm8k", cache_dir=tmp_path / "cache", path=str(root), n_dev=2)
+    assert sizes(dd) == {"train": 4, "dev": 2, "test": 2}
+
+
+def test_missing_field_names_file_and_field(tmp_path):
+    bad = write_jsonl(tmp_path / "xsum" / "train.jsonl", [{"document": "d", "id": "1"}])
+    with pytest.raises(ValueError, match=r"(?s)train\.jsonl.*'summary'"):
+        load_task("xsum", cache_dir=tmp_path / "cache", path=str(bad.parent))
+    bad = write_jsonl(tmp_path / "ep" / "train.jsonl", [{"translation": {"en": "a"}}] * 5)
+    with pytest.raises(ValueError, match=r"(?s)train\.jsonl.*translation\.nl"):
+        load_task("europarl", cache_dir=tmp_path / "cache", path=str(bad))
+    bad = write_jsonl(tmp_path / "gsm" / "train.jsonl", [{"question": "q", "solution": "s"}] * 5)
+    with pytest.raises(ValueError, match=r"(?s)train\.jsonl.*'answer'"):
+        load_task("gsm8k", cache_dir=tmp_path / "cache", path=str(bad))
+
+
+def test_missing_local_path(tmp_path):
+    missing = tmp_path / "no" / "such" / "xsum"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        load_task("xsum", cache_dir=tmp_path, path=str(missing))
+    with pytest.raises(FileNotFoundError, match="gsm8k.jsonl"):
+        load_task("gsm8k", cache_dir=tmp_path, path="gsm8k.jsonl")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no data files"):
+        load_task("gsm8k", cache_dir=tmp_path, path=str(empty))
+
+
+def test_hub_fixtures(tmp_path):
+    dd = load_task("xsum", cache_dir=tmp_path, path=str(FIXTURES / "xsum"))
+    assert sizes(dd) == {"train": 4, "dev": 2, "test": 2}
+    assert all(r["id"].isdigit() for r in dd["train"])
+
+    with pytest.warns(UserWarning, match="carving"):  # 10 rows: paper-sized dev/test scale down
+        dd = load_task("europarl", cache_dir=tmp_path, path=str(FIXTURES / "europarl"))
+    assert sizes(dd) == {"train": 8, "dev": 1, "test": 1}
+
+    dd = load_task("gsm8k", cache_dir=tmp_path, path=str(FIXTURES / "gsm8k"), n_dev=2)
+    assert sizes(dd) == {"train": 4, "dev": 2, "test": 3}
+    for split in ("train", "dev", "test"):
+        for row in dd[split]:
+            found = ANNOTATION.findall(row["target"])
+            assert found and all(safe_eval(e) == safe_eval(r) for e, r, _ in found)
+            assert row["target"].rsplit("\n", 1)[-1] == f"#### {found[-1][1]}"
+
+
+def test_unreachable_hub_says_so_and_suggests_a_local_path(tmp_path, monkeypatch):
+    seen = {}
+
+    def offline(path, name=None, **kwargs):
+        seen.update(path=path, name=name, **kwargs)
+        raise ConnectionError("Couldn't reach the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match=r"(?s)Helsinki-NLP/europarl.*unreachable.*path="):
+        load_task("europarl", cache_dir=tmp_path)
+    assert seen["name"] == "en-nl" and "trust_remote_code" not in seen
+    with pytest.raises(ConnectionError, match="openai/gsm8k"):
+        load_task("gsm8k", cache_dir=tmp_path)
+    assert seen["name"] == "main"
