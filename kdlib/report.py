@@ -1,0 +1,1073 @@
+"""Tables, figures, provenance and the index page (floor 2: imports kdlib.stats and kdlib.metrics only).
+
+Everything here takes *saved results* (pandas DataFrames read from run folders or result files)
+and returns a DataFrame or a matplotlib Figure; nothing trains, loads a model or reads a run.
+
+Public API
+- ``METHOD_ORDER``, ``method_label(name)``, ``sort_methods(names)``: run names -> display labels/order.
+- ``TASK_LABELS``, ``TASK_METRICS``, ``METRIC_LABELS``, ``task_label(task)``, ``task_kind(task)``.
+- ``PAPER_TABLE1``, ``paper_table1()``: the paper's own Table 1 (seed 000), labelled as such.
+- ``main_table(results)`` -> (display, numeric): Table 1 of the kit, mean ± 95% CI over seeds,
+  best student marked, paired t-test of every KETCHUP row against LLMR.
+- ``write_table(df, out_dir, name, caption=None, latex=True)``: CSV + Markdown (+ LaTeX), atomically.
+- ``save_figure(fig, out_dir, name)``: PNG (150 dpi) + PDF, atomically; closes the figure.
+- ``plot_returns(df)``: Figure 1 (average true return, Eq. (10), per RL method and task).
+- ``plot_variance_bias(df)``: Figure 2 (variance and |bias| of the K-step return against K).
+- ``plot_learning_curves(df, value_label)``: Figure 3 (dev metric against RL step, per student size).
+- ``write_provenance(out_dir, params)``: provenance.json (commit, versions, date, params without secrets).
+- ``write_index(out_dir)``: index.html + index.md listing every output, grouped by notebook.
+
+``python -m kdlib.report index OUT_DIR`` rebuilds the index page (``run_all.sh`` calls it last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+import matplotlib
+
+
+def _in_ipython() -> bool:
+    ipython = sys.modules.get("IPython")  # only look: importing IPython here would be slow
+    try:
+        return ipython is not None and ipython.get_ipython() is not None
+    except Exception:  # noqa: BLE001 - any trouble means "not a live IPython session"
+        return False
+
+
+if not _in_ipython():
+    # Scripts and tests: never open a window. Inside Jupyter/IPython the session's backend (inline)
+    # is kept, or figures would silently stop appearing in the notebook.
+    matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+
+from kdlib.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC  # noqa: E402
+from kdlib.stats import format_mean_ci, mean_ci, paired_ttest  # noqa: E402
+
+__all__ = [
+    "METHOD_ORDER",
+    "METRIC_LABELS",
+    "PAPER_TABLE1",
+    "TASK_LABELS",
+    "TASK_METRICS",
+    "main_table",
+    "method_label",
+    "paper_table1",
+    "plot_learning_curves",
+    "plot_returns",
+    "plot_variance_bias",
+    "save_figure",
+    "sort_methods",
+    "task_kind",
+    "task_label",
+    "write_index",
+    "write_provenance",
+    "write_table",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Names and labels
+# ---------------------------------------------------------------------------------------------
+
+# Row order of every table and figure. KETCHUP runs are named ``ketchup_k<K>`` and come after
+# these, ordered by K (numerically); unknown names come last, in the order they first appear.
+METHOD_ORDER: tuple[str, ...] = (
+    "teacher", "zeroshot", "predistill",
+    "seqkd", "kl", "js", "tvd",
+    "llmr", "llmr_mean", "llmr_minvar",
+    "ketchup",
+)
+_METHOD_LABELS = {
+    "teacher": "Teacher",
+    "zeroshot": "Student (zero-shot)",
+    "predistill": "Student (pre-distilled)",
+    "seqkd": "SeqKD",
+    "kl": "KL",
+    "js": "JS",
+    "tvd": "TVD",
+    "llmr": "LLMR",
+    "llmr_mean": "LLMR + mean baseline",
+    "llmr_minvar": "LLMR + min-var baseline",
+    "ketchup": "KETCHUP",
+}
+NOT_STUDENTS = ("teacher", "zeroshot")  # excluded when marking the best student (as in the paper)
+_KETCHUP_RE = re.compile(r"^ketchup_k(\d+)$")
+
+TASK_LABELS: dict[str, str] = {
+    "mini-xsum": "mini-XSum",
+    "mini-europarl": "mini-Europarl EN-NL",
+    "mini-gsm8k": "mini-GSM8K",
+    "xsum": "XSum",
+    "europarl": "Europarl EN-NL",
+    "gsm8k": "GSM8K",
+}
+# Which metric columns a task shows, by task kind (see task_kind), in display order.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "summarization": ("rouge1", "rouge2", "rougeL"),
+    "translation": ("bleu", "chrf", "ter"),
+    "arithmetic": ("accuracy",),
+}
+METRIC_LABELS: dict[str, str] = {
+    "rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L",
+    "bleu": "BLEU", "chrf": "chrF", "ter": "TER↓",
+    "accuracy": "Acc.", "distinct2": "Distinct-2",
+}
+
+
+def _ketchup_k(name: str) -> int | None:
+    m = _KETCHUP_RE.match(str(name))
+    return int(m.group(1)) if m else None
+
+
+def method_label(name: str) -> str:
+    """Display label of a run name: ``"llmr_mean"`` -> ``"LLMR + mean baseline"``,
+    ``"ketchup_k4"`` -> ``"KETCHUP (K=4)"``; unknown names are returned unchanged."""
+    k = _ketchup_k(name)
+    if k is not None:
+        return f"KETCHUP (K={k})"
+    return _METHOD_LABELS.get(name, str(name))
+
+
+def _method_key(name: str, first_seen: Mapping[str, int]) -> tuple:
+    k = _ketchup_k(name)
+    if k is not None:
+        return (1, METHOD_ORDER.index("ketchup"), k, 0)
+    if name in METHOD_ORDER:
+        return (0 if name != "ketchup" else 1, METHOD_ORDER.index(name), -1, 0)
+    return (2, 0, 0, first_seen.get(name, 0))
+
+
+def sort_methods(names: Iterable[str]) -> list[str]:
+    """Unique run names in ``METHOD_ORDER``, KETCHUP runs by K, unknown names last (as first seen)."""
+    seen: dict[str, int] = {}
+    for n in names:
+        seen.setdefault(str(n), len(seen))
+    return sorted(seen, key=lambda n: _method_key(n, seen))
+
+
+def task_kind(task: str) -> str | None:
+    """``"summarization"`` / ``"translation"`` / ``"arithmetic"`` from a task name, else None."""
+    t = str(task).lower()
+    if "xsum" in t:
+        return "summarization"
+    if "europarl" in t:
+        return "translation"
+    if "gsm8k" in t:
+        return "arithmetic"
+    return None
+
+
+def task_label(task: str) -> str:
+    return TASK_LABELS.get(task, str(task))
+
+
+def _sort_tasks(tasks: Iterable[str]) -> list[str]:
+    order = list(TASK_LABELS)
+    seen: dict[str, int] = {}
+    for t in tasks:
+        seen.setdefault(str(t), len(seen))
+    return sorted(seen, key=lambda t: (order.index(t), 0) if t in order else (len(order), seen[t]))
+
+
+def _metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def _higher_is_better(metric: str) -> bool:
+    return HIGHER_IS_BETTER.get(metric, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's Table 1 (seed 000)
+# ---------------------------------------------------------------------------------------------
+
+PAPER_TABLE1_CAPTION = ("Table 1 as reported in the KETCHUP paper (FLAN-T5-XL -> T5-base; XSum, Europarl "
+                        "EN-NL, GSM8K test sets); not reproduced here. * best student per column.")
+
+# method -> task -> metric -> value, transcribed from seed 000, Table 1. "zeroshot" is the
+# paper's "Student" row (the off-the-shelf T5-base prompted zero-shot). The extended version
+# (seed 001, where the method is called BRIM) reports different numbers for some KETCHUP rows
+# (e.g. K=2 XSum R-1 36.63); these are the seed-000 numbers.
+PAPER_TABLE1: dict[str, dict[str, dict[str, float]]] = {}
+
+
+def _paper_row(r1, r2, rl, bleu, chrf, ter, acc):
+    return {"xsum": {"rouge1": r1, "rouge2": r2, "rougeL": rl},
+            "europarl": {"bleu": bleu, "chrf": chrf, "ter": ter},
+            "gsm8k": {"accuracy": acc}}
+
+
+PAPER_TABLE1.update({
+    "teacher": _paper_row(41.32, 18.86, 33.79, 25.36, 51.11, 63.17, 40.71),
+    "zeroshot": _paper_row(19.60, 3.19, 13.72, 0.95, 24.80, 100.21, 0.00),
+    "seqkd": _paper_row(33.54, 11.90, 26.67, 22.09, 48.33, 66.18, 20.02),
+    "kl": _paper_row(34.36, 12.86, 27.38, 22.35, 48.58, 65.93, 23.96),
+    "js": _paper_row(34.87, 13.18, 27.84, 22.55, 48.71, 65.74, 24.72),
+    "tvd": _paper_row(35.17, 13.30, 28.10, 22.63, 48.66, 65.79, 24.94),
+    "llmr": _paper_row(35.54, 13.70, 28.56, 22.72, 49.04, 65.38, 25.21),
+    "llmr_mean": _paper_row(35.60, 13.76, 28.64, 22.67, 49.03, 65.39, 25.39),
+    "llmr_minvar": _paper_row(35.59, 13.78, 28.66, 22.70, 48.97, 65.55, 25.10),
+    "ketchup_k2": _paper_row(36.03, 13.95, 28.89, 22.93, 49.25, 65.15, 25.32),
+    "ketchup_k4": _paper_row(35.96, 13.96, 28.87, 22.93, 49.21, 65.21, 25.40),
+    "ketchup_k8": _paper_row(35.68, 13.88, 28.76, 22.95, 49.23, 65.20, 25.71),
+    "ketchup_k16": _paper_row(35.31, 13.68, 28.51, 22.94, 49.24, 65.18, 25.47),
+})
+
+
+def _paper_long() -> pd.DataFrame:
+    rows = [{"task": task, "method": method, "seed": 0, "metric": metric, "value": value}
+            for method, tasks in PAPER_TABLE1.items()
+            for task, metrics in tasks.items()
+            for metric, value in metrics.items()]
+    return pd.DataFrame(rows)
+
+
+def paper_table1() -> pd.DataFrame:
+    """The paper's Table 1 in the layout of :func:`main_table` (best student marked " *"),
+    with a "Source" column and ``df.attrs["caption"]`` saying these numbers are the paper's
+    (FLAN-T5-XL -> T5-base), not reproduced by this kit."""
+    display, _ = _build_table(_aggregate(_paper_long()), p_values=pd.DataFrame())
+    display["Source"] = "KETCHUP paper (not reproduced)"
+    display.attrs["caption"] = PAPER_TABLE1_CAPTION
+    return display
+
+
+# ---------------------------------------------------------------------------------------------
+# Main table
+# ---------------------------------------------------------------------------------------------
+
+_RESULT_COLUMNS = ("task", "method", "seed", "metric", "value")
+
+
+def _check_columns(df: pd.DataFrame, needed: Iterable[str], what: str) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}; got {', '.join(map(str, df.columns))}")
+
+
+def _aggregate(results: pd.DataFrame) -> pd.DataFrame:
+    """(task, method, metric) -> mean, 95% CI half-width (t), n_seeds; NaN values are dropped."""
+    rows = []
+    for (task, method, metric), g in results.groupby(["task", "method", "metric"], sort=False):
+        values = pd.to_numeric(g["value"], errors="coerce").dropna().to_numpy(dtype=float)
+        if values.size == 0:
+            continue
+        mean, hw = mean_ci(values)
+        rows.append({"task": task, "method": method, "metric": metric,
+                     "mean": mean, "half_width": hw, "n_seeds": int(values.size)})
+    return pd.DataFrame(rows, columns=["task", "method", "metric", "mean", "half_width", "n_seeds"])
+
+
+def _p_values(results: pd.DataFrame) -> pd.DataFrame:
+    """Paired t-test (over seeds) of every KETCHUP run against LLMR on each task's primary metric."""
+    rows = []
+    for task in results["task"].unique():
+        primary = PRIMARY_METRIC.get(task_kind(task) or "")
+        sub = results[(results["task"] == task) & (results["metric"] == primary)]
+        llmr = sub[sub["method"] == "llmr"].groupby("seed")["value"].mean()
+        for method in sort_methods(sub["method"]):
+            if not str(method).startswith("ketchup"):
+                continue
+            ours = sub[sub["method"] == method].groupby("seed")["value"].mean()
+            paired = pd.concat([ours.rename("ours"), llmr.rename("llmr")], axis=1, join="inner").dropna()
+            n = len(paired)
+            t, p = paired_ttest(paired["ours"], paired["llmr"]) if n >= 2 else (math.nan, math.nan)
+            if llmr.empty:
+                text = "n/a (no LLMR)"
+            elif n < 2:
+                text = "n/a (1 seed)" if n == 1 or len(ours) <= 1 else "n/a (no paired seeds)"
+            elif math.isnan(p):
+                text = "n/a (constant difference)"
+            else:
+                text = _format_p(p)
+            rows.append({"task": task, "method": method, "metric": primary, "t_vs_llmr": t,
+                         "p_vs_llmr": p, "n_paired": n, "p_text": text})
+    return pd.DataFrame(rows, columns=["task", "method", "metric", "t_vs_llmr", "p_vs_llmr", "n_paired", "p_text"])
+
+
+def _format_p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    tasks = _sort_tasks(stats["task"])
+    methods = sort_methods(stats["method"])
+    stats = stats.copy()
+    stats["best"] = False
+    columns: list[tuple[str, str, str]] = []  # (column name, task, metric or "p")
+    for task in tasks:
+        in_task = stats[stats["task"] == task]
+        present = list(dict.fromkeys(in_task["metric"]))
+        kind = task_kind(task)
+        shown = [m for m in TASK_METRICS.get(kind, ()) if m in present] if kind else present
+        for metric in shown:
+            columns.append((f"{task_label(task)} {_metric_label(metric)}", task, metric))
+            # Best student: compare at the displayed precision so ties are all marked.
+            cand = in_task[(in_task["metric"] == metric) & ~in_task["method"].isin(NOT_STUDENTS)]
+            if not cand.empty:
+                shown_values = cand["mean"].round(2)
+                best = shown_values.max() if _higher_is_better(metric) else shown_values.min()
+                stats.loc[shown_values[shown_values == best].index, "best"] = True
+        if not p_values.empty and (p_values["task"] == task).any():
+            columns.append((f"{task_label(task)} p vs LLMR", task, "p"))
+
+    by_key = stats.set_index(["task", "method", "metric"])
+    p_by_key = p_values.set_index(["task", "method"]) if not p_values.empty else None
+    table = []
+    for method in methods:
+        row = {"Method": method_label(method)}
+        for col, task, metric in columns:
+            if metric == "p":
+                row[col] = p_by_key.loc[(task, method), "p_text"] if (task, method) in p_by_key.index else ""
+                continue
+            if (task, method, metric) not in by_key.index:
+                row[col] = "–"
+                continue
+            s = by_key.loc[(task, method, metric)]
+            hw = s["half_width"] if s["n_seeds"] >= 2 else math.nan
+            cell = format_mean_ci(float(s["mean"]), float(hw), digits=2)
+            row[col] = cell + " *" if bool(s["best"]) else cell
+        table.append(row)
+    display = pd.DataFrame(table, columns=["Method"] + [c for c, _, _ in columns])
+
+    numeric = stats.copy()
+    if not p_values.empty:
+        numeric = numeric.merge(p_values.drop(columns="p_text"), on=["task", "method", "metric"], how="left")
+    else:
+        numeric = numeric.assign(t_vs_llmr=math.nan, p_vs_llmr=math.nan, n_paired=pd.NA)
+    numeric.insert(1, "task_label", numeric["task"].map(task_label))
+    numeric.insert(3, "method_label", numeric["method"].map(method_label))
+    order = {m: i for i, m in enumerate(methods)}
+    numeric = (numeric.assign(_t=numeric["task"].map({t: i for i, t in enumerate(tasks)}),
+                              _m=numeric["method"].map(order))
+               .sort_values(["_t", "_m", "metric"], kind="stable").drop(columns=["_t", "_m"])
+               .reset_index(drop=True))
+    return display, numeric
+
+
+def main_table(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The kit's Table 1 from long-format results (columns task, method, seed, metric, value).
+
+    Returns ``(display, numeric)``:
+
+    * ``display``: one row per method (``METHOD_ORDER``, KETCHUP by K), a "Method" column, then
+      per task its metric columns (``"mini-XSum R-L"``; metrics from ``TASK_METRICS``) and, when
+      KETCHUP rows exist, a ``"<task> p vs LLMR"`` column. Cells read ``"mean ± half-width"``
+      (95% CI, t-distribution over seeds) when a method has several seeds, else ``"mean"``; two
+      decimals; ``"–"`` when missing. The best student per column (teacher and zero-shot
+      student excluded; TER lower is better; ties at two decimals all marked) ends in ``" *"``.
+      The p column holds the two-sided paired t-test (pairs matched by seed) of each KETCHUP
+      run against LLMR on the task's primary metric, or ``"n/a (1 seed)"`` with fewer than two
+      paired seeds. ``display.attrs["caption"]`` explains all this; :func:`write_table` uses it.
+    * ``numeric``: one row per (task, method, metric): mean, half_width, n_seeds, best, and for
+      KETCHUP rows on the primary metric t_vs_llmr, p_vs_llmr, n_paired.
+    """
+    _check_columns(results, _RESULT_COLUMNS, "main_table(results)")
+    results = results.loc[:, list(_RESULT_COLUMNS)].copy()
+    results["value"] = pd.to_numeric(results["value"], errors="coerce")
+    dup = results.duplicated(["task", "method", "seed", "metric"], keep=False)
+    if dup.any():
+        example = results[dup].iloc[0]
+        raise ValueError(f"main_table(results): several values for task={example['task']!r}, "
+                         f"method={example['method']!r}, seed={example['seed']!r}, metric={example['metric']!r}; "
+                         "expected one value per (task, method, seed, metric)")
+    stats = _aggregate(results)
+    if stats.empty:
+        raise ValueError("main_table(results): no numeric values")
+    display, numeric = _build_table(stats, _p_values(results))
+    n = sorted(set(numeric["n_seeds"]))
+    seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
+    display.attrs["caption"] = (
+        f"Test-set results ({seeds} seed(s) per method). Cells: mean ± 95% CI half-width "
+        "(t-distribution) over seeds; no ± for single runs. * best student per column "
+        "(teacher and zero-shot student excluded); ↓ lower is better. "
+        "p vs LLMR: two-sided paired t-test over seeds on the task's primary metric.")
+    return display, numeric
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing files
+# ---------------------------------------------------------------------------------------------
+
+
+def _publish(tmp: str | Path, path: Path) -> None:
+    """Give a temporary file the usual permissions (mkstemp makes it 0600), then move it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, data: str | bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        _publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _cell_text(x) -> str:
+    """Plain text of one cell for Markdown/LaTeX: floats with 2 decimals (3 significant if < 1)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        if x != 0 and abs(x) < 1:
+            return f"{x:.3g}"
+        return f"{x:.2f}"
+    return str(x)
+
+
+def _flat(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep a meaningful index as leading column(s); flatten MultiIndex columns."""
+    out = df.copy()
+    if not isinstance(out.index, pd.RangeIndex) or out.index.name is not None:
+        out = out.reset_index()
+    if isinstance(out.columns, pd.MultiIndex):
+        out.columns = [" ".join(str(c) for c in col if str(c)) for col in out.columns]
+    out.columns = [str(c) for c in out.columns]
+    return out
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "–": "--", "<": r"$<$", ">": r"$>$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials; ``±``/``↓``/``↑``/``->`` become math symbols."""
+    return "$\\rightarrow$".join("".join(_LATEX_SPECIALS.get(ch, ch) for ch in part) for part in str(text).split("->"))
+
+
+def _to_latex(df: pd.DataFrame, caption: str | None, label: str) -> str:
+    def cell(x) -> str:
+        text = _cell_text(x)
+        if text.endswith(" *"):  # the best-student marker: bold instead of a star
+            return r"\textbf{" + latex_escape(text[:-2]) + "}"
+        return latex_escape(text)
+
+    align = "l" + "r" * (df.shape[1] - 1)
+    lines = [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering"]
+    if caption:  # the " *" marker is set in bold in LaTeX, so say so
+        caption = caption.replace("* best student", "Bold: best student")
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    lines.append(r"\label{tab:" + re.sub(r"[^A-Za-z0-9:_-]", "-", label) + "}")
+    lines += [r"\resizebox{\linewidth}{!}{%", r"\begin{tabular}{" + align + "}", r"\toprule",
+              " & ".join(latex_escape(c) for c in df.columns) + r" \\", r"\midrule"]
+    for row in df.itertuples(index=False):
+        lines.append(" & ".join(cell(x) for x in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _to_markdown(df: pd.DataFrame, caption: str | None) -> str:
+    from tabulate import tabulate
+
+    def md(x) -> str:
+        return _cell_text(x).replace("|", r"\|").replace("\n", " ")
+
+    body = tabulate([[md(x) for x in row] for row in df.itertuples(index=False)],
+                    headers=[md(c) for c in df.columns], tablefmt="github", disable_numparse=True)
+    head = f"### {' '.join(str(caption).split())}\n\n" if caption else ""
+    return head + body + "\n"
+
+
+def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, caption: str | None = None,
+                latex: bool = True) -> dict[str, Path]:
+    """Write ``<name>.csv``, ``<name>.md`` (GitHub table, caption as a ``###`` line above) and,
+    with ``latex=True``, ``<name>.tex`` (booktabs; cells ending in " *" set in bold), each atomically.
+
+    ``caption`` defaults to ``df.attrs["caption"]``. A non-default index is written as leading
+    column(s). Returns ``{"csv": path, "md": path, "tex": path}``.
+    """
+    out_dir = Path(out_dir)
+    caption = caption if caption is not None else df.attrs.get("caption")
+    flat = _flat(df)
+    paths = {"csv": _atomic_write(out_dir / f"{name}.csv", flat.to_csv(index=False)),
+             "md": _atomic_write(out_dir / f"{name}.md", _to_markdown(flat, caption))}
+    if latex:
+        paths["tex"] = _atomic_write(out_dir / f"{name}.tex", _to_latex(flat, caption, name))
+    return paths
+
+
+def save_figure(fig: Figure, out_dir: str | Path, name: str) -> dict[str, Path]:
+    """Save ``<name>.png`` (150 dpi) and ``<name>.pdf`` atomically, close the figure, return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    try:
+        for ext, kwargs in (("png", {"dpi": 150}), ("pdf", {})):
+            path = out_dir / f"{name}.{ext}"
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            try:
+                fig.savefig(tmp, format=ext, bbox_inches="tight", **kwargs)
+                _publish(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            paths[ext] = path
+    finally:
+        plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+_FIXED_COLORS = {
+    "teacher": "#222222", "zeroshot": "#9e9e9e", "predistill": "#7f7f7f",
+    "seqkd": "#b07aa1", "kl": "#9c755f", "js": "#edc948", "tvd": "#76b7b2",
+    "llmr": "#4e79a7", "llmr_mean": "#6b9bd1", "llmr_minvar": "#9ab8de",
+    "ketchup": "#e15759",
+}
+
+
+def _method_color(name: str):
+    """One colour per method, the same in every figure: LLMR family blue, KETCHUP red/orange by K."""
+    k = _ketchup_k(name)
+    if k is not None:
+        return plt.cm.YlOrRd(min(0.95, 0.35 + 0.13 * math.log2(max(k, 1))))
+    return _FIXED_COLORS.get(name, "#59a14f")
+
+
+def _style_axes(ax) -> None:
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+    ax.grid(axis="y", alpha=0.3, linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def _mean_hw(values) -> tuple[float, float, int]:
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    mean, hw = mean_ci(v)
+    return mean, (hw if v.size >= 2 else math.nan), int(v.size)
+
+
+def plot_returns(df: pd.DataFrame) -> Figure:
+    """Figure 1: the average true return of Eq. (10) on the test set, per RL method and task.
+
+    ``df`` columns: task, method, seed, return (one row per run, or per run and input). Bars show
+    the mean over seeds (a run's rows are averaged first), error bars the 95% CI (t) when there
+    are several seeds; each bar is annotated with its mean. Negative returns hang below zero.
+    """
+    _check_columns(df, ("task", "method", "return"), "plot_returns(df)")
+    df = df.copy()
+    if "seed" not in df.columns:
+        df["seed"] = 0
+    per_run = df.groupby(["task", "method", "seed"], sort=False)["return"].mean().reset_index()
+    tasks = _sort_tasks(per_run["task"])
+    n_methods = per_run.groupby("task")["method"].nunique().max()
+    width = max(3.2, 0.55 * n_methods + 1.2)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), 4.3), squeeze=False,
+                             layout="constrained")
+    max_seeds = 0
+    for ax, task in zip(axes[0], tasks):
+        sub = per_run[per_run["task"] == task]
+        methods = sort_methods(sub["method"])
+        stats = [_mean_hw(sub.loc[sub["method"] == m, "return"]) for m in methods]
+        means = np.array([s[0] for s in stats])
+        hws = np.array([s[1] for s in stats])
+        max_seeds = max(max_seeds, max(s[2] for s in stats))
+        x = np.arange(len(methods))
+        err = np.where(np.isnan(hws), 0.0, hws)
+        ax.bar(x, means, width=0.72, color=[_method_color(m) for m in methods], edgecolor="black", linewidth=0.5,
+               yerr=err if np.any(err > 0) else None, capsize=3, error_kw={"elinewidth": 0.9})
+        lo = min(0.0, float(np.nanmin(means - err)))
+        hi = max(0.0, float(np.nanmax(means + err)))
+        span = (hi - lo) or 1.0
+        pad = 0.02 * span
+        for xi, m, e in zip(x, means, err):
+            if np.isnan(m):
+                continue
+            if m >= 0:
+                ax.text(xi, m + e + pad, f"{m:.2f}", ha="center", va="bottom", fontsize=7.5)
+            else:
+                ax.text(xi, m - e - pad, f"{m:.2f}", ha="center", va="top", fontsize=7.5)
+        ax.set_ylim(lo - (0.14 * span if lo < 0 else 0), hi + (0.14 * span if hi > 0 else 0))
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(x, [method_label(m) for m in methods], rotation=35, ha="right", rotation_mode="anchor",
+                      fontsize=8.5)
+        ax.set_title(task_label(task))
+        _style_axes(ax)
+    axes[0][0].set_ylabel("average return, Eq. (10)\n(teacher logit units)")
+    handles = [Patch(facecolor=_method_color("llmr"), edgecolor="black", linewidth=0.5,
+                     label="LLMR and its batch baselines (K=1)"),
+               Patch(facecolor=_method_color("ketchup_k4"), edgecolor="black", linewidth=0.5,
+                     label="KETCHUP (K-step return)")]
+    if max_seeds >= 2:
+        handles.append(Line2D([], [], color="black", marker="|", linestyle="-", markersize=8, linewidth=0.9,
+                              label=f"95% CI over {max_seeds} seeds (t)"))
+    else:
+        handles.append(Line2D([], [], linestyle="none", label="single seed: no error bars"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8.5)
+    fig.suptitle("Average return on the test set (higher is better)", fontsize=11)
+    return fig
+
+
+_VB_PANELS = (
+    ("var_seq", "Variance, whole-sequence return", r"Var$[\hat G_0]$ (logit units$^2$)"),
+    ("bias_seq", "|Bias|, whole-sequence return", r"$|\mathbb{E}[\hat G_0 - G_0]|$ (logit units)"),
+    ("var_pos", "Variance, averaged over positions t", r"mean$_t$ Var$[\hat G_t]$ (logit units$^2$)"),
+    ("bias_pos", "|Bias|, averaged over positions t", r"mean$_t$ $|\mathbb{E}[\hat G_t - G_t]|$ (logit units)"),
+)
+_TAIL_STYLE = {"algorithm1": ("-", "o", "Algorithm 1 (used for training)"),
+               "block": ("--", "s", "block form, Eq. (7) (Theorem 1)")}
+
+
+def plot_variance_bias(df: pd.DataFrame) -> Figure:
+    """Figure 2: variance and |bias| of the K-step return against K, per student.
+
+    ``df`` columns: student (label), kl (student-teacher KL), k, tail ("algorithm1" or "block"),
+    var_seq, bias_seq, var_pos, bias_pos. Several rows per (student, k, tail), e.g. one per input,
+    are averaged (bias as the mean of |bias|). Panels: (a) variance and (b) |bias| of the
+    whole-sequence return G_0, (c)-(d) the same averaged over positions. One colour per student
+    (legend shows its KL), solid = Algorithm 1, dashed = block form of Eq. (7); x = K (log2).
+    """
+    value_cols = [c for c, _, _ in _VB_PANELS]
+    _check_columns(df, ("student", "kl", "k", "tail", *value_cols), "plot_variance_bias(df)")
+    d = df.copy()
+    for c in ("bias_seq", "bias_pos"):
+        d[c] = pd.to_numeric(d[c], errors="coerce").abs()
+    agg = d.groupby(["student", "k", "tail"], sort=False)[value_cols].mean().reset_index()
+    kl = d.groupby("student", sort=False)["kl"].mean()
+    students = sorted(kl.index, key=lambda s: (kl[s], list(kl.index).index(s)))  # closest to teacher first
+    colors = plt.cm.viridis(np.linspace(0.05, 0.8, max(len(students), 2)))
+    tails = [t for t in _TAIL_STYLE if t in set(agg["tail"])] + sorted(set(agg["tail"]) - set(_TAIL_STYLE))
+    ks = sorted(int(k) for k in agg["k"].unique())
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.2), layout="constrained")
+    for ax, (col, title, ylabel) in zip(axes.flat, _VB_PANELS):
+        for i, student in enumerate(students):
+            for tail in tails:
+                line = agg[(agg["student"] == student) & (agg["tail"] == tail)].sort_values("k")
+                if line.empty:
+                    continue
+                ls, marker, _ = _TAIL_STYLE.get(tail, (":", "^", tail))
+                ax.plot(line["k"], line[col], linestyle=ls, marker=marker, markersize=4.5, color=colors[i],
+                        linewidth=1.6)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(ks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(k) for k in ks])
+        values = agg[col].to_numpy(dtype=float)
+        positive = values[np.isfinite(values) & (values > 0)]
+        if col.startswith("var") and positive.size and positive.max() / positive.min() > 10:
+            ax.set_yscale("log")
+        ax.set_title(f"({'abcd'[value_cols.index(col)]}) {title}", fontsize=10)
+        ax.set_xlabel("K (segment length, log$_2$ scale)")
+        ax.set_ylabel(ylabel)
+        _style_axes(ax)
+        ax.grid(axis="x", alpha=0.15, linewidth=0.6)
+    student_handles = [Line2D([], [], color=colors[i], linewidth=2.2, label=f"KL={kl[s]:.2f} ({s})")
+                       for i, s in enumerate(students)]
+    tail_handles = [Line2D([], [], color="black", linestyle=_TAIL_STYLE.get(t, (":", "^", t))[0],
+                           marker=_TAIL_STYLE.get(t, (":", "^", t))[1], markersize=4.5,
+                           label=_TAIL_STYLE.get(t, (":", "^", t))[2]) for t in tails]
+    fig.legend(handles=student_handles, loc="outside lower left", frameon=False, fontsize=8.5,
+               title="student (KL to the teacher)", title_fontsize=9, alignment="left")
+    fig.legend(handles=tail_handles, loc="outside lower right", frameon=False, fontsize=8.5,
+               title="return estimator (line style)", title_fontsize=9, alignment="left")
+    fig.suptitle("Variance and bias of the K-step return (K=1 is LLMR's return)", fontsize=11)
+    return fig
+
+
+def plot_learning_curves(df: pd.DataFrame, value_label: str = "dev ROUGE-L") -> Figure:
+    """Figure 3: a dev metric against the RL training step, one panel per student size.
+
+    ``df`` columns: student (size label), method, step, value, optionally seed. Panels follow the
+    order in which students first appear (a known task name in ``student`` is titled as the task);
+    one line per method (LLMR, KETCHUP); the mean over seeds
+    with a shaded 95% CI band (t) when there are several seeds. Panels share the y-axis.
+    """
+    _check_columns(df, ("student", "method", "step", "value"), "plot_learning_curves(df)")
+    d = df.copy()
+    if "seed" not in d.columns:
+        d["seed"] = 0
+    students = list(dict.fromkeys(d["student"]))
+    methods = sort_methods(d["method"])
+    fig, axes = plt.subplots(1, len(students), figsize=(4.0 * len(students) + 0.6, 3.8), sharey=True,
+                             squeeze=False, layout="constrained")
+    max_seeds = 0
+    for ax, student in zip(axes[0], students):
+        for method in methods:
+            sub = d[(d["student"] == student) & (d["method"] == method)]
+            if sub.empty:
+                continue
+            per_seed = sub.groupby(["step", "seed"])["value"].mean().reset_index()
+            rows = [(step, *_mean_hw(g["value"])) for step, g in per_seed.groupby("step")]
+            steps = np.array([r[0] for r in rows], dtype=float)
+            mean = np.array([r[1] for r in rows])
+            hw = np.array([r[2] for r in rows])
+            max_seeds = max(max_seeds, max(r[3] for r in rows))
+            color = _method_color(method if method != "ketchup" else "ketchup_k4")
+            ax.plot(steps, mean, color=color, linewidth=1.8, marker="o" if len(steps) <= 12 else None,
+                    markersize=3.5, label=method_label(method))
+            if np.any(np.isfinite(hw)):
+                ax.fill_between(steps, mean - np.nan_to_num(hw), mean + np.nan_to_num(hw), color=color,
+                                alpha=0.2, linewidth=0)
+        # Panels are student sizes; a task name (curves per task) gets the task's label instead.
+        ax.set_title(task_label(student) if student in TASK_LABELS else f"student: {student}")
+        ax.set_xlabel("RL training step")
+        _style_axes(ax)
+    axes[0][0].set_ylabel(value_label)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # methods missing from the first panel
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if max_seeds >= 2:
+        handles.append(Patch(facecolor="grey", alpha=0.3, label=f"95% CI over {max_seeds} seeds (t)"))
+        labels.append(handles[-1].get_label())
+    axes[0][0].legend(handles, labels, fontsize=8.5, frameon=False, loc="best")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance
+# ---------------------------------------------------------------------------------------------
+
+_SECRET_WORDS = ("key", "token", "secret", "password")
+_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "sacrebleu", "rouge-score", "pydantic",
+             "papermill", "numpy", "pandas", "matplotlib", "kdlib")
+
+
+def _drop_secrets(obj):
+    """Drop, recursively, every mapping entry whose key contains key/token/secret/password."""
+    if hasattr(obj, "model_dump") and callable(obj.model_dump):  # pydantic models, without importing pydantic
+        obj = obj.model_dump(mode="json")
+    if isinstance(obj, Mapping):
+        return {str(k): _drop_secrets(v) for k, v in obj.items()
+                if not any(w in str(k).lower() for w in _SECRET_WORDS)}
+    if isinstance(obj, (list, tuple, set)):
+        return [_drop_secrets(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True,
+                             text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_provenance(out_dir: str | Path, params: dict | None = None) -> Path:
+    """Write ``<out_dir>/provenance.json``: git commit and dirty flag, Python, platform, package
+    versions, date (UTC) and ``params`` with secret-looking keys (key/token/secret/password)
+    dropped recursively. Environment variables are never recorded."""
+    root = Path(__file__).resolve().parent.parent  # the repo root for an editable install
+    if not (root / ".git").exists():
+        root = Path.cwd()
+    head = _git(root, "rev-parse", "HEAD")
+    status = _git(root, "status", "--porcelain") if head is not None else None
+    record = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": {"commit": head.strip() if head else None,
+                "dirty": bool(status.strip()) if status is not None else None},
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": {name: _package_version(name) for name in _PACKAGES},
+        "params": _drop_secrets(params) if params is not None else None,
+    }
+    return _atomic_write(Path(out_dir) / "provenance.json", json.dumps(record, indent=2, sort_keys=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Index page
+# ---------------------------------------------------------------------------------------------
+
+_GROUP_RE = re.compile(r"^(\d\d)_")
+_TABLE_EXT = (".csv", ".md", ".tex")
+_FIGURE_EXT = (".png", ".pdf", ".svg")
+_MAX_ROWS = 60
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 1px solid #eee; padding-bottom: .2em; }
+h3 { font-size: 1.05em; margin-top: 1.4em; }
+a { color: #0b61a4; text-decoration: none; } a:hover { text-decoration: underline; }
+table.data { border-collapse: collapse; font-size: .85em; margin: .5em 0 1em; }
+table.data th, table.data td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+table.data th { background: #f6f6f6; } table.data td:first-child { text-align: left; }
+figure { margin: .5em 0 1.5em; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption, .caption, .muted { color: #555; font-size: .9em; }
+pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: .8em; }
+ul.files { padding-left: 1.2em; } code { font-size: .9em; }
+"""
+
+
+def _group_of(rel: Path) -> str | None:
+    for part in rel.parts:
+        m = _GROUP_RE.match(part)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _listed(out_dir: Path) -> list[Path]:
+    files = []
+    for p in sorted(out_dir.rglob("*")):
+        rel = p.relative_to(out_dir)
+        if not p.is_file() or any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue
+        if rel.as_posix() in ("index.html", "index.md") or p.name.endswith(".tmp"):
+            continue
+        files.append(rel)
+    return files
+
+
+def _href(rel: Path) -> str:
+    return quote(rel.as_posix())
+
+
+def _md_caption(path: Path) -> str | None:
+    try:
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return first[4:].strip() if first.startswith("### ") else None
+
+
+def _sections(out_dir: Path) -> list[tuple[str, str, dict[str, list[Path]]]]:
+    """[(group id, title, {kind: [relative paths]})] in display order."""
+    groups: dict[str | None, list[Path]] = {}
+    for rel in _listed(out_dir):
+        groups.setdefault(_group_of(rel), []).append(rel)
+    out = []
+    for gid in sorted((g for g in groups if g is not None)) + ([None] if None in groups else []):
+        files = groups[gid]
+        if gid is None:
+            title = "Run information and other files"
+        else:
+            nbs = [f for f in files if f.suffix == ".ipynb" and _GROUP_RE.match(f.name)]
+            title = nbs[0].stem if nbs else f"Notebook {gid}"
+        kinds: dict[str, list[Path]] = {"notebooks": [], "tables": [], "figures": [], "provenance": [],
+                                        "logs": [], "other": []}
+        table_stems = {f.with_suffix("") for f in files if f.suffix in _TABLE_EXT}
+        figure_stems = {f.with_suffix("") for f in files if f.suffix in _FIGURE_EXT}
+        for f in files:
+            stem = f.with_suffix("")
+            if f.suffix == ".ipynb" or (f.suffix == ".html" and f.with_suffix(".ipynb") in files):
+                kinds["notebooks"].append(f)
+            elif stem in table_stems and f.suffix in _TABLE_EXT + (".html",):
+                kinds["tables"].append(f)
+            elif stem in figure_stems and f.suffix in _FIGURE_EXT:
+                kinds["figures"].append(f)
+            elif "provenance" in f.name and f.suffix == ".json":
+                kinds["provenance"].append(f)
+            elif f.suffix == ".log":
+                kinds["logs"].append(f)
+            else:
+                kinds["other"].append(f)
+        out.append((gid or "", title, kinds))
+    return out
+
+
+def _stems(paths: list[Path]) -> list[Path]:
+    return list(dict.fromkeys(p.with_suffix("") for p in paths))
+
+
+def _links(stem: Path, paths: list[Path], exts: tuple[str, ...]) -> list[tuple[str, Path]]:
+    return [(ext.lstrip(".").upper(), stem.with_suffix(ext)) for ext in exts if stem.with_suffix(ext) in paths]
+
+
+def _read_text(path: Path, limit: int = 200_000) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[:limit]
+    except OSError:
+        return ""
+
+
+def _html_table(out_dir: Path, stem: Path, paths: list[Path]) -> str:
+    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    if csv in paths:
+        try:
+            df = pd.read_csv(out_dir / csv, keep_default_na=False, dtype=str)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+            return f'<p class="muted">(could not read {html.escape(csv.as_posix())}: {html.escape(str(e))})</p>'
+        note = ""
+        if len(df) > _MAX_ROWS:
+            note = f'<p class="muted">first {_MAX_ROWS} of {len(df)} rows; see the CSV for all.</p>'
+            df = df.head(_MAX_ROWS)
+        return df.to_html(index=False, classes="data", border=0, escape=True) + note
+    if md in paths:
+        return f"<pre>{html.escape(_read_text(out_dir / md))}</pre>"
+    return ""
+
+
+def _index_html(out_dir: Path, sections) -> str:
+    title = f"KETCHUP kit outputs: {out_dir.resolve().name}"
+    generated = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>",
+             f'<p class="muted">Generated {html.escape(generated)} by <code>python -m kdlib.report index</code>. '
+             "Every link is relative to this folder.</p>"]
+    if sections:
+        parts.append("<p>Contents: " + " · ".join(
+            f'<a href="#{html.escape(gid or "other")}">{html.escape(t)}</a>' for gid, t, _ in sections) + "</p>")
+    else:
+        parts.append("<p>No outputs yet.</p>")
+    for gid, title_, kinds in sections:
+        parts.append(f'<h2 id="{html.escape(gid or "other")}">{html.escape(title_)}</h2>')
+        files = [f for fs in kinds.values() for f in fs]
+        if kinds["notebooks"]:
+            parts.append("<h3>Executed notebooks</h3><ul class='files'>")
+            for stem in _stems(kinds["notebooks"]):
+                links = " · ".join(f'<a href="{_href(p)}">{label}</a>'
+                                   for label, p in _links(stem, files, (".html", ".ipynb")))
+                parts.append(f"<li><code>{html.escape(stem.as_posix())}</code>: {links}</li>")
+            parts.append("</ul>")
+        if kinds["tables"]:
+            parts.append("<h3>Tables</h3>")
+            for stem in _stems(kinds["tables"]):
+                caption = _md_caption(out_dir / stem.with_suffix(".md")) if stem.with_suffix(".md") in files else None
+                links = " · ".join(f'<a href="{_href(p)}">{label}</a>'
+                                   for label, p in _links(stem, files, _TABLE_EXT + (".html",)))
+                parts.append(f"<h4><code>{html.escape(stem.as_posix())}</code> <span class='muted'>({links})</span></h4>")
+                if caption:
+                    parts.append(f'<p class="caption">{html.escape(caption)}</p>')
+                parts.append(_html_table(out_dir, stem, files))
+        if kinds["figures"]:
+            parts.append("<h3>Figures</h3>")
+            for stem in _stems(kinds["figures"]):
+                links = " · ".join(f'<a href="{_href(p)}">{label}</a>' for label, p in _links(stem, files, _FIGURE_EXT))
+                img = stem.with_suffix(".png") if stem.with_suffix(".png") in files else (
+                    stem.with_suffix(".svg") if stem.with_suffix(".svg") in files else None)
+                body = (f'<a href="{_href(img)}"><img src="{_href(img)}" alt="{html.escape(stem.name)}" '
+                        f'loading="lazy"></a>') if img else ""
+                parts.append(f"<figure>{body}<figcaption><code>{html.escape(stem.as_posix())}</code> ({links})"
+                             "</figcaption></figure>")
+        for kind, heading in (("provenance", "Provenance"), ("logs", "Run logs")):
+            for p in kinds[kind]:
+                parts.append(f'<h3>{heading}: <a href="{_href(p)}">{html.escape(p.as_posix())}</a></h3>')
+                text = _read_text(out_dir / p, 20_000)
+                parts.append(f"<details><summary>show</summary><pre>{html.escape(text)}</pre></details>")
+        if kinds["other"]:
+            parts.append("<h3>Other files</h3><ul class='files'>")
+            parts += [f'<li><a href="{_href(p)}">{html.escape(p.as_posix())}</a></li>' for p in kinds["other"]]
+            parts.append("</ul>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _md_link(text: str, rel: Path) -> str:
+    return f"[{text}](<{rel.as_posix()}>)"
+
+
+def _index_md(out_dir: Path, sections) -> str:
+    lines = [f"# KETCHUP kit outputs: {out_dir.resolve().name}", ""]
+    if not sections:
+        lines.append("No outputs yet.")
+    for _, title_, kinds in sections:
+        lines += [f"## {title_}", ""]
+        files = [f for fs in kinds.values() for f in fs]
+        for stem in _stems(kinds["notebooks"]):
+            links = ", ".join(_md_link(label, p) for label, p in _links(stem, files, (".html", ".ipynb")))
+            lines.append(f"- notebook `{stem.as_posix()}`: {links}")
+        if kinds["notebooks"]:
+            lines.append("")
+        for stem in _stems(kinds["tables"]):
+            links = ", ".join(_md_link(label, p) for label, p in _links(stem, files, _TABLE_EXT + (".html",)))
+            lines += [f"**Table `{stem.as_posix()}`** ({links})", ""]
+            md = stem.with_suffix(".md")
+            if md in files:
+                text = _read_text(out_dir / md)
+                if _md_caption(out_dir / md):  # the table's own "### caption" line becomes a quote
+                    text = "> " + text[4:]
+                lines += [text, ""]
+        for stem in _stems(kinds["figures"]):
+            links = ", ".join(_md_link(label, p) for label, p in _links(stem, files, _FIGURE_EXT))
+            png = stem.with_suffix(".png")
+            if png in files:
+                lines.append(f"![{stem.name}](<{png.as_posix()}>)")
+            lines += [f"Figure `{stem.as_posix()}` ({links})", ""]
+        for p in kinds["provenance"] + kinds["logs"] + kinds["other"]:
+            lines.append(f"- {_md_link(p.as_posix(), p)}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_index(out_dir: str | Path) -> Path:
+    """Write ``index.html`` and ``index.md`` listing everything under ``out_dir``, grouped by
+    notebook prefix (``01_``, ``02_``, ...; a file belongs to the group of the first path part
+    that starts with ``NN_``): notebooks and their HTML copies, tables (CSV rendered inline),
+    figures (PNG inline, PDF linked), provenance and run logs. Returns the path of index.html."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = _sections(out_dir)
+    _atomic_write(out_dir / "index.md", _index_md(out_dir, sections))
+    return _atomic_write(out_dir / "index.html", _index_html(out_dir, sections))
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kdlib.report", description="Reporting helpers of the KETCHUP kit")
+    sub = ap.add_subparsers(dest="verb", required=True)
+    p = sub.add_parser("index", help="write OUT_DIR/index.html and index.md listing every output")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    args = ap.parse_args(argv)
+    if args.verb == "index":
+        if not Path(args.out_dir).is_dir():
+            print(f"error: {args.out_dir} is not a folder", file=sys.stderr)
+            return 2
+        print(write_index(args.out_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

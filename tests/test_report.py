@@ -1,0 +1,297 @@
+"""kdlib.report: tables with hand-checked numbers, files written, figures, provenance, index page."""
+
+import json
+import math
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from kdlib import report as R
+
+T_975_2 = 4.302652729911275  # t_{0.975, 2}: the 95% CI half-width over 3 seeds is t * s / sqrt(3)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _long(rows):
+    return pd.DataFrame(rows, columns=["task", "method", "seed", "metric", "value"])
+
+
+def _results(seeds=(0, 1, 2)):
+    """mini-xsum + mini-europarl; the teacher beats every student (and must not be marked)."""
+    rows = []
+    per_seed = {  # method -> metric -> values over seeds 0, 1, 2
+        "llmr": {"rougeL": [20.0, 21.0, 22.0], "rouge1": [30, 30, 30], "rouge2": [10, 10, 10],
+                 "bleu": [10.0, 11.0, 12.0], "chrf": [40, 40, 40], "ter": [70.0, 71.0, 72.0]},
+        "ketchup_k2": {"rougeL": [21.0, 23.0, 24.0], "rouge1": [31, 31, 31], "rouge2": [11, 11, 11],
+                       "bleu": [10.5, 11.2, 12.9], "chrf": [41, 41, 41], "ter": [69.0, 70.0, 71.0]},
+        "ketchup_k16": {"rougeL": [19.0, 22.0, 22.5], "rouge1": [29, 29, 29], "rouge2": [9, 9, 9],
+                        "bleu": [9.0, 10.0, 14.0], "chrf": [39, 39, 39], "ter": [60.0, 61.0, 62.0]},
+        "kl": {"rougeL": [18.0, 18.0, 18.0], "rouge1": [28, 28, 28], "rouge2": [8, 8, 8],
+               "bleu": [8.0, 8.0, 8.0], "chrf": [38, 38, 38], "ter": [80.0, 80.0, 80.0]},
+    }
+    task_of = {"rougeL": "mini-xsum", "rouge1": "mini-xsum", "rouge2": "mini-xsum",
+               "bleu": "mini-europarl", "chrf": "mini-europarl", "ter": "mini-europarl"}
+    for method, metrics in per_seed.items():
+        for metric, values in metrics.items():
+            for seed in seeds:
+                rows.append((task_of[metric], method, seed, metric, float(values[seed])))
+    for metric, v in {"rougeL": 35.0, "rouge1": 45.0, "rouge2": 20.0, "bleu": 30.0, "chrf": 60.0, "ter": 50.0}.items():
+        rows.append((task_of[metric], "teacher", 0, metric, v))
+        rows.append((task_of[metric], "zeroshot", 0, metric, 1.0 if metric != "ter" else 1.0))
+    return _long(rows)
+
+
+# ---------------------------------------------------------------------------------------------- labels
+def test_method_labels_and_order():
+    assert R.method_label("llmr_minvar") == "LLMR + min-var baseline"
+    assert R.method_label("ketchup_k16") == "KETCHUP (K=16)"
+    assert R.method_label("zeroshot") == "Student (zero-shot)"
+    assert R.method_label("mystery") == "mystery"
+    assert R.sort_methods(["ketchup_k16", "mystery", "ketchup_k2", "llmr", "teacher", "ketchup_k4", "kl"]) == [
+        "teacher", "kl", "llmr", "ketchup_k2", "ketchup_k4", "ketchup_k16", "mystery"]
+    assert [R.task_kind(t) for t in ("mini-xsum", "europarl", "gsm8k", "other")] == [
+        "summarization", "translation", "arithmetic", None]
+    assert R.TASK_LABELS["mini-europarl"] == "mini-Europarl EN-NL"
+
+
+# ---------------------------------------------------------------------------------------------- main table
+def test_main_table_three_seeds_hand_checked():
+    display, numeric = R.main_table(_results())
+    assert list(display["Method"]) == ["Teacher", "Student (zero-shot)", "KL", "LLMR", "KETCHUP (K=2)",
+                                       "KETCHUP (K=16)"]
+    assert list(display.columns) == [
+        "Method", "mini-XSum R-1", "mini-XSum R-2", "mini-XSum R-L", "mini-XSum p vs LLMR",
+        "mini-Europarl EN-NL BLEU", "mini-Europarl EN-NL chrF", "mini-Europarl EN-NL TER↓",
+        "mini-Europarl EN-NL p vs LLMR"]
+    row = display.set_index("Method")
+    # LLMR R-L over seeds [20, 21, 22]: mean 21, s = 1, half-width t_{0.975,2} / sqrt(3) = 2.484
+    assert math.isclose(T_975_2 / math.sqrt(3), 2.4841, abs_tol=1e-4)
+    assert row.loc["LLMR", "mini-XSum R-L"] == "21.00 ± 2.48"
+    # KETCHUP K=2 R-L [21, 23, 24]: mean 22.667, s = sqrt(7/3) = 1.5275, hw = 4.3027 * 1.5275 / sqrt(3) = 3.79
+    assert row.loc["KETCHUP (K=2)", "mini-XSum R-L"] == "22.67 ± 3.79 *"
+    # constant values: zero-width interval; single-seed teacher: no ±
+    assert row.loc["KL", "mini-XSum R-1"] == "28.00 ± 0.00"
+    assert row.loc["Teacher", "mini-XSum R-L"] == "35.00"
+    # best student, teacher excluded: the teacher has the highest R-1 / lowest TER but is not marked
+    assert not row.loc["Teacher"].str.endswith(" *").any()
+    assert row.loc["KETCHUP (K=2)", "mini-XSum R-1"].endswith(" *")
+    # TER: lower is better -> K=16 (61) is best, not K=2 or the teacher (50)
+    assert row.loc["KETCHUP (K=16)", "mini-Europarl EN-NL TER↓"] == "61.00 ± 2.48 *"
+    assert not row.loc["KETCHUP (K=2)", "mini-Europarl EN-NL TER↓"].endswith(" *")
+    # BLEU: K=16 mean 11.0 vs K=2 mean 11.533 -> K=2
+    assert row.loc["KETCHUP (K=2)", "mini-Europarl EN-NL BLEU"].endswith(" *")
+    # exactly one marked cell per metric column here (no ties)
+    for col in [c for c in display.columns if c != "Method" and "p vs" not in c]:
+        assert display[col].str.endswith(" *").sum() == 1, col
+
+    # p vs LLMR: paired t-test over seeds on the primary metric (R-L / BLEU) = scipy's ttest_rel
+    ref = sps.ttest_rel([21.0, 23.0, 24.0], [20.0, 21.0, 22.0])
+    p_num = numeric.query("task == 'mini-xsum' and method == 'ketchup_k2' and metric == 'rougeL'")["p_vs_llmr"].item()
+    assert math.isclose(p_num, ref.pvalue, rel_tol=1e-12)
+    assert row.loc["KETCHUP (K=2)", "mini-XSum p vs LLMR"] == f"{ref.pvalue:.3f}"
+    ref_bleu = sps.ttest_rel([9.0, 10.0, 14.0], [10.0, 11.0, 12.0])
+    assert row.loc["KETCHUP (K=16)", "mini-Europarl EN-NL p vs LLMR"] == f"{ref_bleu.pvalue:.3f}"
+    assert row.loc["LLMR", "mini-XSum p vs LLMR"] == "" and row.loc["Teacher", "mini-XSum p vs LLMR"] == ""
+
+    # numeric: tidy, one row per (task, method, metric)
+    assert not numeric.duplicated(["task", "method", "metric"]).any()
+    llmr = numeric.query("task == 'mini-xsum' and method == 'llmr' and metric == 'rougeL'").iloc[0]
+    assert llmr["mean"] == 21.0 and llmr["n_seeds"] == 3
+    assert math.isclose(llmr["half_width"], T_975_2 / math.sqrt(3), rel_tol=1e-9)
+    assert numeric.query("method == 'ketchup_k16' and metric == 'ter'")["best"].item()
+    assert "95% CI" in display.attrs["caption"]
+
+
+def test_main_table_one_seed():
+    display, numeric = R.main_table(_results(seeds=(0,)))
+    row = display.set_index("Method")
+    assert row.loc["LLMR", "mini-XSum R-L"] == "20.00"  # no ± with one seed
+    assert row.loc["KETCHUP (K=2)", "mini-XSum R-L"] == "21.00 *"
+    assert row.loc["KETCHUP (K=2)", "mini-XSum p vs LLMR"] == "n/a (1 seed)"
+    assert row.loc["KETCHUP (K=16)", "mini-Europarl EN-NL p vs LLMR"] == "n/a (1 seed)"
+    assert numeric["n_seeds"].max() == 1 and numeric["p_vs_llmr"].isna().all()
+
+
+def test_main_table_pairs_by_seed_and_rejects_duplicates():
+    rows = [("mini-gsm8k", "llmr", s, "accuracy", v) for s, v in [(0, 10.0), (1, 12.0), (2, 11.0)]]
+    rows += [("mini-gsm8k", "ketchup_k4", s, "accuracy", v) for s, v in [(2, 14.0), (0, 11.0), (1, 15.0), (7, 99.0)]]
+    display, numeric = R.main_table(_long(rows))
+    ref = sps.ttest_rel([11.0, 15.0, 14.0], [10.0, 12.0, 11.0])  # seeds 0, 1, 2; seed 7 has no pair
+    got = numeric.query("method == 'ketchup_k4'").iloc[0]
+    assert math.isclose(got["p_vs_llmr"], ref.pvalue, rel_tol=1e-12) and got["n_paired"] == 3
+    assert list(display.columns) == ["Method", "mini-GSM8K Acc.", "mini-GSM8K p vs LLMR"]
+    with pytest.raises(ValueError, match="several values"):
+        R.main_table(_long(rows + [("mini-gsm8k", "llmr", 0, "accuracy", 3.0)]))
+
+
+def test_paper_table1_reproduces_the_papers_bold_cells():
+    df = R.paper_table1().set_index("Method")
+    assert "not reproduced" in df.attrs["caption"] and "FLAN-T5-XL" in df.attrs["caption"]
+    assert (df["Source"].str.contains("paper")).all()
+    assert df.loc["Teacher", "XSum R-1"] == "41.32" and df.loc["Student (zero-shot)", "Europarl EN-NL TER↓"] == "100.21"
+    marked = {(r, c) for r in df.index for c in df.columns if str(df.loc[r, c]).endswith(" *")}
+    assert marked == {("KETCHUP (K=2)", "XSum R-1"), ("KETCHUP (K=4)", "XSum R-2"), ("KETCHUP (K=2)", "XSum R-L"),
+                      ("KETCHUP (K=8)", "Europarl EN-NL BLEU"), ("KETCHUP (K=2)", "Europarl EN-NL chrF"),
+                      ("KETCHUP (K=2)", "Europarl EN-NL TER↓"), ("KETCHUP (K=8)", "GSM8K Acc.")}
+
+
+# ---------------------------------------------------------------------------------------------- files
+def test_write_table_writes_csv_md_tex(tmp_path):
+    display, _ = R.main_table(_results())
+    paths = R.write_table(display, tmp_path / "t", "table1", caption="Main results, 5% of the data")
+    assert set(paths) == {"csv", "md", "tex"} and all(p.stat().st_size > 0 for p in paths.values())
+    back = pd.read_csv(paths["csv"], keep_default_na=False, dtype=str)
+    pd.testing.assert_frame_equal(back, display.astype(str), check_dtype=False)
+    md = paths["md"].read_text(encoding="utf-8")
+    assert md.startswith("### Main results, 5% of the data\n\n| Method")
+    assert "| 22.67 ± 3.79 *" in md and "mini-Europarl EN-NL TER↓" in md
+    tex = paths["tex"].read_text(encoding="utf-8")
+    for piece in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{Main results, 5\% of the data}",
+                  r"\textbf{22.67 $\pm$ 3.79}", r"TER$\downarrow$", "21.00 $\\pm$ 2.48"):
+        assert piece in tex, piece
+    assert "±" not in tex and "*" not in tex.split(r"\midrule")[1]
+    assert not list((tmp_path / "t").glob("*.tmp")) and not list((tmp_path / "t").glob(".*"))
+
+    odd = pd.DataFrame({"run_name": ["a_b", "c|d"], "share": [0.5, 12.3456]})
+    paths = R.write_table(odd, tmp_path, "odd", latex=True)
+    tex = paths["tex"].read_text()
+    assert r"run\_name" in tex and r"a\_b" in tex and "12.35" in tex and "0.5" in tex
+    assert r"c\|d" in paths["md"].read_text()  # a pipe must not split the Markdown cell
+    assert not R.write_table(odd, tmp_path, "nolatex", latex=False).get("tex")
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def _returns_df():
+    rng = np.random.default_rng(0)
+    rows = []
+    for task, offset in [("mini-xsum", -2.0), ("mini-europarl", 3.0), ("mini-gsm8k", 10.0)]:
+        for i, m in enumerate(["llmr", "llmr_mean", "llmr_minvar", "ketchup_k2", "ketchup_k8"]):
+            for s in range(3):
+                rows.append({"task": task, "method": m, "seed": s, "return": offset + 0.3 * i + rng.normal(0, 0.2)})
+    return pd.DataFrame(rows)
+
+
+def _vb_df():
+    rows = []
+    for student, kl, scale in [("pre-distilled 50 steps", 2.3, 1.5), ("pre-distilled 800 steps", 0.4, 1.0)]:
+        for k in [1, 2, 4, 8, 16]:
+            for tail, var in [("algorithm1", 128 / k + 2 * k), ("block", 128 / k)]:
+                for _ in range(2):  # two rows per (student, k, tail): averaged
+                    rows.append({"student": student, "kl": kl, "k": k, "tail": tail, "var_seq": scale * var,
+                                 "bias_seq": -0.5 * (k - 1) * scale, "var_pos": scale * var / 2,
+                                 "bias_pos": -0.25 * (k - 1) * scale})
+    return pd.DataFrame(rows)
+
+
+def _lc_df():
+    rows = []
+    for student in ["small", "base", "large"]:
+        for m in ["llmr", "ketchup_k2"]:
+            for s in range(2):
+                for step in range(0, 500, 100):
+                    rows.append({"student": student, "method": m, "seed": s, "step": step,
+                                 "value": 20 + step / 100 + s + (m == "ketchup_k2")})
+    return pd.DataFrame(rows)
+
+
+def _has_legend(fig):
+    return bool(fig.legends) or any(ax.get_legend() is not None for ax in fig.axes)
+
+
+@pytest.mark.parametrize("make, n_axes", [
+    (lambda: R.plot_returns(_returns_df()), 3),
+    (lambda: R.plot_variance_bias(_vb_df()), 4),
+    (lambda: R.plot_learning_curves(_lc_df(), value_label="dev ROUGE-L"), 3),
+])
+def test_plots_return_labelled_figures(make, n_axes, tmp_path):
+    fig = make()
+    assert isinstance(fig, matplotlib.figure.Figure)
+    assert len(fig.axes) == n_axes
+    assert _has_legend(fig)
+    assert all(ax.get_title() for ax in fig.axes)
+    assert fig.axes[0].get_ylabel()
+    assert all(ax.get_xlabel() or ax.get_xticklabels() for ax in fig.axes)
+    paths = R.save_figure(fig, tmp_path, "fig")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 5000
+    assert paths["pdf"].read_bytes()[:5] == b"%PDF-"
+    assert not plt.fignum_exists(fig.number)  # save_figure closes it
+
+
+def test_plot_details():
+    fig = R.plot_returns(_returns_df())
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["LLMR", "LLMR + mean baseline", "LLMR + min-var baseline", "KETCHUP (K=2)", "KETCHUP (K=8)"]
+    assert "Eq. (10)" in fig.axes[0].get_ylabel()
+    assert fig.axes[0].get_ylim()[0] < -2  # negative returns are drawn below zero
+    plt.close(fig)
+
+    fig = R.plot_variance_bias(_vb_df())
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and list(ax.get_xticks()) == [1, 2, 4, 8, 16]
+    assert ax.get_yscale() == "log"  # variance spans > 10x
+    assert fig.axes[1].get_yscale() == "linear"
+    texts = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert any("KL=0.40" in t for t in texts) and any("Algorithm 1" in t for t in texts)
+    assert any("Eq. (7)" in t for t in texts)
+    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(solid) == 2 and len(dashed) == 2
+    plt.close(fig)
+
+    fig = R.plot_learning_curves(_lc_df(), value_label="dev BLEU")
+    assert [ax.get_title() for ax in fig.axes] == ["student: small", "student: base", "student: large"]
+    assert fig.axes[0].get_ylabel() == "dev BLEU" and fig.axes[0].get_xlabel() == "RL training step"
+    assert fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[2])
+    assert fig.axes[0].collections  # shaded band with two seeds
+    plt.close(fig)
+    fig = R.plot_learning_curves(_lc_df().replace({"student": {"small": "mini-xsum"}}))
+    assert fig.axes[0].get_title() == "mini-XSum"  # curves per task reuse the same plot
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- provenance, index
+def test_write_provenance_drops_secrets(tmp_path):
+    params = {"seeds": [0, 1], "judge": {"api_key": "sk-SECRET1", "model": "qwen", "base_url": "http://x"},
+              "HF_TOKEN": "hf_SECRET2", "runs": [{"db_password": "SECRET3", "k": 4}], "client_secret": "SECRET4",
+              "path": tmp_path}
+    path = R.write_provenance(tmp_path, params)
+    text = path.read_text()
+    assert "SECRET" not in text
+    prov = json.loads(text)
+    assert prov["params"]["seeds"] == [0, 1] and prov["params"]["judge"] == {"model": "qwen", "base_url": "http://x"}
+    assert prov["params"]["runs"] == [{"k": 4}] and prov["params"]["path"] == str(tmp_path)
+    assert set(prov["git"]) == {"commit", "dirty"}
+    assert prov["packages"]["numpy"] == np.__version__ and "torch" in prov["packages"]
+    assert prov["python"] and prov["date_utc"]
+    assert R.write_provenance(tmp_path / "none").exists()
+
+
+def test_write_index_lists_files_and_embeds_tables_and_images(tmp_path):
+    out = tmp_path / "outputs" / "smoke"
+    nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    out.mkdir(parents=True)
+    (out / "01_main_results.ipynb").write_text(json.dumps(nb))
+    (out / "01_main_results.html").write_text("<html></html>")
+    display, _ = R.main_table(_results())
+    R.write_table(display, out / "01_main_results", "table1", caption="Main results")
+    R.save_figure(R.plot_returns(_returns_df()), out, "02_returns_fig1")
+    R.write_provenance(out, {"a": 1})
+    (out / "run_all.log").write_text("01_main_results ok 12s\n")
+    html_path = R.write_index(out)
+    assert html_path == out / "index.html"
+    page = html_path.read_text(encoding="utf-8")
+    assert page.index("01_main_results") < page.index("02_returns_fig1")  # grouped by prefix, in order
+    assert 'href="01_main_results.html"' in page and 'href="01_main_results.ipynb"' in page
+    assert "<table" in page and "22.67 ± 3.79 *" in page and "Main results" in page  # CSV rendered inline
+    assert 'href="01_main_results/table1.tex"' in page
+    assert '<img src="02_returns_fig1.png"' in page and 'href="02_returns_fig1.pdf"' in page
+    assert "provenance.json" in page and "run_all.log" in page
+    assert str(tmp_path) not in page  # relative links only
+    md = (out / "index.md").read_text(encoding="utf-8")
+    assert "01_main_results/table1.csv" in md and "![02_returns_fig1](<02_returns_fig1.png>)" in md
+    assert "| 22.67 ± 3.79 *" in md
+    assert R.main(["index", str(out)]) == 0
