@@ -299,7 +299,7 @@ class NotebookParams(_Strict):
     notebook: str
     profile: str = "embedded"
     params_files: list[str] = Field(default_factory=lambda: ["params/embedded/kit.yaml"])
-    set: dict[str, Any] = Field(default_factory=dict)  # dotted overrides of the kit params
+    overrides: dict[str, Any] = Field(default_factory=dict)  # dotted overrides of the kit params
     output_dir: str = "outputs/embedded"
     seeds: list[StrictInt] = Field(default_factory=lambda: [0])
     tasks: list[str] = Field(default_factory=lambda: list(EMBEDDED_TASKS))
@@ -362,7 +362,7 @@ class VarianceBiasParams(NotebookParams):
     k_values: list[StrictInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
     n_samples: StrictInt = 32  # sampled outputs per input (paper: 32)
     n_inputs: StrictInt = 64  # inputs averaged over (paper: 10K)
-    student_steps: list[StrictInt] = Field(default_factory=lambda: [50, 200, 800])  # pre-distillation checkpoints
+    student_steps: list[StrictInt] = Field(default_factory=lambda: [30, 100, 300])  # pre-distillation checkpoints
     @field_validator("k_values")
     @classmethod
     def _ks(cls, v):
@@ -503,19 +503,27 @@ def load_notebook_params(path: str | Path, **overrides: Any) -> NotebookParams:
     """Validate a notebook params file, and the kit params files and overrides it names."""
     raw = _read_yaml(path)
     raw.update(overrides)
+    return _notebook_params(raw, str(path), Path(path).parent)
+
+
+def validate_notebook(**values: Any) -> NotebookParams:
+    """Validate the values of a notebook's ``parameters`` cell (what papermill injected)."""
+    return _notebook_params(values, f"notebook {values.get('notebook')} parameters", Path("params"))
+
+
+def _notebook_params(raw: dict, path: str, base: Path) -> NotebookParams:
     name = raw.get("notebook")
     if name not in NOTEBOOK_PARAMS:
         raise ParamsError(f"{path}: field 'notebook': expected one of {', '.join(NOTEBOOK_PARAMS)}, got {name!r}")
     nb = _validate(NOTEBOOK_PARAMS[name], raw, {}, str(path))
-    base = Path(path).parent
     files = [_resolve_params_path(f, base) for f in nb.params_files]
     for f in files:
         if not Path(f).is_file():
             raise ParamsError(f"{path}: field 'params_files': {f} not found")
     try:
-        load_params(*files, **nb.set)
+        load_params(*files, **nb.overrides)
     except ParamsError as e:
-        raise ParamsError(f"{path} (through params_files/set):\n{e}") from None
+        raise ParamsError(f"{path} (through params_files/overrides):\n{e}") from None
     return nb
 
 
@@ -530,7 +538,7 @@ def _resolve_params_path(f: str, base: Path) -> str:
 
 def kit_params_for(nb: NotebookParams, **overrides: Any) -> Params:
     """The kit params a notebook builds on, with its ``set`` and the given overrides applied."""
-    return load_params(*nb.params_files, **{**nb.set, **overrides})
+    return load_params(*nb.params_files, **{**nb.overrides, **overrides})
 
 
 def load_any(path: str | Path, *more: str | Path, **overrides: Any):

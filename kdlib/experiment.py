@@ -29,7 +29,8 @@ def _models_key(p: Params) -> dict:
 
 
 def teacher_run(p: Params) -> Run:
-    key = {"v": TRAINER_VERSION, "stage": "teacher", "data": data_key(p), "teacher": p.models.teacher,
+    key = {"v": TRAINER_VERSION, "stage": "teacher", "data": data_key(p),
+           "fingerprint": load_task_bundle(p).fingerprint, "teacher": p.models.teacher,
            "models": _models_key(p), "optim": p.teacher.model_dump(), "eval": p.eval.model_dump(), "seed": BASE_SEED}
     return Run(p.cache_dir, p.task.name, "teacher", key)
 

@@ -23,10 +23,10 @@ from torch import Tensor
 # Sizes mirror the T5 family at toy scale: small < base < large < teacher.
 TINY_SIZES: dict[str, dict] = {
     "micro": dict(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16),
-    "small": dict(d_model=48, d_ff=192, num_layers=1, num_heads=4, d_kv=12),
-    "base": dict(d_model=64, d_ff=256, num_layers=2, num_heads=4, d_kv=16),
-    "large": dict(d_model=96, d_ff=384, num_layers=3, num_heads=4, d_kv=24),
-    "teacher": dict(d_model=128, d_ff=512, num_layers=3, num_heads=4, d_kv=32),
+    "small": dict(d_model=32, d_ff=128, num_layers=1, num_heads=4, d_kv=8),
+    "base": dict(d_model=48, d_ff=192, num_layers=2, num_heads=4, d_kv=12),
+    "large": dict(d_model=64, d_ff=256, num_layers=2, num_heads=4, d_kv=16),
+    "teacher": dict(d_model=96, d_ff=384, num_layers=2, num_heads=4, d_kv=24),
 }
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # ids 0, 1, 2 as in T5
 TOKENIZER_VERSION = 1
@@ -203,7 +203,7 @@ def forward_logits(model, arch: str, src_ids: Tensor, src_mask: Tensor, tgt_ids:
     """
     if arch == "seq2seq":
         start = torch.zeros_like(tgt_ids[:, :1])  # decoder_start_token_id = pad = 0 (T5)
-        start.fill_(model.config.decoder_start_token_id or 0)
+        start.fill_(getattr(model, "module", model).config.decoder_start_token_id or 0)  # .module: under DDP
         dec_in = torch.cat([start, tgt_ids[:, :-1]], dim=1)  # (B, T)
         return model(input_ids=src_ids, attention_mask=src_mask.long(), decoder_input_ids=dec_in).logits
     S = src_ids.shape[1]

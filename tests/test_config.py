@@ -75,7 +75,7 @@ def test_notebook_params_checked_with_kit_params(tmp_path, monkeypatch):
     nb = _write(tmp_path, {"notebook": "01_main_results", "k_values": [2, 0]})
     with pytest.raises(ParamsError, match="k_values"):
         load_any(nb)
-    nb = _write(tmp_path, {"notebook": "01_main_results", "set": {"rl.k": -1}}, "nb2.yaml")
+    nb = _write(tmp_path, {"notebook": "01_main_results", "overrides": {"rl.k": -1}}, "nb2.yaml")
     with pytest.raises(ParamsError, match="rl.k"):
         load_any(nb)
 

@@ -8,6 +8,7 @@ micro-batch, so each family's maths reads top to bottom in its own file.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class Task:
     teacher_src: dict[str, list[list[int]]]
     use_calculator: bool
     max_target_len: int
+    fingerprint: str = ""  # hash of every source and target: run keys change when the data does
     primary: str = field(init=False)
 
     def __post_init__(self):
@@ -85,12 +87,15 @@ def data_key(params: Params) -> dict:
 
 
 def load_task_bundle(params: Params) -> Task:
-    return _load_task_bundle(params_hash(data_key(params)), params.model_dump_json())
+    """The task bundle of ``params`` (cached per data-relevant parameters within a process)."""
+    sub = {"task": params.task.model_dump(), "models": params.models.model_dump(), "cache_dir": params.cache_dir}
+    return _load_task_bundle(json.dumps(sub, sort_keys=True))
 
 
 @lru_cache(maxsize=8)
-def _load_task_bundle(_key: str, params_json: str) -> Task:
-    params = Params.model_validate_json(params_json)
+def _load_task_bundle(sub_json: str) -> Task:
+    sub = json.loads(sub_json)
+    params = Params(task=sub["task"], models=sub["models"], cache_dir=sub["cache_dir"])
     tp = params.task
     ds = kdata.load_task(tp.name, cache_dir=params.cache_dir, path=tp.path, n_train=tp.n_train, n_dev=tp.n_dev,
                          n_test=tp.n_test, seed=tp.data_seed)
@@ -121,14 +126,24 @@ def _load_task_bundle(_key: str, params_json: str) -> Task:
         return out
 
     use_calc = tp.calculator if tp.calculator is not None else kind == "arithmetic"
-    return Task(name=tp.name, kind=kind, arch=arch, tok=tok, sources=sources, targets=targets,
+    fingerprint = params_hash([sources, targets, s_tpl, t_tpl, len(tok), tok.convert_ids_to_tokens(list(range(len(tok))))])
+    return Task(fingerprint=fingerprint, name=tp.name, kind=kind, arch=arch, tok=tok, sources=sources, targets=targets,
                 student_src={s: ids(x) for s, x in s_text.items()},
                 teacher_src={s: ids(x) for s, x in t_text.items()},
                 use_calculator=use_calc, max_target_len=tp.max_target_len)
 
 
+def quiet_transformers() -> None:
+    """No per-checkpoint progress bars from transformers (our own bars show the work)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def load_model(params: Params, task: Task, spec: str, checkpoint: str | None = None, seed: int = 0):
     """A model from a run checkpoint (safetensors) or freshly built from its spec."""
+    quiet_transformers()
     if checkpoint is not None:
         return load_pretrained(checkpoint, arch=task.arch, dtype=params.models.dtype,
                                trust_remote_code=params.models.trust_remote_code)
@@ -273,6 +288,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
             dev_eval(done)
         if done % optim.checkpoint_every == 0 and done < optim.steps:
             checkpoint(done)
+            if os.environ.get("KDLIB_CRASH_AFTER_CHECKPOINT") == str(done):  # fault injection for the resume test
+                os._exit(137)
     bar.close()
 
     # Final: test at the best dev checkpoint.

@@ -1,0 +1,184 @@
+"""The experiments behind each table and figure (floor 3). Notebooks call these and plot; every
+loop over tasks, methods, seeds and K lives here. Each function trains what is missing (through
+the run cache, so notebooks share runs) and returns tidy ``pandas`` frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from kdlib import returns
+from kdlib.config import (LLMEvalParams, MainResultsParams, ModelSizeParams, NotebookParams, Params, ReturnsParams,
+                          VarianceBiasParams, kit_params_for)
+from kdlib.evaluate import teacher_scores
+from kdlib.experiment import (BASE_SEED, _teacher_model, ensure_predistill, ensure_teacher, ensure_zeroshot, load_run_model,
+                              train)
+from kdlib.generation import generate
+from kdlib.models import pad, token_logprobs, forward_logits
+from kdlib.runs import Run
+from kdlib.trainers.base import frozen, get_accelerator, load_task_bundle
+
+
+def _params(nb: NotebookParams, **overrides) -> Params:
+    return kit_params_for(nb, **overrides)
+
+
+def method_plan(nb: MainResultsParams | ReturnsParams) -> list[tuple[str, dict]]:
+    """(run label, overrides) of every method row: the listed methods, then KETCHUP per K."""
+    plan = [(m, {"method": m}) for m in nb.methods if m != "ketchup"]
+    plan += [(f"ketchup_k{k}", {"method": "ketchup", "rl.k": k}) for k in nb.k_values]
+    return plan
+
+
+def _rows(task: str, method: str, seed: int, summary: dict, split: str = "test") -> list[dict]:
+    return [{"task": task, "method": method, "seed": seed, "metric": k, "value": float(v)}
+            for k, v in summary[split].items() if isinstance(v, (int, float)) and math.isfinite(float(v))]
+
+
+def main_results(nb: MainResultsParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1: test scores at the best dev checkpoint of the teacher, the zero-shot and
+    pre-distilled students and every method (x seeds). Returns (long results, runs)."""
+    rows, runs = [], []
+    for task in nb.tasks:
+        base = _params(nb, **{"task.name": task})
+        for label, run in (("teacher", ensure_teacher(base)), ("zeroshot", ensure_zeroshot(base)),
+                           ("predistill", ensure_predistill(base))):
+            rows += _rows(task, label, BASE_SEED, run.summary())
+            runs.append(_run_row(task, label, BASE_SEED, run))
+        for seed in nb.seeds:
+            for label, over in method_plan(nb):
+                run = train(_params(nb, **{"task.name": task, "seed": seed, **over}))
+                rows += _rows(task, label, seed, run.summary())
+                runs.append(_run_row(task, label, seed, run))
+    return pd.DataFrame(rows), pd.DataFrame(runs)
+
+
+def _run_row(task: str, label: str, seed: int, run: Run) -> dict:
+    s = run.summary()
+    return {"task": task, "method": label, "seed": seed, "run": str(run.path), "best_step": s.get("best_step"),
+            "steps": s.get("steps"), "time_s": s.get("time_s")}
+
+
+def rl_returns(nb: ReturnsParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Figure 1: the average true return (Eq. 10) of greedy test outputs for each RL method, and
+    the dev-return learning curves of the same runs."""
+    rows, curves = [], []
+    for task in nb.tasks:
+        for seed in nb.seeds:
+            for label, over in method_plan(nb):
+                run = train(_params(nb, **{"task.name": task, "seed": seed, **over}))
+                rows.append({"task": task, "method": label, "seed": seed, "return": run.summary()["test"]["return"]})
+                for step, value in zip(*run.curve("eval/return")):
+                    curves.append({"task": task, "method": label, "seed": seed, "step": step, "value": value})
+    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+@torch.no_grad()
+def sample_q(p: Params, run: Run, n_inputs: int, n_samples: int, seed: int = 0):
+    """Sample ``n_samples`` outputs per test input from a run's student and score them with the
+    teacher. Returns q_sa, v, mask shaped (M, N, T) and the student's per-token KL to the teacher
+    (Monte-Carlo estimate of KL(pi || p_teacher) on its own samples)."""
+    acc = get_accelerator()
+    task = load_task_bundle(p)
+    teacher = _teacher_model(p, task).to(acc.device)
+    student = frozen(load_run_model(p, run)[0]).to(acc.device)
+    M = min(n_inputs, task.split_size("test"))
+    g = torch.Generator().manual_seed(seed)
+    qs, vs, ms, kls, toks = [], [], [], [], []
+    for i in range(M):
+        idx = [i] * n_samples
+        src, sm = pad([task.student_src["test"][j] for j in idx], task.tok.pad_token_id, left=task.arch == "causal")
+        tsrc, tsm = pad([task.teacher_src["test"][j] for j in idx], task.tok.pad_token_id, left=task.arch == "causal")
+        roll = generate(student, task.tok, src.to(acc.device), sm.to(acc.device), arch=task.arch,
+                        max_new_tokens=task.max_target_len, do_sample=True, temperature=p.rl.temperature,
+                        use_calculator=task.use_calculator, generator=g)
+        q_sa, v, t_logp = teacher_scores(teacher, task.arch, tsrc.to(acc.device), tsm.to(acc.device), roll.tokens,
+                                         roll.mask, p.rl.normalize)
+        s_logp = token_logprobs(forward_logits(student, task.arch, src.to(acc.device), sm.to(acc.device), roll.tokens,
+                                               roll.mask), roll.tokens)
+        kls.append(float(((s_logp - t_logp) * roll.mask).sum() / roll.mask.sum()))
+        qs.append(q_sa.cpu()), vs.append(v.cpu()), ms.append(roll.mask.cpu())
+    T = max(q.shape[1] for q in qs)
+    padT = lambda x: torch.nn.functional.pad(x, (0, T - x.shape[1]))  # noqa: E731
+    return (torch.stack([padT(q) for q in qs]), torch.stack([padT(v) for v in vs]),
+            torch.stack([padT(m) for m in ms]).bool(), sum(kls) / len(kls))
+
+
+def variance_bias(nb: VarianceBiasParams) -> pd.DataFrame:
+    """Figure 2: variance and bias of the K-step return (Eqs. 20, 25) for students at several KL
+    distances from the teacher (pre-distillation stopped after ``student_steps`` steps), both
+    tail rules. One row per (student, K, tail), averaged over inputs."""
+    rows = []
+    for steps in nb.student_steps:
+        p = _params(nb, **{"task.name": nb.task})
+        if steps != p.predistill.steps:  # the full-length student is the one every method starts from
+            p = _params(nb, **{"task.name": nb.task, "predistill.steps": steps, "predistill.eval_every": steps,
+                               "predistill.checkpoint_every": steps})
+        run = ensure_predistill(p)
+        q_sa, v, mask, kl = sample_q(p, run, nb.n_inputs, nb.n_samples, seed=nb.seeds[0])
+        for k in nb.k_values:
+            for tail in ("algorithm1", "block"):
+                est = returns.return_variance_bias(q_sa, v, mask, k, tail=tail)
+                rows.append({"student": f"pre-distilled {steps} steps", "steps": steps, "kl": kl, "k": k, "tail": tail,
+                             **{name: float(est[name].float().mean()) for name in
+                                ("var_seq", "bias_seq", "var_pos", "bias_pos")},
+                             "abs_bias_seq": float(est["bias_seq"].abs().mean()),
+                             "abs_bias_pos": float(est["bias_pos"].abs().mean())})
+    return pd.DataFrame(rows)
+
+
+def model_size_curves(nb: ModelSizeParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Figure 3: dev learning curves (return of Eq. 10 and the task metric) of LLMR and KETCHUP
+    for each student size, and their test scores."""
+    curves, finals = [], []
+    for student in nb.students:
+        for seed in nb.seeds:
+            for m in nb.methods:
+                over = {"task.name": nb.task, "models.student": student, "method": m, "seed": seed}
+                if m == "ketchup":
+                    over["rl.k"] = nb.k
+                p = _params(nb, **over)
+                run = train(p)
+                label = f"ketchup_k{nb.k}" if m == "ketchup" else m
+                s = run.summary()
+                primary = s["primary"]
+                for key in ("return", primary):
+                    for step, value in zip(*run.curve(f"eval/{key}")):
+                        curves.append({"student": student.split(":")[-1], "method": label, "seed": seed, "step": step,
+                                       "metric": key, "value": value})
+                finals.append({"student": student.split(":")[-1], "method": label, "seed": seed,
+                               **{f"test_{k}": v for k, v in s["test"].items()}})
+    return pd.DataFrame(curves), pd.DataFrame(finals)
+
+
+def llm_eval(nb: LLMEvalParams, cache_dir: str) -> pd.DataFrame:
+    """Table 2: pairwise judge win rates of each method against the KL baseline, per task and
+    criterion, on the test outputs saved by the runs."""
+    from kdlib import judge
+
+    p0 = _params(nb)
+    backend = judge.make_backend(judge.JudgeConfig(**{k: v for k, v in p0.judge.model_dump().items()
+                                                      if k in judge.JudgeConfig.model_fields}))
+    n = p0.judge.n_examples
+    outputs: dict[str, dict[str, list[dict]]] = {}
+    for task in nb.tasks:
+        outputs[task] = {}
+        for m in [nb.baseline] + nb.methods:
+            over = {"task.name": task, "method": m, "seed": nb.seeds[0]}
+            if m == "ketchup":
+                over["rl.k"] = nb.k
+            run = train(_params(nb, **over))
+            rows = run.outputs("test")
+            outputs[task][m] = rows[:n] if n else rows
+    kinds = {t: load_task_bundle(_params(nb, **{"task.name": t})).kind for t in nb.tasks}
+    frames = []
+    for task in nb.tasks:
+        df = judge.judge_table({kinds[task]: outputs[task]}, baseline_method=nb.baseline, methods=nb.methods,
+                               tasks=[kinds[task]], criteria=list(nb.criteria), backend=backend, cache_dir=cache_dir,
+                               templates_dir=p0.judge.templates_dir, progress=False)
+        df["task"] = task
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,100 @@
+"""Run behaviour: reuse, resume after a crash, determinism, and data-parallel training."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdlib.config import load_params
+from kdlib.experiment import method_run, predistill_run, teacher_run, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "params/smoke/kit.yaml")
+
+
+def _params(cache, **kw):
+    return load_params(SMOKE, cache_dir=str(cache), **{"task.n_train": 64, "teacher.steps": 6, "predistill.steps": 4,
+                                                        "rl.steps": 4, **kw})
+
+
+def _train_cli(cache, *sets, env=None):
+    args = [sys.executable, "-m", "kdlib", "train", "-f", SMOKE, "--set", f"cache_dir={cache}", "--set", "task.n_train=64",
+            "--set", "teacher.steps=6", "--set", "predistill.steps=4", "--set", "rl.steps=4"]
+    for s in sets:
+        args += ["--set", s]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KDLIB_PROGRESS": "0", **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A smoke teacher and pre-distilled student, shared (copied) by the tests below."""
+    cache = tmp_path_factory.mktemp("base")
+    train(_params(cache, method="predistill"))
+    return cache
+
+
+def _copy(prepared, tmp_path):
+    dst = tmp_path / "cache"
+    shutil.copytree(prepared, dst)
+    return dst
+
+
+def test_finished_runs_are_reused_and_keyed_by_params(prepared, tmp_path):
+    cache = _copy(prepared, tmp_path)
+    p = _params(cache, method="llmr")
+    run = train(p)
+    stamp = (run.path / "summary.json").stat().st_mtime_ns
+    assert train(p).path == run.path and (run.path / "summary.json").stat().st_mtime_ns == stamp
+    assert method_run(_params(cache, method="ketchup", **{"rl.k": 3})).path != method_run(
+        _params(cache, method="ketchup", **{"rl.k": 4})).path
+    # LLMR ignores K: its run is the same whatever rl.k says.
+    assert method_run(_params(cache, method="llmr", **{"rl.k": 8})).path == run.path
+    # Every method shares one teacher and one pre-distilled student.
+    assert predistill_run(_params(cache, method="kl")).path == predistill_run(p).path
+    assert teacher_run(_params(cache, method="tvd")).path == teacher_run(p).path
+
+
+def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(prepared, tmp_path):
+    cache = _copy(prepared, tmp_path)
+    crashed = _train_cli(cache, "method=ketchup", env={"KDLIB_CRASH_AFTER_CHECKPOINT": "2"})
+    assert crashed.returncode == 137
+    run = method_run(_params(cache, method="ketchup"))
+    assert not run.finished and run.resume_state()["step"] == 2  # partial: not a result
+    again = _train_cli(cache, "method=ketchup")
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout + again.stderr and "from step 2" in again.stdout + again.stderr
+    assert run.finished
+    steps = [r["step"] for r in run.metrics() if "train/loss" in r]
+    assert steps == sorted(set(steps))  # no duplicated part of the learning curve
+    # The resumed run equals one that was never interrupted.
+    cache2 = _copy(prepared, tmp_path / "b")
+    clean = train(_params(cache2, method="ketchup"))
+    assert clean.summary()["test"] == run.summary()["test"]
+    strip = lambda rs: [{k: v for k, v in r.items()} for r in rs if "train/loss" in r]  # noqa: E731
+    assert strip(clean.metrics()) == strip(run.metrics())
+
+
+def test_same_seed_same_numbers(prepared, tmp_path):
+    a = train(_params(_copy(prepared, tmp_path / "a"), method="tvd"))
+    b = train(_params(_copy(prepared, tmp_path / "b"), method="tvd"))
+    assert a.summary()["test"] == b.summary()["test"]
+    assert [r for r in a.metrics() if "train/loss" in r] == [r for r in b.metrics() if "train/loss" in r]
+
+
+@pytest.mark.slow
+def test_two_processes_end_with_identical_weights(prepared, tmp_path):
+    cache = _copy(prepared, tmp_path)
+    out = tmp_path / "ranks"
+    out.mkdir()
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                        str(ROOT / "tests/helpers/ddp_worker.py"), str(cache), str(out)],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KDLIB_PROGRESS": "0", "OMP_NUM_THREADS": "1"},
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = [(out / f"rank{i}.txt").read_text().split() for i in range(2)]
+    assert ranks[0][0] == ranks[1][0] == "2" and "MULTI_CPU" in ranks[0][1]
+    assert ranks[0][2] == ranks[1][2]
