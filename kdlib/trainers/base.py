@@ -204,6 +204,26 @@ def eval_split(model, task: Task, split: str, n: int | None, params: Params, tea
 MicroLoss = Callable[[list[int], int, int], tuple[Tensor, dict]]
 
 
+def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, step: int, seed: int,
+                   n_train: int) -> dict[str, float]:
+    """One optimiser step: warm-up learning rate, ``grad_accum`` micro-batches (each process takes
+    its shard of the global micro-batch), gradient-norm clipping, AdamW update. Returns the logs."""
+    for g in opt.param_groups:  # linear warm-up, then constant (the paper's AdamW set-up)
+        g["lr"] = optim.lr * min(1.0, (step + 1) / max(1, optim.warmup_steps))
+    model.train()
+    logs: dict[str, float] = {}
+    for micro in range(optim.grad_accum):
+        idx = shard(step_indices(n_train, optim.batch_size, step, micro, optim.grad_accum, seed), acc)
+        loss, info = micro_loss(idx, step, micro)
+        acc.backward(loss / optim.grad_accum)
+        for k, v in {"loss": float(loss.detach()), **info}.items():
+            logs[k] = logs.get(k, 0.0) + float(v) / optim.grad_accum
+    logs["grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), optim.max_grad_norm))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return logs
+
+
 def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model, micro_loss: MicroLoss,
               seed: int, teacher=None, n_train: int | None = None, extra_summary: dict | None = None) -> dict:
     """Train ``model`` with ``micro_loss`` and finish ``run``; returns its summary.
@@ -266,20 +286,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     bar = tqdm(range(step0, optim.steps), desc=f"{run.stage} {task.name}", initial=step0, total=optim.steps,
                disable=not (acc.is_main_process and progress_enabled()), mininterval=2.0, leave=False)
     for step in bar:
-        for g in opt.param_groups:  # linear warm-up, then constant (the paper's AdamW set-up)
-            g["lr"] = optim.lr * min(1.0, (step + 1) / max(1, optim.warmup_steps))
-        model.train()
-        logs: dict[str, float] = {}
-        for micro in range(optim.grad_accum):
-            idx = shard(step_indices(n_train, optim.batch_size, step, micro, optim.grad_accum, seed), acc)
-            loss, info = micro_loss(idx, step, micro)
-            acc.backward(loss / optim.grad_accum)
-            for k, v in {"loss": float(loss.detach()), **info}.items():
-                logs[k] = logs.get(k, 0.0) + float(v) / optim.grad_accum
-        gnorm = acc.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        logs["grad_norm"] = float(gnorm)
+        logs = optimizer_step(model, opt, acc, micro_loss, optim, step, seed, n_train)
         done = step + 1
         if acc.is_main_process and (done % optim.log_every == 0 or done == optim.steps):
             run.log({"step": done, **{f"train/{k}": v for k, v in logs.items()}, "train/lr": opt.param_groups[0]["lr"]})
