@@ -57,7 +57,7 @@ def main() -> None:
     student = build_model(p.models.student, vocab_size=len(task.tok), seed=2).to(dev)
     opt = torch.optim.AdamW(student.parameters(), lr=p.rl.lr)
     model, opt = acc.prepare(student, opt)
-    micro = rl_micro_loss("ketchup", model, teacher, task, p.rl, acc, seed=0)
+    micro = rl_micro_loss("ketchup", teacher, task, p.rl, acc, seed=0)
     n_train = task.split_size("train")
     idx = list(range(args.batch_size))
 

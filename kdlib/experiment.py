@@ -84,7 +84,7 @@ def ensure_teacher(p: Params, task: Task | None = None) -> Run:
         model = load_model(p, task, p.models.teacher, seed=BASE_SEED)
         if p.teacher.train and p.teacher.steps > 0:
             train_run(run, params=p, optim=p.teacher, task=task, model=model, seed=BASE_SEED,
-                      micro_loss=nll_micro_loss(model, task, task.targets["train"], get_accelerator().device, "teacher"))
+                      micro_loss=nll_micro_loss(task, task.targets["train"], get_accelerator().device, "teacher"))
         else:
             evaluate_only(run, params=p, task=task, model=model)
     _ensure_teacher_outputs(p, task, run)
@@ -137,7 +137,7 @@ def ensure_predistill(p: Params) -> Run:
         model = load_model(p, task, p.models.student, seed=BASE_SEED)
         check_shared_vocab(task.tok, task.tok, teacher, model)
         train_run(run, params=p, optim=p.predistill, task=task, model=model, seed=BASE_SEED, teacher=teacher,
-                  micro_loss=nll_micro_loss(model, task, teacher_outputs(p), get_accelerator().device))
+                  micro_loss=nll_micro_loss(task, teacher_outputs(p), get_accelerator().device))
     return run
 
 
@@ -153,13 +153,13 @@ def ensure_method(p: Params) -> Run:
     acc = get_accelerator()
     extra = {"method": p.method, "k": p.k_effective()}
     if p.method in RL_METHODS:
-        loss = rl_micro_loss(p.method, model, teacher, task, p.rl, acc, p.seed)
+        loss = rl_micro_loss(p.method, teacher, task, p.rl, acc, p.seed)
         optim = p.rl
     elif p.method == "seqkd":
-        loss = nll_micro_loss(model, task, teacher_outputs(p), acc.device)
+        loss = nll_micro_loss(task, teacher_outputs(p), acc.device)
         optim = p.divergence
     else:
-        loss = divergence_micro_loss(p.method, model, teacher, task, teacher_outputs(p), p.divergence, acc, p.seed)
+        loss = divergence_micro_loss(p.method, teacher, task, teacher_outputs(p), p.divergence, acc, p.seed)
         optim = p.divergence
     train_run(run, params=p, optim=optim, task=task, model=model, seed=p.seed, teacher=teacher, micro_loss=loss,
               extra_summary=extra)

@@ -97,4 +97,6 @@ def test_two_processes_end_with_identical_weights(prepared, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     ranks = [(out / f"rank{i}.txt").read_text().split() for i in range(2)]
     assert ranks[0][0] == ranks[1][0] == "2" and "MULTI_CPU" in ranks[0][1]
-    assert ranks[0][2] == ranks[1][2]
+    assert ranks[0][3] == "DistributedDataParallel"
+    assert ranks[0][4] != ranks[1][4]  # the ranks trained on different samples...
+    assert ranks[0][2] == ranks[1][2]  # ...and still hold identical weights (gradients averaged)

@@ -201,7 +201,7 @@ def eval_split(model, task: Task, split: str, n: int | None, params: Params, tea
 
 
 # ----------------------------------------------------------------------------- the harness
-MicroLoss = Callable[[list[int], int, int], tuple[Tensor, dict]]
+MicroLoss = Callable[..., tuple[Tensor, dict]]  # (model, indices, step, micro) -> (loss, logs)
 
 
 def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, step: int, seed: int,
@@ -214,7 +214,7 @@ def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, s
     logs: dict[str, float] = {}
     for micro in range(optim.grad_accum):
         idx = shard(step_indices(n_train, optim.batch_size, step, micro, optim.grad_accum, seed), acc)
-        loss, info = micro_loss(idx, step, micro)
+        loss, info = micro_loss(model, idx, step, micro)  # the prepared (DDP-wrapped) model
         acc.backward(loss / optim.grad_accum)
         for k, v in {"loss": float(loss.detach()), **info}.items():
             logs[k] = logs.get(k, 0.0) + float(v) / optim.grad_accum
@@ -231,8 +231,9 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     Every ``optim.eval_every`` steps (and at step 0) the dev split is decoded greedily; the best
     dev score of the task's primary metric keeps ``ckpt/best`` (the paper reports test at the best
     dev checkpoint). Every ``optim.checkpoint_every`` steps ``ckpt/last`` is written for resuming.
-    ``micro_loss(indices, step, micro)`` returns the loss of this process's share of one micro-batch
-    and a dict of values to log.
+    ``micro_loss(model, indices, step, micro)`` returns the loss of this process's share of one
+    micro-batch and a dict of values to log; it gets the model as prepared by accelerate (wrapped in
+    DDP when there are several processes), so gradients are averaged across processes.
     """
     acc = get_accelerator(params.models.dtype)
     dev = acc.device
@@ -299,16 +300,18 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
                 os._exit(137)
     bar.close()
 
-    # Final: test at the best dev checkpoint.
+    # Final: every process loads the best dev checkpoint (so all ranks hold the same model); the
+    # main process scores it on test.
+    acc.wait_for_everyone()
+    final = acc.unwrap_model(model)
+    if run.best_dir.is_dir():
+        from safetensors.torch import load_file
+
+        final.load_state_dict(load_file(str(run.best_dir / "model.safetensors")), strict=False)
+        if hasattr(final, "tie_weights"):
+            final.tie_weights()
     summary = {}
     if acc.is_main_process:
-        final = acc.unwrap_model(model)
-        if run.best_dir.is_dir():
-            from safetensors.torch import load_file
-
-            final.load_state_dict(load_file(str(run.best_dir / "model.safetensors")), strict=False)
-            if hasattr(final, "tie_weights"):
-                final.tie_weights()
         m_test, preds = eval_split(final, task, "test", params.eval.n_test, params, teacher, dev)
         n = len(preds)
         write_jsonl(run.path / "outputs" / "test.jsonl",

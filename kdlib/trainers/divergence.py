@@ -19,12 +19,12 @@ from kdlib.models import forward_logits
 from kdlib.trainers.base import MicroLoss, Task, batch_src, batch_tgt, micro_generator
 
 
-def divergence_micro_loss(method: str, model, teacher, task: Task, teacher_outputs: list[str], dp: DivergenceParams,
+def divergence_micro_loss(method: str, teacher, task: Task, teacher_outputs: list[str], dp: DivergenceParams,
                           accelerator, seed: int) -> MicroLoss:
     dev = accelerator.device
     rank = accelerator.process_index
 
-    def micro_loss(idx: list[int], step: int, micro: int):
+    def micro_loss(model, idx: list[int], step: int, micro: int):
         g = micro_generator(seed, step, micro, rank)
         src, src_m = batch_src(task, "train", idx, "student", dev)
         t_src, t_src_m = batch_src(task, "train", idx, "teacher", dev)

@@ -37,11 +37,11 @@ def estimate_returns(method: str, q_sa, v, mask, k: int, tail: str, reward_clip:
     return G * mask
 
 
-def rl_micro_loss(method: str, model, teacher, task: Task, rp: RLParams, accelerator, seed: int) -> MicroLoss:
+def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, seed: int) -> MicroLoss:
     dev = accelerator.device
     rank = accelerator.process_index
 
-    def micro_loss(idx: list[int], step: int, micro: int):
+    def micro_loss(model, idx: list[int], step: int, micro: int):
         g = micro_generator(seed, step, micro, rank)
         src, src_m = batch_src(task, "train", idx, "student", dev)  # (B, S)
         t_src, t_src_m = batch_src(task, "train", idx, "teacher", dev)

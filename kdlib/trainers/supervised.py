@@ -8,10 +8,10 @@ from kdlib.models import forward_logits
 from kdlib.trainers.base import MicroLoss, Task, batch_src, batch_tgt
 
 
-def nll_micro_loss(model, task: Task, targets: list[str], device, which_src: str = "student") -> MicroLoss:
+def nll_micro_loss(task: Task, targets: list[str], device, which_src: str = "student") -> MicroLoss:
     """Cross-entropy of ``targets[i]`` given the ``which_src`` prompt of train source i."""
 
-    def micro_loss(idx: list[int], step: int, micro: int):
+    def micro_loss(model, idx: list[int], step: int, micro: int):
         src, src_m = batch_src(task, "train", idx, which_src, device)  # (B, S)
         tgt, tgt_m = batch_tgt(task, [targets[i] for i in idx], device)  # (B, T)
         logits = forward_logits(model, task.arch, src, src_m, tgt, tgt_m)  # (B, T, V)
