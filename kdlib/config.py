@@ -279,6 +279,17 @@ class Params(_Strict):
     rl: RLParams = Field(default_factory=lambda: RLParams(lr=3e-5, steps=300))
     eval: EvalParams = Field(default_factory=EvalParams)
     judge: JudgeParams = Field(default_factory=JudgeParams)
+    # Per-task settings, applied when task.name matches (e.g. GSM8K's own Table 5 values):
+    # {"mini-gsm8k": {"teacher.steps": 2000}}. Explicit overrides still win.
+    task_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("task_overrides")
+    @classmethod
+    def _task_overrides(cls, v):
+        for t in v:
+            if t not in TASKS:
+                raise ValueError(f"unknown task {t!r}; known tasks: {', '.join(TASKS)}")
+        return v
 
     @field_validator("method")
     @classmethod
@@ -493,8 +504,18 @@ def load_params(*paths: str | Path, **overrides: Any) -> Params:
             raise ParamsError(f"{path}: this is a notebook params file (notebook: {raw['notebook']}); "
                               "use load_notebook_params or name the kit params it points to")
         _merge(data, raw, str(path), sources)
+    overrides = {k.replace("__", "."): v for k, v in overrides.items()}
+    task = overrides.get("task.name", (data.get("task") or {}).get("name", TaskParams().name))
+    per_task = data.get("task_overrides") or {}
+    if isinstance(per_task, dict) and isinstance(per_task.get(task), dict):
+        origin = _source_of("task_overrides", sources, "<task_overrides>")
+        for key, value in per_task[task].items():
+            if key.split(".")[0] in ("task_overrides", "task"):
+                raise ParamsError(f"{origin}: field 'task_overrides.{task}.{key}': a per-task override cannot "
+                                  "change the task or other per-task overrides")
+            _set_dotted(data, key, value, f"{origin} (task_overrides.{task})", sources)
     for key, value in overrides.items():
-        _set_dotted(data, key.replace("__", "."), value, f"override {key}", sources)
+        _set_dotted(data, key, value, f"override {key}", sources)
     default = str(paths[-1]) if paths else "<defaults>"
     return _validate(Params, data, sources, default)
 

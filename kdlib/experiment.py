@@ -23,6 +23,14 @@ from kdlib.trainers.supervised import nll_micro_loss
 BASE_SEED = 0
 
 
+def _optim_key(optim) -> dict:
+    """What of a stage's optimiser settings changes its numbers (not how often it logs or saves)."""
+    d = optim.model_dump()
+    for k in ("log_every", "checkpoint_every"):
+        d.pop(k, None)
+    return d
+
+
 def _models_key(p: Params) -> dict:
     m = p.models
     return {"arch": m.arch, "tokenizer": m.tokenizer, "dtype": m.dtype, "dropout": m.dropout}
@@ -31,7 +39,7 @@ def _models_key(p: Params) -> dict:
 def teacher_run(p: Params) -> Run:
     key = {"v": TRAINER_VERSION, "stage": "teacher", "data": data_key(p),
            "fingerprint": load_task_bundle(p).fingerprint, "teacher": p.models.teacher,
-           "models": _models_key(p), "optim": p.teacher.model_dump(), "eval": p.eval.model_dump(), "seed": BASE_SEED}
+           "models": _models_key(p), "optim": _optim_key(p.teacher), "eval": p.eval.model_dump(), "seed": BASE_SEED}
     return Run(p.cache_dir, p.task.name, "teacher", key)
 
 
@@ -42,18 +50,18 @@ def zeroshot_run(p: Params) -> Run:
 
 def predistill_run(p: Params) -> Run:
     key = {"parent": teacher_run(p).key, "stage": "predistill", "student": p.models.student,
-           "optim": p.predistill.model_dump(), "seed": BASE_SEED}
+           "optim": _optim_key(p.predistill), "seed": BASE_SEED}
     return Run(p.cache_dir, p.task.name, "predistill", key)
 
 
 def method_run(p: Params) -> Run:
     if p.method in DIVERGENCE_METHODS:
-        optim = p.divergence.model_dump()
+        optim = _optim_key(p.divergence)
         if p.method in ("seqkd", "kl"):  # these ignore the student-sample settings
             for k in ("student_mix", "js_beta", "temperature"):
                 optim.pop(k)
     elif p.method in RL_METHODS:
-        optim = p.rl.model_dump()
+        optim = _optim_key(p.rl)
         optim["k"] = p.k_effective()
         if p.method != "ketchup":
             optim.pop("tail")

@@ -182,3 +182,15 @@ def llm_eval(nb: LLMEvalParams, cache_dir: str) -> pd.DataFrame:
         df["task"] = task
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def return_gains(curves: pd.DataFrame) -> pd.DataFrame:
+    """Dev return (Eq. 10) before RL (step 0, the pre-distilled student) and at the last step of
+    each run, from the learning curves of :func:`rl_returns`: did the RL objective improve?"""
+    rows = []
+    for (task, method, seed), g in curves.groupby(["task", "method", "seed"], sort=False):
+        g = g.sort_values("step")
+        start, end = float(g.value.iloc[0]), float(g.value.iloc[-1])
+        rows.append({"task": task, "method": method, "seed": seed, "start": start, "end": end, "gain": end - start,
+                     "raised": end > start})
+    return pd.DataFrame(rows)

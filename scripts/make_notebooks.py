@@ -85,11 +85,15 @@ nb("02_returns", "Figure 1: average return of each RL method",
    'k_values = [2, 4, 8, 16]\n',
    ["rets, curves = studies.rl_returns(nb)\nrets.pivot_table(index=\"method\", columns=\"task\", values=\"return\")",
     "fig = report.plot_returns(rets)\nreport.save_figure(fig, out, \"02_figure1_returns\")\nfig",
-    "md:Dev return over RL training (every run starts from the same pre-distilled student).",
+    "md:Dev return over RL training (every run starts from the same pre-distilled student), and whether each "
+    "run raised it: the RL objective at work.",
+    "gains = studies.return_gains(curves)\ngains.round(2)",
     "fig = report.plot_learning_curves(curves.rename(columns={\"task\": \"student\"}), "
     "value_label=\"dev return, Eq. (10)\")\nreport.save_figure(fig, out, \"02_return_curves\")\nfig",
     "rets.to_csv(out / \"02_returns.csv\", index=False)\ncurves.to_csv(out / \"02_return_curves.csv\", index=False)\n"
-    "record = {\"notebook\": notebook, \"profile\": profile, \"returns\": rets.to_dict(orient=\"records\")}\n"
+    "report.write_table(gains.round(2), out, \"02_return_gains\", caption=\"Dev return (Eq. 10) before and after RL\", latex=False)\n"
+    "record = {\"notebook\": notebook, \"profile\": profile, \"returns\": rets.to_dict(orient=\"records\"),\n"
+    "          \"gains\": gains.to_dict(orient=\"records\")}\n"
     "atomic_write_json(out / \"02_returns.json\", record)\nprint(len(rets), \"method x task x seed returns\")"])
 
 nb("03_variance_bias", "Figure 2: variance and bias of the K-step return",

@@ -90,3 +90,17 @@ def test_cli_validate_exit_codes(tmp_path):
     assert r.returncode == 0 and "k: 4" in r.stdout
     r = subprocess.run([sys.executable, "-m", "kdlib", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert all(v in r.stdout for v in ("validate", "train", "judge", "status"))
+
+
+def test_task_overrides_apply_to_their_task_only(tmp_path):
+    f = _write(tmp_path, {"task_overrides": {"mini-gsm8k": {"teacher.steps": 1234, "rl.grad_accum": 4}}})
+    base = ROOT / "params/embedded/kit.yaml"
+    assert load_params(base, f).teacher.steps != 1234  # task is mini-xsum
+    p = load_params(base, f, **{"task.name": "mini-gsm8k"})
+    assert p.teacher.steps == 1234 and p.rl.grad_accum == 4
+    assert load_params(base, f, **{"task.name": "mini-gsm8k", "teacher.steps": 7}).teacher.steps == 7  # explicit wins
+    bad = _write(tmp_path, {"task_overrides": {"mini-gsm8k": {"teacher.stepz": 1}}}, "bad2.yaml")
+    with pytest.raises(ParamsError, match=r"task_overrides.mini-gsm8k.*'teacher.stepz'"):
+        load_params(base, bad, **{"task.name": "mini-gsm8k"})
+    with pytest.raises(ParamsError, match="unknown task"):
+        load_params(base, _write(tmp_path, {"task_overrides": {"gsm9k": {}}}, "bad3.yaml"))

@@ -67,6 +67,7 @@ def test_02_returns_reuses_runs(env):
     methods = {r["method"] for r in rec["returns"]}
     assert methods == {"llmr", "llmr_mean", "llmr_minvar", "ketchup_k2"}
     assert all(_finite(r["return"]) for r in rec["returns"])
+    assert {g["method"] for g in rec["gains"]} == methods and all(_finite(g["gain"]) for g in rec["gains"])
     assert (out / "02_figure1_returns.png").stat().st_size > 10_000
 
 

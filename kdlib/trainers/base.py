@@ -28,7 +28,7 @@ from kdlib.models import (build_model, check_shared_vocab, encode_targets, is_ti
                           load_or_train_tokenizer, load_pretrained, pad, save_checkpoint, tiny_arch)
 from kdlib.runs import Run, atomic_write_json, write_jsonl
 
-TRAINER_VERSION = 1  # bump when a change alters what a run computes (invalidates cached runs)
+TRAINER_VERSION = 2  # bump when a change alters what a run computes (invalidates cached runs)
 
 
 # ----------------------------------------------------------------------------- accelerator
@@ -268,7 +268,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
             m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev)
             run.log({"step": step, **{f"eval/{k}": v for k, v in m.items()}})
             score = m[task.primary]
-            if best is None or (score > best if higher else score < best):
+            # Ties go to the later checkpoint (it has trained more); matters when a metric is flat.
+            if best is None or (score >= best if higher else score <= best):
                 best, best_step = score, step
                 save_checkpoint(acc.unwrap_model(model), None, run.best_dir, {"step": step, "dev": m})
         acc.wait_for_everyone()
