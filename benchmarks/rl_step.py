@@ -8,7 +8,9 @@ timed alternately in the same process. Target: at most 1.15 at embedded size.
 
     python benchmarks/rl_step.py                 # embedded sizes, CPU
     python benchmarks/rl_step.py --student large --teacher teacher --steps 30
-    python benchmarks/rl_step.py --device cuda --student t5-base-shape   # tokens/s on a GPU
+    python benchmarks/rl_step.py --student t5-base-shape --teacher t5-large-shape   # on a GPU machine
+
+accelerate picks the GPU when there is one (random weights; prints tokens/s and peak GPU memory).
 """
 
 from __future__ import annotations

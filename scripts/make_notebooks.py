@@ -141,11 +141,11 @@ nb("05_llm_eval", "Table 2: pairwise LLM-judge evaluation",
    'k = 2\n'
    'criteria = ["overall", "informativeness", "coherence"]\n',
    ["table2 = studies.llm_eval(nb, cache_dir=str(Path(output_dir) / \"judge_cache\"))\n"
-    "judge_name = table2.judge.iloc[0]\n"
+    "judge_name = \", \".join(sorted(table2.judge.unique()))\n"
     "display(Markdown(f\"**Judge:** `{judge_name}`\"))\n"
     "table2[[\"task\", \"criterion\", \"method\", \"win_rate\", \"ci_low\", \"ci_high\", \"tie_rate\", \"invalid_rate\", "
     "\"consistency\", \"first_position_rate\"]].round(3)",
-    "wide = table2.assign(win=(100 * table2.win_rate).round(1)).pivot_table(index=\"method\", "
+    "wide = table2.assign(win=(100 * table2.win_rate).round(1), method=table2.method.map(lambda m: report.method_label(f\"ketchup_k{k}\" if m == \"ketchup\" else m))).pivot_table(index=\"method\", "
     "columns=[\"task\", \"criterion\"], values=\"win\")\n"
     "wide.columns = [f\"{t} {c}\" for t, c in wide.columns]\nwide = wide.reset_index()\n"
     "report.write_table(wide, out, \"05_table2\", caption=f\"Table 2: win rate (%) vs {baseline.upper()}, judge: {judge_name}\")\n"
