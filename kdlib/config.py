@@ -48,6 +48,13 @@ class _Strict(BaseModel):
 PosInt = StrictInt
 
 
+def _check_tasks(names):
+    for t in names:
+        if t not in TASKS:
+            raise ValueError(f"unknown task {t!r}; known tasks: {', '.join(TASKS)}")
+    return names
+
+
 def _pos(v: int | float, name: str = "value") -> int | float:
     if v is not None and v <= 0:
         raise ValueError(f"must be > 0, got {v}")
@@ -286,10 +293,7 @@ class Params(_Strict):
     @field_validator("task_overrides")
     @classmethod
     def _task_overrides(cls, v):
-        for t in v:
-            if t not in TASKS:
-                raise ValueError(f"unknown task {t!r}; known tasks: {', '.join(TASKS)}")
-        return v
+        return _check_tasks(v)
 
     @field_validator("method")
     @classmethod
@@ -318,10 +322,7 @@ class NotebookParams(_Strict):
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, v):
-        for t in v:
-            if t not in TASKS:
-                raise ValueError(f"unknown task {t!r}; known tasks: {', '.join(TASKS)}")
-        return v
+        return _check_tasks(v)
 
     @field_validator("seeds")
     @classmethod

@@ -12,7 +12,7 @@ as in the paper: "all methods adopt pre-distillation"); a method run uses ``seed
 from __future__ import annotations
 
 from kdlib.config import DIVERGENCE_METHODS, RL_METHODS, Params
-from kdlib.models import check_shared_vocab, decode, pad
+from kdlib.models import check_shared_vocab, decode, is_tiny, load_hub_tokenizer, pad
 from kdlib.runs import Run, read_jsonl, write_jsonl
 from kdlib.trainers.base import (TRAINER_VERSION, Task, data_key, evaluate_only, frozen, get_accelerator,
                                  load_model, load_task_bundle, train_run)
@@ -119,6 +119,16 @@ def _ensure_teacher_outputs(p: Params, task: Task, run: Run) -> None:
     acc.wait_for_everyone()
 
 
+def _new_student(p: Params, task: Task, teacher):
+    """The student before training, refused if it does not share the teacher's vocabulary."""
+    model = load_model(p, task, p.models.student, seed=BASE_SEED)
+    student_tok = task.tok
+    if not is_tiny(p.models.student) and p.models.tokenizer is None:
+        student_tok = load_hub_tokenizer(p.models.student, p.models.trust_remote_code)
+    check_shared_vocab(task.tok, student_tok, teacher, model)
+    return model
+
+
 def teacher_outputs(p: Params) -> list[str]:
     return [r["output"] for r in read_jsonl(teacher_run(p).path / "outputs" / "train_teacher.jsonl")]
 
@@ -129,8 +139,7 @@ def ensure_zeroshot(p: Params) -> Run:
     run = zeroshot_run(p)
     if not run.finished:
         teacher = _teacher_model(p, task)
-        model = load_model(p, task, p.models.student, seed=BASE_SEED)
-        check_shared_vocab(task.tok, task.tok, teacher, model)
+        model = _new_student(p, task, teacher)
         evaluate_only(run, params=p, task=task, model=model, teacher=teacher)
     return run
 
@@ -142,8 +151,7 @@ def ensure_predistill(p: Params) -> Run:
     run = predistill_run(p)
     if not run.finished:
         teacher = _teacher_model(p, task)
-        model = load_model(p, task, p.models.student, seed=BASE_SEED)
-        check_shared_vocab(task.tok, task.tok, teacher, model)
+        model = _new_student(p, task, teacher)
         train_run(run, params=p, optim=p.predistill, task=task, model=model, seed=BASE_SEED, teacher=teacher,
                   micro_loss=nll_micro_loss(task, teacher_outputs(p), get_accelerator().device))
     return run
