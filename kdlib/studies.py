@@ -87,7 +87,7 @@ def sample_q(p: Params, run: Run, n_inputs: int, n_samples: int, seed: int = 0):
     student = frozen(load_run_model(p, run)[0]).to(acc.device)
     M = min(n_inputs, task.split_size("test"))
     g = torch.Generator().manual_seed(seed)
-    qs, vs, ms, kls, toks = [], [], [], [], []
+    qs, vs, ms, kls = [], [], [], []
     for i in range(M):
         idx = [i] * n_samples
         src, sm = pad([task.student_src["test"][j] for j in idx], task.tok.pad_token_id, left=task.arch == "causal")

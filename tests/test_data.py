@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import operator
-import os
 import re
 from fractions import Fraction
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Run behaviour: reuse, resume after a crash, determinism, and data-parallel training."""
 
-import json
 import os
 import shutil
 import subprocess

@@ -24,7 +24,7 @@ from kdlib import data as kdata
 from kdlib import metrics
 from kdlib.config import OptimParams, Params, params_hash
 from kdlib.evaluate import evaluate
-from kdlib.models import (build_model, check_shared_vocab, encode_targets, is_tiny, load_hub_tokenizer,
+from kdlib.models import (build_model, encode_targets, is_tiny, load_hub_tokenizer,
                           load_or_train_tokenizer, load_pretrained, pad, save_checkpoint, tiny_arch)
 from kdlib.runs import Run, atomic_write_json, write_jsonl
 
