@@ -61,6 +61,12 @@ def _pos(v: int | float, name: str = "value") -> int | float:
     return v
 
 
+def _nonneg(v: int | float) -> int | float:
+    if v < 0:
+        raise ValueError(f"must be >= 0, got {v}")
+    return v
+
+
 class TaskParams(_Strict):
     """Which task, where its data lives, and how long its sequences may be."""
 
@@ -165,19 +171,10 @@ class OptimParams(_Strict):
     def _pos_int(cls, v):
         return _pos(v)
 
-    @field_validator("steps", "warmup_steps")
-    @classmethod
-    def _nonneg_int(cls, v):
-        if v < 0:
-            raise ValueError(f"must be >= 0, got {v}")
-        return v
-
-    @field_validator("weight_decay")
+    @field_validator("steps", "warmup_steps", "weight_decay")
     @classmethod
     def _nonneg(cls, v):
-        if v < 0:
-            raise ValueError(f"must be >= 0, got {v}")
-        return v
+        return _nonneg(v)
 
 
 class TeacherParams(OptimParams):
@@ -234,9 +231,7 @@ class RLParams(OptimParams):
     @field_validator("top_k")
     @classmethod
     def _topk(cls, v):
-        if v < 0:
-            raise ValueError(f"must be >= 0, got {v}")
-        return v
+        return _nonneg(v)
 
 
 class EvalParams(_Strict):

@@ -200,6 +200,22 @@ def eval_split(model, task: Task, split: str, n: int | None, params: Params, tea
                     normalize=params.rl.normalize, device=device)
 
 
+def load_weights(model, folder) -> None:
+    """Load a checkpoint's safetensors weights into ``model`` in place (tied weights re-tied)."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
+def write_test_outputs(run: Run, task: Task, preds: list[str]) -> None:
+    """Decoded test outputs beside their sources and references (what the judge reads)."""
+    write_jsonl(run.path / "outputs" / "test.jsonl",
+                [{"id": i, "source": task.sources["test"][i], "output": p, "reference": task.targets["test"][i]}
+                 for i, p in enumerate(preds)])
+
+
 # ----------------------------------------------------------------------------- the harness
 MicroLoss = Callable[..., tuple[Tensor, dict]]  # (model, indices, step, micro) -> (loss, logs)
 
@@ -246,12 +262,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     step0, best, best_step = 0, None, -1
     state = run.resume_state()
     if state is not None:  # resume: weights, optimiser and counters of the last checkpoint
-        from safetensors.torch import load_file
-
-        sd = load_file(str(run.last_dir / "model.safetensors"))
-        model.load_state_dict(sd, strict=False)
-        if hasattr(model, "tie_weights"):
-            model.tie_weights()
+        load_weights(model, run.last_dir)
         opt.load_state_dict(torch.load(run.last_dir / "optimizer.pt", weights_only=True, map_location=dev))
         step0, best, best_step = state["step"], state["best"], state["best_step"]
         run.truncate_metrics(step0)
@@ -306,18 +317,11 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     acc.wait_for_everyone()
     final = acc.unwrap_model(model)
     if run.best_dir.is_dir():
-        from safetensors.torch import load_file
-
-        final.load_state_dict(load_file(str(run.best_dir / "model.safetensors")), strict=False)
-        if hasattr(final, "tie_weights"):
-            final.tie_weights()
+        load_weights(final, run.best_dir)
     summary = {}
     if acc.is_main_process:
         m_test, preds = eval_split(final, task, "test", params.eval.n_test, params, teacher, dev)
-        n = len(preds)
-        write_jsonl(run.path / "outputs" / "test.jsonl",
-                    [{"id": i, "source": task.sources["test"][i], "output": preds[i], "reference": task.targets["test"][i]}
-                     for i in range(n)])
+        write_test_outputs(run, task, preds)
         dev_best = next((r for r in reversed(run.metrics()) if r.get("step") == best_step and f"eval/{task.primary}" in r), {})
         summary = {"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": best_step,
                    "steps": optim.steps, "seed": seed, "time_s": round(time.time() - t0, 2),
@@ -338,9 +342,7 @@ def evaluate_only(run: Run, *, params: Params, task: Task, model, teacher=None, 
         m_dev, _ = eval_split(model, task, "dev", params.eval.n_dev, params, teacher, acc.device)
         run.log({"step": 0, **{f"eval/{k}": v for k, v in m_dev.items()}})
         m_test, preds = eval_split(model, task, "test", params.eval.n_test, params, teacher, acc.device)
-        write_jsonl(run.path / "outputs" / "test.jsonl",
-                    [{"id": i, "source": task.sources["test"][i], "output": p, "reference": task.targets["test"][i]}
-                     for i, p in enumerate(preds)])
+        write_test_outputs(run, task, preds)
         save_checkpoint(model, None, run.best_dir, {"step": 0})
         run.finish({"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": 0, "steps": 0,
                     "time_s": round(time.time() - t0, 2), "dev": m_dev, "test": m_test, **(extra_summary or {})})
