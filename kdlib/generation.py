@@ -1,5 +1,12 @@
-"""Decoding (floor 1): sampling and greedy decoding with a KV cache, for encoder-decoder and
-decoder-only models, with calculator-aware insertion for GSM8K-style tasks.
+"""Decoding (floor 1): sampling and greedy decoding for encoder-decoder and decoder-only models,
+with calculator-aware insertion for GSM8K-style tasks.
+
+The per-token work runs through a decoding engine from :mod:`kdlib.engines` (a static KV cache
+for the architectures it knows, the library's ``forward`` otherwise; both give the same logits).
+
+Sampling draws one uniform number per row from ``generator`` on the logits' device and inverts the
+cumulative distribution (``searchsorted``): exact, reproducible from the generator's state, and on
+CPU far cheaper than ``torch.multinomial`` (which draws one exponential per vocabulary entry).
 
 Calculator (seed 000 App. C, after Wang et al. 2024): when a row's text ends with ``<<expr=``,
 the result from :func:`kdlib.calculator.evaluate` and ``>>`` are fed to the model as forced tokens
@@ -15,6 +22,7 @@ import torch
 from torch import Tensor
 
 from kdlib import calculator
+from kdlib.engines import make_stepper
 
 
 @dataclass
@@ -37,11 +45,8 @@ class _Calculator:
     def __init__(self, tok):
         self.tok = tok
         vocab = tok.get_vocab()
-        self.eq_ids = torch.tensor(sorted(i for s, i in vocab.items() if "=" in s), dtype=torch.long)
+        self.eq_ids = {i for s, i in vocab.items() if "=" in s}
         self._ctx = tok("=", add_special_tokens=False)["input_ids"]
-
-    def trigger(self, new_tokens: Tensor) -> Tensor:
-        return torch.isin(new_tokens, self.eq_ids.to(new_tokens.device))
 
     def insertion(self, generated: list[int]) -> list[int]:
         text = self.tok.decode(generated, skip_special_tokens=True)
@@ -58,13 +63,35 @@ class _Calculator:
         return ids
 
 
+def sample_tokens(logits: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
+                  top_k: int = 0) -> Tensor:
+    """One token per row from ``softmax(logits / temperature)`` (restricted to the ``top_k`` largest
+    logits when ``top_k > 0``), by inverting the cumulative distribution with one uniform draw per
+    row. logits: (B, V) -> (B,) long. Zero-probability tokens are never drawn."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    # float32 cumulative sums: their rounding (~1e-7 relative) is far below any probability that
+    # matters; a zero-probability token adds nothing to the sum, so it is still never drawn
+    cdf = torch.softmax(logits, -1).cumsum(-1)  # (B, V)
+    u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device)
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # first index with cdf > u
+    return idx.clamp_(max=logits.shape[-1] - 1).squeeze(1)
+
+
 @torch.no_grad()
 def generate(model, tok, src_ids: Tensor, src_mask: Tensor, *, arch: str, max_new_tokens: int,
              do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, use_calculator: bool = False,
-             generator: torch.Generator | None = None) -> Rollout:
+             generator: torch.Generator | None = None, encoder_hidden: Tensor | None = None,
+             engine: str = "auto") -> Rollout:
     """Sample (or greedily decode) up to ``max_new_tokens`` tokens per row.
 
-    src_ids, src_mask: (B, S) (left-padded for decoder-only models). Returns a :class:`Rollout`.
+    src_ids, src_mask: (B, S) (left-padded for decoder-only models). ``encoder_hidden`` (B, S, D):
+    encoder states already computed by the caller (seq2seq), reused instead of a second encoder
+    pass. ``engine``: see :func:`kdlib.engines.make_stepper`. Returns a :class:`Rollout`.
     """
     was_training = model.training
     model.eval()
@@ -73,69 +100,55 @@ def generate(model, tok, src_ids: Tensor, src_mask: Tensor, *, arch: str, max_ne
     eos, pad_id = tok.eos_token_id, tok.pad_token_id
     calc = _Calculator(tok) if use_calculator else None
     queues: list[list[int]] = [[] for _ in range(B)]
-    gen_rows: list[list[int]] = [[] for _ in range(B)] if use_calculator else []
+    gen_rows: list[list[int]] = [[] for _ in range(B)]
+    forced_rows: list[list[int]] = [[] for _ in range(B)]  # steps at which row b was forced
 
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
-    forced = torch.zeros((B, max_new_tokens), dtype=torch.bool, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     lengths = torch.zeros(B, dtype=torch.long, device=dev)
     ended = torch.zeros(B, dtype=torch.bool, device=dev)
 
-    past = None
-    if arch == "seq2seq":
-        enc = model.get_encoder()(input_ids=src_ids, attention_mask=src_mask.long())
-        start = model.config.decoder_start_token_id or 0
-        cur = torch.full((B, 1), start, dtype=torch.long, device=dev)
-    else:
-        attn = src_mask.long()
-        pos = (attn.cumsum(1) - 1).clamp(min=0)
-        cur = src_ids
+    stepper = make_stepper(model, arch, src_ids, src_mask, max_new_tokens, encoder_hidden=encoder_hidden, engine=engine)
+    cur = stepper.start_token(B, dev)
     for t in range(max_new_tokens):
-        if arch == "seq2seq":
-            out = model(encoder_outputs=enc, attention_mask=src_mask.long(), decoder_input_ids=cur,
-                        past_key_values=past, use_cache=True)
-        else:
-            out = model(input_ids=cur, attention_mask=attn, position_ids=pos, past_key_values=past, use_cache=True)
-        past = out.past_key_values
-        logits = out.logits[:, -1].float()  # (B, V)
+        logits = stepper.step(cur)  # (B, V)
         if do_sample:
-            logits = logits / temperature
-            if top_k and top_k < logits.shape[-1]:
-                kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+            nxt = sample_tokens(logits, generator, temperature, top_k)
         else:
             nxt = logits.argmax(-1)
-        if calc is not None:
+        if calc is not None and any(queues):
+            done_l = done.tolist()
             for b in range(B):
-                if queues[b] and not done[b]:
+                if queues[b] and not done_l[b]:
                     nxt[b] = queues[b].pop(0)
-                    forced[b, t] = True
+                    forced_rows[b].append(t)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens[:, t] = nxt
         lengths += (~done).long()
         newly = (~done) & (nxt == eos)
         ended |= newly
         if calc is not None:
-            hits = calc.trigger(nxt) & ~done & ~forced[:, t]
+            nxt_l, done_l = nxt.tolist(), done.tolist()
             for b in range(B):
-                if not done[b]:
-                    gen_rows[b].append(int(nxt[b]))
-                if hits[b]:
+                if done_l[b]:
+                    continue
+                gen_rows[b].append(nxt_l[b])
+                forced_now = bool(forced_rows[b]) and forced_rows[b][-1] == t
+                if not forced_now and nxt_l[b] in calc.eq_ids:
                     queues[b] = calc.insertion(gen_rows[b])
         done |= newly
         if bool(done.all()):
             break
-        cur = nxt.unsqueeze(1)
-        if arch == "causal":
-            attn = torch.cat([attn, (~done | newly).long().unsqueeze(1)], dim=1)
-            pos = pos[:, -1:] + 1
-    T = int(lengths.max().item()) if B else 0
-    T = max(T, 1)
+        cur = nxt
+    T = max(int(lengths.max().item()) if B else 0, 1)
     tokens = tokens[:, :T]
-    ar = torch.arange(T, device=dev).unsqueeze(0)
-    mask = ar < lengths.unsqueeze(1)
-    action_mask = mask & ~forced[:, :T]
+    mask = torch.arange(T, device=dev).unsqueeze(0) < lengths.unsqueeze(1)
+    forced = torch.zeros(B, T, dtype=torch.bool)
+    for b, steps in enumerate(forced_rows):
+        steps = [s for s in steps if s < T]
+        if steps:
+            forced[b, steps] = True
+    action_mask = mask & ~forced.to(dev)
     if was_training:
         model.train()
     return Rollout(tokens=tokens, mask=mask, action_mask=action_mask, ended=ended)

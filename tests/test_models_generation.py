@@ -61,7 +61,7 @@ class ScriptedSeq2Seq(torch.nn.Module):
         self.fed = []
 
     def get_encoder(self):
-        return lambda **kw: None
+        return lambda **kw: SimpleNamespace(last_hidden_state=None)
 
     def forward(self, decoder_input_ids=None, past_key_values=None, **kw):
         t = 0 if past_key_values is None else past_key_values
