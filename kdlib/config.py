@@ -138,6 +138,9 @@ class ModelParams(_Strict):
     dtype: Literal["float32", "bfloat16"] = "float32"
     trust_remote_code: StrictBool = False
     dropout: float = 0.0  # the paper's Table 4-5 value
+    # Encoder states of a frozen seq2seq teacher are computed once per source and kept (they never
+    # change); above this many MiB (the paper's FLAN-T5-XL on XSum) they are recomputed each step.
+    teacher_cache_mb: float = 1024.0
 
     @field_validator("dropout")
     @classmethod

@@ -10,21 +10,22 @@ from torch import Tensor
 
 from kdlib import metrics, returns
 from kdlib.generation import Rollout, generate
-from kdlib.models import decode, forward_logits, pad
+from kdlib.models import decode, forward_logits, pad, token_logprobs
 
 
 @torch.no_grad()
 def teacher_scores(teacher, arch: str, t_src: Tensor, t_src_mask: Tensor, tokens: Tensor, mask: Tensor,
-                   normalize: str = "mean") -> tuple[Tensor, Tensor, Tensor]:
+                   normalize: str = "mean", encoder_hidden: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """One teacher forward pass over the student's sequence, reduced to ``(B, T)`` at once.
 
     Returns ``q_sa``, ``v`` (Sec. 2: teacher logits as Q-values) and the teacher's log-probability
     of the student's tokens (for the student-teacher KL estimate). The ``(B, T, V)`` logits are
-    freed before returning.
+    freed before returning. ``encoder_hidden``: the teacher's encoder states of ``t_src`` if the
+    caller has them (a frozen teacher's are cached across steps).
     """
-    logits = forward_logits(teacher, arch, t_src, t_src_mask, tokens, mask)  # (B, T, V)
+    logits = forward_logits(teacher, arch, t_src, t_src_mask, tokens, mask, encoder_hidden)  # (B, T, V)
     q_sa, v = returns.teacher_q(logits, tokens, mask, normalize=normalize)  # (B, T) each
-    t_logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    t_logp = token_logprobs(logits, tokens)  # (B, T)
     del logits
     return q_sa, v, t_logp * mask
 
@@ -43,11 +44,12 @@ def _batches(n: int, size: int):
 def evaluate(model, tok, *, arch: str, src: Sequence[Sequence[int]], references: Sequence[str], kind: str,
              max_new_tokens: int, batch_size: int = 64, use_calculator: bool = False, teacher=None,
              teacher_src: Sequence[Sequence[int]] | None = None, normalize: str = "mean",
-             device="cpu") -> tuple[dict, list[str]]:
+             device="cpu", teacher_cache=None) -> tuple[dict, list[str]]:
     """Greedy decoding (the paper's evaluation) of ``src`` (token ids with the student prompt),
     scored against ``references``. Returns (metrics, predictions). Metrics hold the task's metrics
     (ROUGE / BLEU-chrF-TER / accuracy, plus distinct-2), the mean output length, the share of
-    outputs that ended with EOS, and with a teacher the mean true return of Eq. (10)."""
+    outputs that ended with EOS, and with a teacher the mean true return of Eq. (10).
+    ``teacher_cache``: a :class:`kdlib.models.EncoderCache` of the teacher over ``teacher_src``."""
     preds: list[str] = []
     lengths, ended, rets = [], [], []
     left = arch == "causal"
@@ -60,7 +62,10 @@ def evaluate(model, tok, *, arch: str, src: Sequence[Sequence[int]], references:
         ended += roll.ended.tolist()
         if teacher is not None:
             t_ids, t_m = pad([teacher_src[i] for i in idx], tok.pad_token_id, left=left, device=device)
-            q_sa, v, _ = teacher_scores(teacher, arch, t_ids, t_m, roll.tokens, roll.mask, normalize)
+            t_enc = None
+            if teacher_cache is not None:
+                t_enc, t_m = teacher_cache.get(idx)
+            q_sa, v, _ = teacher_scores(teacher, arch, t_ids, t_m, roll.tokens, roll.mask, normalize, t_enc)
             rets += sequence_return(q_sa, v, roll.mask).tolist()
     out = metrics.task_metrics(kind, preds, list(references))
     out["length"] = float(sum(lengths) / max(1, len(lengths)))

@@ -15,7 +15,7 @@ from kdlib.config import DIVERGENCE_METHODS, RL_METHODS, Params
 from kdlib.models import check_shared_vocab, decode, is_tiny, load_hub_tokenizer, pad
 from kdlib.runs import Run, read_jsonl, write_jsonl
 from kdlib.trainers.base import (TRAINER_VERSION, Task, data_key, evaluate_only, frozen, get_accelerator,
-                                 load_model, load_task_bundle, train_run)
+                                 load_model, load_task_bundle, teacher_encoder_cache, train_run)
 from kdlib.trainers.divergence import divergence_micro_loss
 from kdlib.trainers.rl import rl_micro_loss
 from kdlib.trainers.supervised import nll_micro_loss
@@ -169,7 +169,9 @@ def ensure_method(p: Params) -> Run:
     acc = get_accelerator()
     extra = {"method": p.method, "k": p.k_effective()}
     if p.method in RL_METHODS:
-        loss = rl_micro_loss(p.method, teacher, task, p.rl, acc, p.seed)
+        teacher.to(acc.device)
+        cache = teacher_encoder_cache(p, task, teacher, "train")
+        loss = rl_micro_loss(p.method, teacher, task, p.rl, acc, p.seed, cache)
         optim = p.rl
     elif p.method == "seqkd":
         loss = nll_micro_loss(task, teacher_outputs(p), acc.device)

@@ -20,6 +20,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from kdlib import engines
+
 # Sizes mirror the T5 family at toy scale: small < base < large < teacher.
 TINY_SIZES: dict[str, dict] = {
     "micro": dict(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16),
@@ -195,16 +197,24 @@ def decode(tok, ids: Tensor, mask: Tensor) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- one interface
-def forward_logits(model, arch: str, src_ids: Tensor, src_mask: Tensor, tgt_ids: Tensor, tgt_mask: Tensor) -> Tensor:
+def forward_logits(model, arch: str, src_ids: Tensor, src_mask: Tensor, tgt_ids: Tensor, tgt_mask: Tensor,
+                   encoder_hidden: Tensor | None = None) -> Tensor:
     """Teacher-forced next-token logits over the target: ``logits[b, t]`` scores ``tgt[b, t]``
     given the source and ``tgt[b, :t]``.
 
-    src_ids, src_mask: (B, S); tgt_ids, tgt_mask: (B, T) -> logits (B, T, V).
+    src_ids, src_mask: (B, S); tgt_ids, tgt_mask: (B, T) -> logits (B, T, V). ``encoder_hidden``
+    (B, S, D), seq2seq only: encoder states computed by the caller (the encoder is not run again).
     """
     if arch == "seq2seq":
         start = torch.zeros_like(tgt_ids[:, :1])  # decoder_start_token_id = pad = 0 (T5)
         start.fill_(getattr(model, "module", model).config.decoder_start_token_id or 0)  # .module: under DDP
         dec_in = torch.cat([start, tgt_ids[:, :-1]], dim=1)  # (B, T)
+        if engines.fast_supported(model, arch) and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            if encoder_hidden is None:
+                encoder_hidden = engines.t5_encoder_states(model, src_ids, src_mask)
+            return engines.t5_logits(model, encoder_hidden, src_mask, dec_in)
+        if encoder_hidden is not None:
+            return model(encoder_outputs=(encoder_hidden,), attention_mask=src_mask.long(), decoder_input_ids=dec_in).logits
         return model(input_ids=src_ids, attention_mask=src_mask.long(), decoder_input_ids=dec_in).logits
     S = src_ids.shape[1]
     ids = torch.cat([src_ids, tgt_ids], dim=1)  # (B, S+T)
@@ -214,9 +224,22 @@ def forward_logits(model, arch: str, src_ids: Tensor, src_mask: Tensor, tgt_ids:
     return logits[:, S - 1: S - 1 + tgt_ids.shape[1]]
 
 
+def encoder_states(model, src_ids: Tensor, src_mask: Tensor) -> Tensor:
+    """The encoder's last hidden states (B, S, D) of a seq2seq model (through its own encoder)."""
+    m = getattr(model, "module", model)
+    if engines.fast_supported(m, "seq2seq"):
+        return engines.t5_encoder_states(m, src_ids, src_mask)
+    return m.get_encoder()(input_ids=src_ids, attention_mask=src_mask.long()).last_hidden_state
+
+
 def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log pi(y_t | s_t) of the given tokens: logits (B, T, V), tokens (B, T) -> (B, T)."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """log pi(y_t | s_t) of the given tokens: logits (B, T, V), tokens (B, T) -> (B, T).
+
+    Computed as minus the token cross-entropy: the same numbers as log_softmax + gather, with a
+    backward pass that is ~40% cheaper on CPU (one fused softmax-minus-one-hot kernel)."""
+    B, T, V = logits.shape
+    return -torch.nn.functional.cross_entropy(logits.float().reshape(B * T, V), tokens.reshape(B * T),
+                                              reduction="none").view(B, T)
 
 
 def save_checkpoint(model, tok, folder: str | Path, meta: dict | None = None) -> None:
@@ -238,3 +261,51 @@ def save_checkpoint(model, tok, folder: str | Path, meta: dict | None = None) ->
         shutil.rmtree(old)
     else:
         os.replace(tmp, folder)
+
+
+class EncoderCache:
+    """Encoder states of a frozen seq2seq model (a teacher) for a fixed list of sources.
+
+    A frozen model's encoder gives the same states for a source at every step, so they are computed
+    once and kept. They are computed in fixed chunks of consecutive indices (``chunk``), never in
+    the order batches ask for them: a state never depends on which batch needed it first, so a
+    resumed run reads exactly the numbers the uninterrupted run read. ``get`` pads the rows it
+    returns with zeros; their mask is False there, and a masked key gets exactly zero attention
+    weight, so the result equals the encoder run on the padded batch up to float rounding.
+
+    Memory: ``sum(len(source)) * d_model`` values; :meth:`estimate_mb` tells callers whether it
+    fits their budget (the paper profile's FLAN-T5-XL on 200k XSum documents does not).
+    """
+
+    def __init__(self, model, sources: Sequence[Sequence[int]], pad_id: int, chunk: int = 64):
+        self.model, self.sources, self.pad_id, self.chunk = model, sources, pad_id, chunk
+        self.states: dict[int, Tensor] = {}
+
+    @staticmethod
+    def estimate_mb(model, sources: Sequence[Sequence[int]]) -> float:
+        m = getattr(model, "module", model)
+        p = next(m.parameters())
+        return sum(len(s) for s in sources) * m.config.d_model * p.element_size() / 2**20
+
+    @torch.no_grad()
+    def _fill(self, c: int) -> None:
+        lo, hi = c * self.chunk, min(len(self.sources), (c + 1) * self.chunk)
+        dev = next(self.model.parameters()).device
+        ids, mask = pad([self.sources[i] for i in range(lo, hi)], self.pad_id, device=dev)
+        enc = encoder_states(self.model, ids, mask)  # (n, S, D)
+        for j, i in enumerate(range(lo, hi)):
+            self.states[i] = enc[j, : len(self.sources[i])].clone()
+
+    def get(self, idx: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Encoder states (B, S, D) of the given source indices, zero-padded, and their mask (B, S)."""
+        for i in idx:
+            if i not in self.states:
+                self._fill(i // self.chunk)
+        rows = [self.states[i] for i in idx]
+        S = max(r.shape[0] for r in rows)
+        out = rows[0].new_zeros(len(rows), S, rows[0].shape[1])
+        mask = torch.zeros(len(rows), S, dtype=torch.bool, device=out.device)
+        for b, r in enumerate(rows):
+            out[b, : r.shape[0]] = r
+            mask[b, : r.shape[0]] = True
+        return out, mask

@@ -18,17 +18,19 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from kdlib import data as kdata
 from kdlib import metrics
 from kdlib.config import OptimParams, Params, params_hash
+from kdlib.engines import has_active_dropout  # noqa: F401  (re-exported for the families)
 from kdlib.evaluate import evaluate
-from kdlib.models import (build_model, encode_targets, is_tiny, load_hub_tokenizer,
+from kdlib.models import (EncoderCache, build_model, encode_targets, is_tiny, load_hub_tokenizer,
                           load_or_train_tokenizer, load_pretrained, pad, save_checkpoint, tiny_arch)
 from kdlib.runs import Run, atomic_write_json, write_jsonl
 
-TRAINER_VERSION = 2  # bump when a change alters what a run computes (invalidates cached runs)
+TRAINER_VERSION = 3  # bump when a change alters what a run computes (invalidates cached runs)
 
 
 # ----------------------------------------------------------------------------- accelerator
@@ -176,9 +178,23 @@ def shard(indices: list[int], accelerator) -> list[int]:
     return indices[accelerator.process_index:: accelerator.num_processes]
 
 
-def micro_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    """A sampling RNG that depends only on (seed, step, micro, rank): resumable and reproducible."""
-    return torch.Generator().manual_seed(int(np.random.default_rng([seed, step, micro, rank]).integers(2**62)))
+def micro_generator(seed: int, step: int, micro: int, rank: int, device="cpu") -> torch.Generator:
+    """A sampling RNG on ``device`` (where the logits are) that depends only on (seed, step, micro,
+    rank): resumable, and reproducible on that device."""
+    g = torch.Generator(device=torch.device(device))
+    return g.manual_seed(int(np.random.default_rng([seed, step, micro, rank]).integers(2**62)))
+
+
+def teacher_encoder_cache(params: Params, task: Task, teacher, split: str, n: int | None = None):
+    """An :class:`EncoderCache` of the frozen teacher over ``split``'s teacher prompts (the first
+    ``n``), or None: decoder-only teacher, cache turned off, or over ``models.teacher_cache_mb``."""
+    if teacher is None or task.arch != "seq2seq" or params.models.teacher_cache_mb <= 0:
+        return None
+    src = task.teacher_src[split][:n] if n is not None else task.teacher_src[split]
+    if EncoderCache.estimate_mb(teacher, src) > params.models.teacher_cache_mb:
+        return None
+    return EncoderCache(teacher, src, task.tok.pad_token_id)
+
 
 
 def batch_src(task: Task, split: str, idx: list[int], which: str = "student", device="cpu") -> tuple[Tensor, Tensor]:
@@ -191,13 +207,14 @@ def batch_tgt(task: Task, texts: list[str], device="cpu") -> tuple[Tensor, Tenso
 
 
 # ----------------------------------------------------------------------------- evaluation
-def eval_split(model, task: Task, split: str, n: int | None, params: Params, teacher=None, device="cpu"):
+def eval_split(model, task: Task, split: str, n: int | None, params: Params, teacher=None, device="cpu",
+               teacher_cache=None):
     n = task.split_size(split) if n is None else min(n, task.split_size(split))
     return evaluate(model, task.tok, arch=task.arch, src=task.student_src[split][:n], references=task.targets[split][:n],
                     kind=task.kind, max_new_tokens=task.max_target_len, batch_size=params.eval.batch_size,
                     use_calculator=task.use_calculator, teacher=teacher,
                     teacher_src=task.teacher_src[split][:n] if teacher is not None else None,
-                    normalize=params.rl.normalize, device=device)
+                    normalize=params.rl.normalize, device=device, teacher_cache=teacher_cache)
 
 
 def load_weights(model, folder) -> None:
@@ -217,6 +234,15 @@ def write_test_outputs(run: Run, task: Task, preds: list[str]) -> None:
 
 
 # ----------------------------------------------------------------------------- the harness
+def make_optimizer(model, optim: OptimParams) -> torch.optim.Optimizer:
+    """AdamW (betas 0.9/0.999, the paper's) over the trainable parameters; the fused kernel (one
+    pass over all parameters; CPU and CUDA) when the parameters are all float32 on one device."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = all(p.dtype == torch.float32 for p in params) and len({p.device for p in params}) == 1
+    return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, betas=(0.9, 0.999), fused=fused)
+
+
+
 MicroLoss = Callable[..., tuple[Tensor, dict]]  # (model, indices, step, micro) -> (loss, logs)
 
 
@@ -231,12 +257,14 @@ def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, s
     for micro in range(optim.grad_accum):
         idx = shard(step_indices(n_train, optim.batch_size, step, micro, optim.grad_accum, seed), acc)
         loss, info = micro_loss(model, idx, step, micro)  # the prepared (DDP-wrapped) model
-        acc.backward(loss / optim.grad_accum)
+        with record_function("kdlib.backward"):
+            acc.backward(loss / optim.grad_accum)
         for k, v in {"loss": float(loss.detach()), **info}.items():
             logs[k] = logs.get(k, 0.0) + float(v) / optim.grad_accum
-    logs["grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), optim.max_grad_norm))
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    with record_function("kdlib.optimizer"):
+        logs["grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), optim.max_grad_norm))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     return logs
 
 
@@ -257,8 +285,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     t0 = time.time()
     run.start()
     model.to(dev)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=optim.lr,
-                            weight_decay=optim.weight_decay, betas=(0.9, 0.999))
+    opt = make_optimizer(model, optim)
     step0, best, best_step = 0, None, -1
     state = run.resume_state()
     if state is not None:  # resume: weights, optimiser and counters of the last checkpoint
@@ -273,10 +300,12 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     model, opt = acc.prepare(model, opt)
     higher = metrics.HIGHER_IS_BETTER.get(task.primary, True)
 
+    dev_cache = teacher_encoder_cache(params, task, teacher, "dev", params.eval.n_dev) if acc.is_main_process else None
+
     def dev_eval(step: int):
         nonlocal best, best_step
         if acc.is_main_process:
-            m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev)
+            m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev, dev_cache)
             run.log({"step": step, **{f"eval/{k}": v for k, v in m.items()}})
             score = m[task.primary]
             # Ties go to the later checkpoint (it has trained more); matters when a metric is flat.

@@ -15,14 +15,15 @@ Defaults follow the LLMR authors' code: q normalised by the mean logit, gradient
 from __future__ import annotations
 
 import torch
+from torch.profiler import record_function
 
 from kdlib import returns
 from kdlib.config import RLParams
 from kdlib.evaluate import teacher_scores
 from kdlib.generation import generate
 from kdlib.losses import policy_gradient_loss
-from kdlib.models import forward_logits, token_logprobs
-from kdlib.trainers.base import MicroLoss, Task, batch_src, micro_generator
+from kdlib.models import encoder_states, forward_logits, token_logprobs
+from kdlib.trainers.base import MicroLoss, Task, batch_src, has_active_dropout, micro_generator
 
 
 def estimate_returns(method: str, q_sa, v, mask, k: int, tail: str, reward_clip: float, student_logits=None, tokens=None):
@@ -37,21 +38,39 @@ def estimate_returns(method: str, q_sa, v, mask, k: int, tail: str, reward_clip:
     return G * mask
 
 
-def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, seed: int) -> MicroLoss:
+def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, seed: int,
+                  teacher_cache=None) -> MicroLoss:
+    """The loss of one micro-batch of the REINFORCE family (sample, score, return, Eq. (8)).
+
+    ``teacher_cache``: an :class:`kdlib.models.EncoderCache` of the teacher over the train prompts
+    (its encoder states are then read, not recomputed). With one process and no active dropout
+    the student's encoder runs once per micro-batch: its states (with gradient) feed the loss, and
+    detached they feed the sampler."""
     dev = accelerator.device
     rank = accelerator.process_index
 
     def micro_loss(model, idx: list[int], step: int, micro: int):
-        g = micro_generator(seed, step, micro, rank)
+        g = micro_generator(seed, step, micro, rank, dev)
         src, src_m = batch_src(task, "train", idx, "student", dev)  # (B, S)
         t_src, t_src_m = batch_src(task, "train", idx, "teacher", dev)
-        roll = generate(accelerator.unwrap_model(model), task.tok, src, src_m, arch=task.arch,
-                        max_new_tokens=task.max_target_len, do_sample=True, temperature=rp.temperature,
-                        top_k=rp.top_k, use_calculator=task.use_calculator, generator=g)
+        policy = accelerator.unwrap_model(model)
+        enc = None  # the student's encoder states, shared by sampling and the loss
+        with record_function("kdlib.sample"):
+            if task.arch == "seq2seq" and model is policy and not has_active_dropout(model):
+                enc = encoder_states(model, src, src_m)  # (B, S, D), with gradient
+            roll = generate(policy, task.tok, src, src_m, arch=task.arch, max_new_tokens=task.max_target_len,
+                            do_sample=True, temperature=rp.temperature, top_k=rp.top_k,
+                            use_calculator=task.use_calculator, generator=g,
+                            encoder_hidden=None if enc is None else enc.detach())
         y, mask = roll.tokens, roll.mask  # (B, T)
-        q_sa, v, t_logp = teacher_scores(teacher, task.arch, t_src, t_src_m, y, mask, rp.normalize)  # (B, T) each
-        s_logits = forward_logits(model, task.arch, src, src_m, y, mask)  # (B, T, V)
-        logp = token_logprobs(s_logits, y)  # (B, T)
+        with record_function("kdlib.teacher"):
+            t_enc = None
+            if teacher_cache is not None:
+                t_enc, t_src_m = teacher_cache.get(idx)  # (B, S, D), (B, S)
+            q_sa, v, t_logp = teacher_scores(teacher, task.arch, t_src, t_src_m, y, mask, rp.normalize, t_enc)  # (B, T)
+        with record_function("kdlib.student_forward"):
+            s_logits = forward_logits(model, task.arch, src, src_m, y, mask, enc)  # (B, T, V)
+            logp = token_logprobs(s_logits, y)  # (B, T)
         G = estimate_returns(method, q_sa, v, mask, rp.k, rp.tail, rp.reward_clip, s_logits, y)
         loss = policy_gradient_loss(logp, G, roll.action_mask, normalize=rp.pg_normalize)
         with torch.no_grad():
