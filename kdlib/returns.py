@@ -496,6 +496,8 @@ def summarize_variance_bias(result: dict) -> dict:
 # whatever is stored at the other positions (rewards, values, log-probs; garbage, NaN, inf
 # included) is never read. Every per-token result is 0 at positions where ``mask`` is False.
 __all__ += [
+    "terminal_rewards",
+    "kl_penalised_rewards",
     "gae",
     "whiten",
     "grpo_advantages",
@@ -525,6 +527,47 @@ def _check_group(n: int, group_size) -> int:
     if n % group_size != 0:
         raise ValueError(f"the number of samples ({n}) is not a multiple of group_size={group_size}")
     return group_size
+
+
+def _last_action(mask: Tensor) -> Tensor:
+    """(N, L) bool: True at each row's last True position (none for an empty row)."""
+    L = mask.shape[-1]
+    t_idx = torch.arange(L, device=mask.device)
+    last = torch.where(mask, t_idx, -1).amax(dim=-1, keepdim=True)  # (N, 1)
+    return t_idx == last
+
+
+@torch.no_grad()
+def terminal_rewards(score: Tensor, mask: Tensor) -> Tensor:
+    """A sequence-level reward placed on each row's LAST ACTION: (N,) -> (N, L), 0 elsewhere.
+
+    The outcome reward of an RLHF-style PPO (seed 003 Eq. (7)'s shaped score, spec A2
+    ``1[t = last action of row] * R~``). Rows without actions get nothing.
+    Args: score: (N,); mask: (N, L) bool action mask. Returns: (N, L) detached.
+    """
+    if mask.dim() != 2 or score.shape != mask.shape[:1]:
+        raise ValueError(f"expected score (N,) and mask (N, L), got {tuple(score.shape)}, {tuple(mask.shape)}")
+    m = mask.bool()
+    s = score.detach().to(_float_dtype(score))
+    return torch.where(_last_action(m), s.unsqueeze(-1), s.new_zeros(()))
+
+
+@torch.no_grad()
+def kl_penalised_rewards(score: Tensor, logp: Tensor, logp_ref: Tensor, mask: Tensor, beta: float) -> Tensor:
+    """Per-token PPO rewards ``r_t = -beta (logp_t - logp_ref_t) + 1[t = last action] score`` (spec A2).
+
+    The k1 KL penalty against a frozen reference on the sampled tokens, TRL PPOTrainer's
+    default (seed 003: beta = 0.2, the "KL penalty coefficient"; [choice A7.11] against the
+    frozen S_warmup, not pi_old as Eq. (8) writes). Feed the result to :func:`gae`.
+    Args: score: (N,); logp, logp_ref: (N, L) rollout-policy and reference log-probs of the
+    sampled tokens; mask: (N, L) bool action mask. Returns: (N, L) detached, 0 off the mask.
+    """
+    _check_same_shape(logp=logp, logp_ref=logp_ref, mask=mask)
+    m = mask.bool()
+    dtype = _float_dtype(logp, logp_ref, score)
+    zero = torch.zeros((), dtype=dtype, device=logp.device)
+    kl = torch.where(m, logp.detach().to(dtype) - logp_ref.detach().to(dtype), zero)
+    return torch.where(m, -beta * kl, zero) + terminal_rewards(score.to(dtype), m)
 
 
 @torch.no_grad()

@@ -27,6 +27,8 @@ from kdlib.returns import (
     future_mean,
     gae,
     grpo_advantages,
+    kl_penalised_rewards,
+    terminal_rewards,
     grpo_process_advantages,
     minillm_advantages,
     whiten,
@@ -152,6 +154,26 @@ def test_gae_bad_arguments():
         gae(x, x, m, gamma=1.5)
     with pytest.raises(ValueError):
         gae(x, x, m, next_value=torch.zeros(3))
+
+
+# ========================================================================================
+# PPO token rewards
+# ========================================================================================
+def test_terminal_and_kl_penalised_rewards():
+    mask = torch.tensor([[True, True, False, True, False], [True, False, False, False, False],
+                         [False, False, False, False, False]])
+    score = torch.tensor([2.0, -5.0, 7.0], dtype=torch.float64)
+    term = terminal_rewards(score, mask)
+    assert torch.equal(term, torch.tensor([[0, 0, 0, 2.0, 0], [-5.0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+                                          dtype=torch.float64))
+    logp = torch.tensor([[-1.0, -2.0, NAN, -0.5, INF]] * 3, dtype=torch.float64)
+    logp_ref = torch.tensor([[-1.5, -1.0, 0.0, -0.5, NAN]] * 3, dtype=torch.float64)
+    r = kl_penalised_rewards(score, logp, logp_ref, mask, beta=0.2)
+    expected = torch.tensor([[-0.1, 0.2, 0, 2.0, 0], [-5.1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float64)
+    assert torch.allclose(r, expected, atol=1e-15)
+    # end to end with GAE (gamma = lam = 1): the advantage at t is the reward-to-go minus V
+    adv, _ = gae(r, torch.zeros_like(r), mask, gamma=1.0, lam=1.0)
+    assert torch.allclose(adv[0], torch.tensor([2.1, 2.2, 0, 2.0, 0], dtype=torch.float64))
 
 
 # ========================================================================================
@@ -541,6 +563,12 @@ def test_token_entropy_uniform_and_matches_autograd():
     assert torch.allclose(token_entropy(s, mask), ref)
     with pytest.raises(ValueError):
         token_entropy(s, mask, chunk_size=0)
+    # a -inf logit has probability 0 and contributes 0, with a finite gradient
+    z = torch.tensor([[[0.0, -INF, 0.0]]], dtype=torch.float64, requires_grad=True)
+    H = token_entropy(z, torch.tensor([[True]]))
+    assert H.item() == pytest.approx(math.log(2))
+    H.sum().backward()
+    assert torch.isfinite(z.grad).all() and z.grad[0, 0, 1] == 0
 
 
 # ========================================================================================
