@@ -41,6 +41,14 @@ class ParamsError(ValueError):
     """Bad parameters. The message names the file and the field."""
 
 
+class _FieldError(ValueError):
+    """A check across sections that blames one dotted field (reported like a field error)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -151,13 +159,19 @@ class ModelParams(_Strict):
 
 
 class OptimParams(_Strict):
-    """One training stage: AdamW, linear warm-up then constant, gradient clipping."""
+    """One training stage: AdamW, linear warm-up then constant, gradient clipping.
+
+    ``steps`` and ``warmup_steps`` count OPTIMISER UPDATES (one update = ``grad_accum``
+    micro-batches of ``batch_size``), as the KETCHUP authors' code steps its scheduler. Seed 001
+    Table 5's 5,000-step warm-up, read this way, is longer than its whole GSM8K RL run (81
+    updates at 8 x 32 per update for 3 epochs), so the learning rate never reaches its peak there.
+    """
 
     lr: float = 1e-3
     batch_size: StrictInt = 16
     grad_accum: StrictInt = 1
-    steps: StrictInt = 500  # optimiser steps
-    warmup_steps: StrictInt = 0
+    steps: StrictInt = 500  # optimiser updates
+    warmup_steps: StrictInt = 0  # optimiser updates of linear warm-up (not micro-batches)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # LLMR reference code clips at 1.0
     eval_every: StrictInt = 100  # steps between dev evaluations (model selection)
@@ -187,11 +201,33 @@ class TeacherParams(OptimParams):
 
 
 class DivergenceParams(OptimParams):
-    """SeqKD / KL / JS / TVD (Wen et al. 2023): token-level divergences on fixed prefixes."""
+    """SeqKD / KL / JS / TVD (Wen et al. 2023): token-level divergences on fixed prefixes.
 
-    student_mix: float = 0.5  # JS/TVD: share of prefixes sampled from the student (rest: teacher outputs)
+    ``estimator`` (JS and TVD only):
+      * ``wen`` (default): Wen et al.'s step-wise decomposition; every micro-batch scores the
+        teacher-prefix half (the cached teacher outputs) AND the student-prefix half (the
+        student's samples): JS = beta KL(p||m) on teacher prefixes + (1-beta) KL(q||m) on student
+        prefixes; TVD = 1/2 TVD on each (kdlib.losses.wen_js_divergence / wen_tvd);
+      * ``mixed_prefix``: the kit's earlier estimator, kept to reproduce earlier runs: one coin per
+        micro-batch picks student samples (probability ``student_mix``) or teacher outputs, and
+        the full JSD / TVD is scored on those prefixes.
+    ``dropout`` overrides ``models.dropout`` for the student of a divergence-KD run (SeqKD, KL,
+    JS, TVD; seed 001 Table 6 uses 0.25 there and 0.0 for RL); None = ``models.dropout``. It
+    applies to the method stage only, not to the teacher or the pre-distillation it starts from.
+    """
+
+    estimator: Literal["wen", "mixed_prefix"] = "wen"
+    student_mix: float = 0.5  # mixed_prefix only: share of micro-batches on student samples
     js_beta: float = 0.5  # JS mixture weight; 0.5 is the symmetric Jensen-Shannon divergence
     temperature: float = 1.0  # sampling temperature of the student prefixes
+    dropout: Optional[float] = None  # None: models.dropout; else the divergence-KD student's dropout
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout(cls, v):
+        if v is not None and not 0.0 <= v < 1.0:
+            raise ValueError(f"must be in [0, 1), got {v}")
+        return v
 
     @field_validator("student_mix")
     @classmethod
@@ -209,14 +245,27 @@ class DivergenceParams(OptimParams):
 
 
 class RLParams(OptimParams):
-    """REINFORCE with a teacher-induced reward (LLMR) and KETCHUP's K-step return."""
+    """REINFORCE with a teacher-induced reward (LLMR) and KETCHUP's K-step return.
+
+    ``compat``: ``paper`` (default) trains what the papers write (Algorithm 1, Eq. (8), returns
+    clipped); ``authors_code`` selects the behaviour of the authors' public code (spec
+    seed001_brim_extras.md Sec. 8.2): the learning signal of kdlib.losses.authors_code_pg_loss
+    (clip of rho * G^, rho the detached student probability, mean over tokens), the ``clamp``
+    tail, and a baseline that is one batch scalar (kdlib.returns.authors_code_baseline).
+    ``tail``: ``algorithm1`` (Algorithm 1), ``block`` (Eq. (7)/(20)), ``clamp`` (authors' code).
+    ``temperature`` != 1 or ``top_k`` > 0 samples from another distribution than the policy whose
+    log-probabilities the gradient uses (off-policy REINFORCE): refused unless
+    ``allow_off_policy`` is true.
+    """
 
     k: StrictInt = 2  # KETCHUP's K; LLMR and its baselines use K = 1
-    tail: Literal["algorithm1", "block"] = "algorithm1"
+    tail: Literal["algorithm1", "block", "clamp"] = "algorithm1"
+    compat: Literal["paper", "authors_code"] = "paper"
     normalize: Literal["raw", "mean", "log_softmax"] = "mean"  # LLMR code: logits minus vocab mean
     reward_clip: float = 100.0  # returns clipped to [-clip, clip] (paper Table 4)
     temperature: float = 1.0
     top_k: StrictInt = 0  # 0 = full vocabulary
+    allow_off_policy: StrictBool = False  # permit temperature != 1 or top_k > 0 for RL methods
     pg_normalize: Literal["batch", "tokens"] = "batch"
 
     @field_validator("k")
@@ -300,9 +349,31 @@ class Params(_Strict):
             raise ValueError(f"unknown method {v!r}; known methods: {', '.join(METHODS)}")
         return v
 
+    @model_validator(mode="after")
+    def _on_policy_sampling(self):
+        # REINFORCE's gradient uses log pi at temperature 1 over the full vocabulary; samples
+        # drawn at another temperature or from the top-k are off-policy (a biased gradient).
+        if self.method in RL_METHODS and not self.rl.allow_off_policy:
+            if self.rl.temperature != 1.0:
+                raise _FieldError("rl.temperature", f"sampling at temperature {self.rl.temperature} makes REINFORCE "
+                                  "off-policy (the gradient uses log pi at temperature 1); set "
+                                  "rl.allow_off_policy: true to run it anyway")
+            if self.rl.top_k > 0:
+                raise _FieldError("rl.top_k", f"top-k sampling (top_k={self.rl.top_k}) makes REINFORCE off-policy "
+                                  "(the gradient uses log pi over the full vocabulary); set "
+                                  "rl.allow_off_policy: true to run it anyway")
+        return self
+
     def k_effective(self) -> int:
         """K used by the return estimator: LLMR and its baselines are K = 1."""
         return self.rl.k if self.method == "ketchup" else 1
+
+    def method_dropout(self) -> float:
+        """Dropout of the student in the method stage: ``divergence.dropout`` for the
+        divergence-KD methods (seqkd, kl, js, tvd) when it is set, else ``models.dropout``."""
+        if self.method in DIVERGENCE_METHODS and self.divergence.dropout is not None:
+            return self.divergence.dropout
+        return self.models.dropout
 
 
 # ----------------------------------------------------------------------------- notebook params
@@ -472,8 +543,12 @@ def _validate(model: type[BaseModel], data: dict, sources: dict, default_source:
         lines = []
         for err in e.errors():
             field = ".".join(str(x) for x in err["loc"])
-            src = _source_of(field, sources, default_source)
             msg = err["msg"]
+            blamed = (err.get("ctx") or {}).get("error")
+            if isinstance(blamed, _FieldError):  # a cross-section check names its own field
+                field = ".".join(x for x in (field, blamed.field) if x)
+                msg = str(blamed)
+            src = _source_of(field, sources, default_source)
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (a typo?); allowed keys are the fields of this section"
             lines.append(f"{src}: field '{field}': {msg}")

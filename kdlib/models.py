@@ -106,10 +106,64 @@ def check_shared_vocab(teacher_tok, student_tok, teacher_model=None, student_mod
 
 
 # ----------------------------------------------------------------------------- models
+# Config fields that hold a dropout probability in the model families the kit meets (T5:
+# dropout_rate; Qwen2 / Llama: attention_dropout; GPT-2: resid/embd/attn_pdrop; BERT-style:
+# hidden_dropout_prob, attention_probs_dropout_prob; BART / OPT: dropout, activation_dropout).
+# Any other numeric field whose name contains "dropout" or ends in "pdrop" is set as well.
+DROPOUT_FIELDS = ("dropout_rate", "attention_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout",
+                  "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "activation_dropout",
+                  "classifier_dropout", "summary_first_dropout")
+
+
+def _is_dropout_name(name: str) -> bool:
+    return name in DROPOUT_FIELDS or "dropout" in name or name.endswith("pdrop")
+
+
+def _is_prob(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def set_config_dropout(config, p: float) -> None:
+    """Set every dropout probability of a transformers config (and of its sub-configs, e.g. a
+    ``text_config``) to ``p``, in place. Fields that are ``None`` (e.g. ``classifier_dropout``
+    meaning "use the hidden dropout") stay ``None``."""
+    from transformers import PretrainedConfig
+
+    for name, value in list(vars(config).items()):
+        if isinstance(value, PretrainedConfig):
+            set_config_dropout(value, p)
+        elif not name.startswith("_") and _is_dropout_name(name) and _is_prob(value):
+            setattr(config, name, float(p))
+
+
+def apply_dropout(model, p: float):
+    """Make ``model`` run with dropout probability ``p`` everywhere; returns ``model``.
+
+    Three places hold a dropout probability and all three are set: the config's fields (what a
+    saved checkpoint records), the ``p`` of every ``torch.nn.Dropout``-family module, and the
+    plain float attributes that attention modules copy from the config at build time and pass to
+    functional dropout (T5Attention.dropout, Qwen2/Llama ``attention_dropout``). ``p = 0`` makes a
+    model in train mode deterministic.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    if getattr(model, "config", None) is not None:
+        set_config_dropout(model.config, p)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = float(p)
+        for name, value in list(vars(module).items()):
+            if not name.startswith("_") and _is_dropout_name(name) and _is_prob(value):
+                setattr(module, name, float(p))
+    return model
+
+
 def build_model(spec: str, *, vocab_size: int, arch: str = "seq2seq", dropout: float = 0.0,
                 seed: int = 0, dtype: str = "float32", trust_remote_code: bool = False,
                 max_positions: int = 1024):
-    """A model from a spec: a tiny preset (random init from ``seed``) or ``from_pretrained``."""
+    """A model from a spec: a tiny preset (random init from ``seed``) or ``from_pretrained``.
+
+    ``dropout`` applies to every model, hub or tiny (:func:`apply_dropout`)."""
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     if is_tiny(spec):
         size = spec.split(":", 1)[1]
@@ -134,17 +188,30 @@ def build_model(spec: str, *, vocab_size: int, arch: str = "seq2seq", dropout: f
                               attention_dropout=dropout, tie_word_embeddings=True, pad_token_id=0,
                               eos_token_id=1, bos_token_id=1)
             model = Qwen2ForCausalLM(cfg)
-        return model.to(torch_dtype)
-    return load_pretrained(spec, arch=arch, dtype=dtype, trust_remote_code=trust_remote_code)
+        return apply_dropout(model, dropout).to(torch_dtype)
+    return load_pretrained(spec, arch=arch, dtype=dtype, trust_remote_code=trust_remote_code, dropout=dropout)
 
 
-def load_pretrained(path: str, *, arch: str, dtype: str = "float32", trust_remote_code: bool = False):
-    """``from_pretrained`` for a hub name or a folder (our checkpoints are safetensors)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+def load_pretrained(path: str, *, arch: str, dtype: str = "float32", trust_remote_code: bool = False,
+                    dropout: float | None = None):
+    """``from_pretrained`` for a hub name or a folder (our checkpoints are safetensors).
+
+    ``dropout``: the probability the model runs with, whatever its saved config says (a hub T5
+    says 0.1): set in the config before the model is built and then on every module
+    (:func:`apply_dropout`). ``None`` keeps the saved values; the kit always passes one.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     cls = AutoModelForSeq2SeqLM if arch == "seq2seq" else AutoModelForCausalLM
-    return cls.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
+    kwargs = {}
+    if dropout is not None:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        set_config_dropout(config, dropout)
+        kwargs["config"] = config
+    model = cls.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True,
+                                **kwargs)
+    return model if dropout is None else apply_dropout(model, dropout)
 
 
 def n_params(model) -> int:

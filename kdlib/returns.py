@@ -36,6 +36,7 @@ __all__ = [
     "kstep_returns_loop",
     "clip_rewards",
     "batch_mean_baseline",
+    "authors_code_baseline",
     "score_norm_sq",
     "min_variance_baseline",
     "return_variance_bias",
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 NORMALIZATIONS = ("raw", "mean", "log_softmax")
-TAILS = ("algorithm1", "block")
+TAILS = ("algorithm1", "block", "clamp")  # clamp: the authors' public code (spec seed001 Sec. 2)
 
 
 # ----------------------------------------------------------------------------------------
@@ -198,7 +199,19 @@ def kstep_returns(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str = "al
     which is 0 under that convention, so it equals Eq. (20)'s ``floor((T-t)/k)``.)
     Theorem 1 / Eq. (24) is about this form.
 
-    K = 1 gives :func:`full_returns` for both tails.
+    ``tail="clamp"``: the authors' public code (``n_step_reward_shift_upgrade``; spec
+    ``seed001_brim_extras.md`` Sec. 2 table and Sec. 11). Chain ``t, t+k, ...``; a block that
+    would pass ``T`` is truncated to end at ``s_T``, and ``q_sa[T]`` closes the chain::
+
+        G^_t = sum_{i=0}^{m-1} ( q_sa[t+ik] - v[t+(i+1)k] ) + q_sa[T],      if (T - t) % k == 0
+        G^_t = sum_{i=0}^{m-1} ( q_sa[t+ik] - v[t+(i+1)k] )
+               + ( q_sa[t+mk] - v[T] ) + q_sa[T],                            otherwise
+
+    with ``m = floor((T - t) / k)``. It equals Algorithm 1 for k <= 2 and differs for k >= 3
+    wherever the final partial block has >= 2 steps (Algorithm 1 chains one-step rewards
+    there; clamp jumps straight to ``v[T]``).
+
+    K = 1 gives :func:`full_returns` for every tail.
 
     Vectorised (no loop over rows or time). Write ``d_t = v[t] - q_sa[t]`` (the gap
     between the best and the chosen action, >= 0 for teacher Q-values; 0 at masked positions). Telescoping,
@@ -210,13 +223,16 @@ def kstep_returns(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str = "al
     residue class of t mod k (one reshape after padding T to a multiple of k), where
     * block: ``y = d``;
     * algorithm1: ``y_t = d_t`` where ``t + k <= T`` (a K-step jump), and
-      ``y_t = sum_{i >= t} d_i`` on the last k positions (one-step chain, so ``G^_t = G_t``).
+      ``y_t = sum_{i >= t} d_i`` on the last k positions (one-step chain, so ``G^_t = G_t``);
+    * clamp: ``J(t)`` is the block form's set plus ``T`` itself when the chain does not land on
+      ``T`` (the truncated block cancels ``v[T]`` against the closing ``q_sa[T]``). Every chain
+      lands exactly once in ``(T - k, T]``, so ``y_t = d_t + d_T [T - k < t < T]``.
     Everything runs in reversed time so that both cumsums are forward ones.
 
     Args:
         q_sa, v: (B, T) float (see :func:`teacher_q`); mask: (B, T) bool, ragged lengths.
         k: segment length K, an int >= 1 (ValueError otherwise).
-        tail: ``"algorithm1"`` or ``"block"``.
+        tail: ``"algorithm1"``, ``"block"`` or ``"clamp"``.
 
     Returns:
         (B, T) returns ``G^_t``, 0 after each row's end.
@@ -241,6 +257,13 @@ def kstep_returns(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str = "al
     d_rev = torch.where(mask, v - q_sa, zero).flip(-1)  # (B, T): gap d, reversed time s = T-1-t
     if tail == "block":
         y_rev = d_rev  # (B, T)
+    elif tail == "clamp":
+        s_idx = torch.arange(T, device=q_sa.device, dtype=torch.float32)  # (T,): exact ints < 2^24
+        end = torch.where(mask, s_idx, -1.0).amax(dim=-1, keepdim=True)  # (B, 1): last True
+        t_rev = (T - 1) - s_idx  # (T,): forward time of reversed position s
+        d_end = torch.where(t_rev == end, d_rev, zero).sum(-1, keepdim=True)  # (B, 1): d_T (0 for an empty row)
+        landing = (t_rev > end - k) & (t_rev < end)  # (B, T): landing points short of T
+        y_rev = d_rev + torch.where(landing, d_end, zero)  # (B, T)
     else:
         s_idx = torch.arange(T, device=q_sa.device, dtype=torch.float32)  # (T,): exact ints < 2^24
         end = torch.where(mask, s_idx, -1.0).amax(dim=-1, keepdim=True)  # (B, 1): last True
@@ -259,7 +282,8 @@ def kstep_returns_loop(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str 
     """Reference implementation: a literal, line-by-line transcription (slow; for tests and benchmarks).
 
     ``tail="algorithm1"`` transcribes Algorithm 1's inner loop (``for t <- T to 0``) per row;
-    ``tail="block"`` transcribes the sum of Eq. (20) term by term. Same conventions as
+    ``tail="block"`` transcribes the sum of Eq. (20) term by term; ``tail="clamp"`` walks the
+    chain ``t, t+k, ...`` block by block, cutting the last block at ``T``. Same conventions as
     :func:`kstep_returns` (end = last True position, masked entries read as 0, ``v`` past the
     end = 0, returns 0 after the end). Loops over Python floats; computes in float64 and
     returns the input dtype. Shapes: (B, T) -> (B, T).
@@ -291,13 +315,22 @@ def kstep_returns_loop(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str 
                     G[t] = (q(t) - max_q(t + 1)) + G[t + 1]
                 else:
                     G[t] = (q(t) - max_q(t + k)) + G[t + k]
-        else:
+        elif tail == "block":
             for t in range(0, T + 1):
                 total, i = 0.0, 0
                 while t + i * k <= T:  # i = 0 .. floor((T - t) / k)
                     total += q(t + i * k) - max_q(t + (i + 1) * k)
                     i += 1
                 G[t] = total
+        else:  # clamp
+            for t in range(0, T + 1):
+                total, j = 0.0, t
+                while j + k <= T:  # full blocks j -> j + k (the last one may land on T)
+                    total += q(j) - max_q(j + k)
+                    j += k
+                if j < T:  # the block from j would pass T: cut it to end at s_T
+                    total += q(j) - max_q(T)
+                G[t] = total + q(T)
         out.append(G)
     return torch.tensor(out, dtype=torch.float64).reshape(shape).to(q_sa.dtype)
 
@@ -356,6 +389,32 @@ def batch_mean_baseline(G: Tensor, mask: Tensor) -> Tensor:
     """
     _, _, alive, _ = _prepare(G, G, mask)
     return _positionwise_weighted_mean(G, alive, torch.ones_like(G))
+
+
+def authors_code_baseline(signal: Tensor, mask: Tensor) -> Tensor:
+    """The baseline of the authors' public code, for BOTH "mean" and "min-variance" (spec
+    ``seed001_brim_extras.md`` Sec. 8.2 item 5). Not the paper's baselines: see
+    :func:`batch_mean_baseline` and :func:`min_variance_baseline` for those.
+
+    * "mean" subtracts ONE scalar per batch: the mean of the weighted return
+      ``signal = rho_t * G^_t`` over all ``B * T`` positions, padding included.
+    * "min-variance" computes ``b = mean(signal * g^2) / mean(g^2)`` with
+      ``g = d(sum lprobs) / d lprobs``, which is 1 at every position, so ``b`` is numerically
+      the same scalar (the code's extra ``backward`` only adds ``grad sum log pi`` to the
+      parameter gradients; that side effect is not reproduced here).
+
+    So ``b = signal.sum() / (B * T)``. The kit's returns are 0 after each row's end, so padding
+    dilutes ``b`` as in the code; the code's padded positions hold teacher-logit values instead
+    of 0, so ``b`` matches it exactly only for batches without padding. Which of ``b`` and the
+    clip of ``rho * G^`` is applied first is not stated in the spec; the caller decides.
+
+    Args: signal: (B, T) ``rho_t * G^_t`` (see :func:`kdlib.losses.authors_code_pg_loss`);
+        mask: (B, T) bool (end = last True position).
+    Returns: (B, T) detached, ``b`` at positions ``t <= T_b`` and 0 after each row's end.
+    """
+    signal, _, alive, _ = _prepare(signal, signal, mask)  # (B, T): 0 where mask is False
+    b = signal.detach().sum() / max(signal.numel(), 1)  # (): mean over all B * T positions
+    return torch.where(alive, b, signal.new_zeros(())).detach()
 
 
 @torch.no_grad()

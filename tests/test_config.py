@@ -41,6 +41,16 @@ BAD = [
     ({"task": {"name": "xsum", "path": "./no/such/dir"}}, "task.path", "does not exist"),
     ({"rl": {"kk": 2}}, "rl.kk", "unknown key"),
     ({"teacherr": {"lr": 1e-3}}, "teacherr", "unknown key"),
+    # off-policy sampling for an RL method (kit.yaml's method is ketchup)
+    ({"rl": {"temperature": 0.7}}, "rl.temperature", "off-policy"),
+    ({"rl": {"top_k": 5}}, "rl.top_k", "off-policy"),
+    ({"method": "llmr", "rl": {"top_k": 1}}, "rl.top_k", "rl.allow_off_policy"),
+    ({"rl": {"allow_off_policy": "yes"}}, "rl.allow_off_policy", "valid boolean"),
+    ({"rl": {"tail": "eq7"}}, "rl.tail", "'algorithm1', 'block' or 'clamp'"),
+    ({"rl": {"compat": "authors"}}, "rl.compat", "'paper' or 'authors_code'"),
+    ({"divergence": {"estimator": "coin"}}, "divergence.estimator", "'wen' or 'mixed_prefix'"),
+    ({"divergence": {"dropout": 1.0}}, "divergence.dropout", "[0, 1)"),
+    ({"divergence": {"dropout": -0.1}}, "divergence.dropout", "[0, 1)"),
 ]
 
 
@@ -104,3 +114,74 @@ def test_task_overrides_apply_to_their_task_only(tmp_path):
         load_params(base, bad, **{"task.name": "mini-gsm8k"})
     with pytest.raises(ParamsError, match="unknown task"):
         load_params(base, _write(tmp_path, {"task_overrides": {"gsm9k": {}}}, "bad3.yaml"))
+
+
+def test_off_policy_sampling_needs_the_flag_and_only_for_rl_methods(tmp_path):
+    base = ROOT / "params/embedded/kit.yaml"
+    p = load_params(base, **{"rl.temperature": 0.7, "rl.top_k": 5, "rl.allow_off_policy": True})
+    assert (p.rl.temperature, p.rl.top_k, p.rl.allow_off_policy) == (0.7, 5, True)
+    assert load_params(base, **{"rl.top_k": 5, "method": "tvd"}).rl.top_k == 5  # not an RL method
+    assert load_params().rl.allow_off_policy is False
+    # the blamed field's own file is named, not the last file layered
+    hot = _write(tmp_path, {"rl": {"temperature": 2.0}}, "hot.yaml")
+    later = _write(tmp_path, {"rl": {"k": 3}}, "later.yaml")
+    with pytest.raises(ParamsError, match=r"hot\.yaml: field 'rl\.temperature'"):
+        load_params(base, hot, later)
+
+
+def test_new_rl_and_divergence_fields(tmp_path):
+    base = ROOT / "params/embedded/kit.yaml"
+    p = load_params(base, **{"rl.tail": "clamp", "rl.compat": "authors_code"})
+    assert (p.rl.tail, p.rl.compat) == ("clamp", "authors_code")
+    p = load_params(base)
+    assert (p.rl.compat, p.rl.tail, p.divergence.estimator, p.divergence.dropout) == ("paper", "algorithm1", "wen", None)
+    # divergence.dropout overrides models.dropout for divergence-KD methods only
+    p = load_params(base, **{"divergence.dropout": 0.25, "models.dropout": 0.1, "method": "js"})
+    assert p.method_dropout() == 0.25
+    assert load_params(base, **{"divergence.dropout": 0.25, "models.dropout": 0.1}).method_dropout() == 0.1  # ketchup
+    assert load_params(base, **{"models.dropout": 0.1, "method": "seqkd"}).method_dropout() == 0.1  # unset
+
+
+def test_cli_exit_code_2_for_the_new_checks(tmp_path):
+    bad = _write(tmp_path, {"rl": {"top_k": 4}})
+    r = subprocess.run([sys.executable, "-m", "kdlib", "validate", "-f", "params/embedded/kit.yaml", "-f", str(bad)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "'rl.top_k'" in r.stderr and str(bad) in r.stderr and "off-policy" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "kdlib", "validate", "-f", "params/embedded/kit.yaml", "--set",
+                        "rl.temperature=0.5"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "override rl.temperature: field 'rl.temperature'" in r.stderr
+    bad = _write(tmp_path, {"divergence": {"estimator": "coin"}}, "bad2.yaml")
+    r = subprocess.run([sys.executable, "-m", "kdlib", "validate", "-f", "params/embedded/kit.yaml", "-f", str(bad)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "'divergence.estimator'" in r.stderr and str(bad) in r.stderr
+    r = subprocess.run([sys.executable, "-m", "kdlib", "validate", "-f", "params/paper/kit.yaml", "-f",
+                        "params/paper/brim.yaml"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+# seed 001 Tables 5-6 as updates per task: epochs * ceil(ceil(n_train / batch) / grad_accum)
+BRIM_STEPS = {"xsum": (202_926, 2379, 794), "europarl": (1_167_808, 13686, 4562), "gsm8k": (6_705, 81, 28)}
+
+
+@pytest.mark.parametrize("task", sorted(BRIM_STEPS))
+def test_brim_layer_has_seed001_tables_5_and_6(task, monkeypatch):
+    import math
+
+    monkeypatch.chdir(ROOT)
+    n_train, rl_steps, div_steps = BRIM_STEPS[task]
+    assert rl_steps == 3 * math.ceil(math.ceil(n_train / 8) / 32)
+    assert div_steps == 2 * math.ceil(math.ceil(n_train / 32) / 16)
+    p = load_params("params/paper/kit.yaml", "params/paper/brim.yaml", **{"task.name": task})
+    assert (p.rl.lr, p.rl.warmup_steps, p.rl.batch_size, p.rl.grad_accum, p.rl.steps) == (1e-5, 5000, 8, 32, rl_steps)
+    assert (p.divergence.lr, p.divergence.warmup_steps, p.divergence.batch_size, p.divergence.grad_accum,
+            p.divergence.steps) == (5e-5, 5000, 32, 16, div_steps)
+    assert p.models.dropout == 0.0 and p.divergence.dropout == 0.25
+    assert p.method_dropout() == 0.0 and p.model_copy(update={"method": "tvd"}).method_dropout() == 0.25
+    # layered after seed 000's GSM8K file, Table 5's grad_accum 32 still holds
+    p = load_params("params/paper/kit.yaml", "params/paper/gsm8k.yaml", "params/paper/brim.yaml", **{"task.name": task})
+    assert (p.rl.grad_accum, p.rl.steps) == (32, rl_steps)
+
+
+def test_paper_main_results_uses_seed001_seeds(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert load_any("params/paper/main_results.yaml").seeds == [19083, 34007, 84122, 310, 55080]

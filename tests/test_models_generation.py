@@ -118,3 +118,82 @@ def test_vocabulary_mismatch_is_refused(tok):
     b = build_model("tiny-t5:micro", vocab_size=len(tok) + 5)
     with pytest.raises(ValueError, match="vocabularies differ"):
         check_shared_vocab(tok, tok, a, b)
+
+
+# ----------------------------------------------------------------------------------------
+# dropout: the params' value reaches every model the kit builds or loads
+# ----------------------------------------------------------------------------------------
+def _hub_like_folder(tmp_path, arch, tok):
+    """A tiny T5 / Qwen2 saved with save_pretrained whose config says dropout 0.1 (as t5-base's)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    if arch == "seq2seq":
+        model = T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=32, d_ff=64, num_layers=1, num_heads=2,
+                                                    d_kv=16, dropout_rate=0.1, classifier_dropout=0.1, pad_token_id=0,
+                                                    eos_token_id=1, decoder_start_token_id=0))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                             attention_dropout=0.1, pad_token_id=0, eos_token_id=1, bos_token_id=1))
+    folder = tmp_path / arch
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _dropout_values(model):
+    """Every dropout probability the model holds: config fields, Dropout modules, float attributes."""
+    from kdlib.models import _is_dropout_name
+
+    vals = {f"config.{k}": v for k, v in vars(model.config).items() if _is_dropout_name(k) and isinstance(v, float)}
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Dropout):
+            vals[f"{name}.p"] = mod.p
+        for k, v in vars(mod).items():
+            if _is_dropout_name(k) and isinstance(v, float):
+                vals[f"{name}.{k}"] = v
+    return vals
+
+
+def _two_train_passes(model, tok, arch):
+    model.train()
+    src, sm = encode_sources(tok, TEXTS[:2], 30, arch)
+    tgt, tm = encode_targets(tok, TEXTS[:2], 10)
+    return forward_logits(model, arch, src, sm, tgt, tm), forward_logits(model, arch, src, sm, tgt, tm)
+
+
+@pytest.mark.parametrize("arch", ["seq2seq", "causal"])
+def test_dropout_of_the_params_reaches_every_loaded_model(tok, tmp_path, arch):
+    from kdlib.config import Params
+    from kdlib.trainers.base import load_model
+
+    folder = _hub_like_folder(tmp_path, arch, tok)
+    kept = load_pretrained(str(folder), arch=arch)  # dropout=None keeps the saved 0.1 ...
+    assert 0.1 in _dropout_values(kept).values()
+    a, b = _two_train_passes(kept, tok, arch)
+    assert not torch.equal(a, b)  # ... and a model in train mode is then stochastic
+
+    for model in (load_pretrained(str(folder), arch=arch, dropout=0.0),
+                  build_model(str(folder), vocab_size=len(tok), arch=arch, dropout=0.0)):  # a hub spec
+        vals = _dropout_values(model)
+        assert vals and set(vals.values()) == {0.0}, vals
+        assert any(k.startswith("config.") for k in vals) and any(not k.startswith("config.") for k in vals)
+        a, b = _two_train_passes(model, tok, arch)
+        assert torch.equal(a, b)
+
+    # the harness's loader: models.dropout, and divergence.dropout for a divergence-KD method stage
+    task = SimpleNamespace(arch=arch)
+    p = Params(method="ketchup", models={"dropout": 0.0, "arch": arch}, divergence={"dropout": 0.25})
+    assert set(_dropout_values(load_model(p, task, "unused", checkpoint=str(folder))).values()) == {0.0}
+    p = Params(method="tvd", models={"dropout": 0.0, "arch": arch}, divergence={"dropout": 0.25})
+    assert p.method_dropout() == 0.25
+    assert set(_dropout_values(load_model(p, task, "unused", checkpoint=str(folder))).values()) == {0.25}
+
+
+def test_tiny_presets_apply_dropout_everywhere(tok):
+    for spec in ("tiny-t5:micro", "tiny-causal:micro"):
+        assert set(_dropout_values(build_model(spec, vocab_size=len(tok), dropout=0.3)).values()) == {0.3}
+        assert set(_dropout_values(build_model(spec, vocab_size=len(tok))).values()) == {0.0}
+    with pytest.raises(ValueError):
+        build_model("tiny-t5:micro", vocab_size=len(tok), dropout=1.0)

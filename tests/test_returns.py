@@ -2,10 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from kdlib.returns import (
+    TAILS as KIT_TAILS,
+    authors_code_baseline,
     batch_mean_baseline,
     clip_rewards,
     full_returns,
@@ -19,7 +22,7 @@ from kdlib.returns import (
     teacher_q,
 )
 
-TAILS = ("algorithm1", "block")
+TAILS = ("algorithm1", "block", "clamp")
 
 
 def _ragged(B, T, gen, min_len=0, dtype=torch.float64):
@@ -101,6 +104,7 @@ def test_k1_equals_reversed_cumsum_of_step_rewards_ragged():
         assert torch.equal(full_returns(q, v, mask), expected)
         assert torch.equal(kstep_returns(q, v, mask, 1), full_returns(q, v, mask))
         assert torch.allclose(kstep_returns(q, v, mask, 1, tail="block"), expected, atol=1e-12)
+        assert torch.allclose(kstep_returns(q, v, mask, 1, tail="clamp"), expected, atol=1e-12)
         # telescoping form of Eq. (10): G_t = sum_{i>=t} q_i - sum_{i>t} v_i
         qm, vm = q * mask, v * mask
         tel = torch.flip(torch.cumsum(torch.flip(qm, [-1]), -1), [-1]) - torch.flip(
@@ -244,6 +248,115 @@ def test_bad_tail_and_shapes():
 
 
 # ----------------------------------------------------------------------------------------
+# tail="clamp": the authors' public code (spec seed001_brim_extras.md Sec. 2 and Sec. 11)
+# ----------------------------------------------------------------------------------------
+def test_clamp_is_a_known_tail():
+    assert KIT_TAILS == ("algorithm1", "block", "clamp")
+
+
+def test_clamp_hand_computed_k3():
+    q = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    v = torch.tensor([[10.0, 20.0, 30.0, 40.0, 50.0]])
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    # T = 4, K = 3. G4 = q4; G3 = q3 - v4 + q4; G2 = q2 - v4 + q4 (block 2 -> 5 cut at 4);
+    # G1 = q1 - v4 + q4 (full block lands on T); G0 = q0 - v3 + (q3 - v4) + q4
+    clamp = torch.tensor([[1 - 40 + 4 - 50 + 5.0, 2 - 50 + 5.0, 3 - 50 + 5.0, 4 - 50 + 5.0, 5.0]])
+    assert torch.equal(kstep_returns(q, v, mask, 3, tail="clamp"), clamp)
+    assert torch.equal(kstep_returns_loop(q, v, mask, 3, tail="clamp"), clamp)
+    # Algorithm 1 differs only at t = 2, where the final partial block has T - t = 2 steps
+    alg1 = kstep_returns(q, v, mask, 3)
+    assert torch.equal(alg1[:, [0, 1, 3, 4]], clamp[:, [0, 1, 3, 4]])
+    assert alg1[0, 2] == 3 - 40 + (4 - 50 + 5.0) != clamp[0, 2]
+
+
+def test_clamp_equals_algorithm1_for_k_le_2_and_differs_exactly_where_the_partial_block_is_long():
+    gen = torch.Generator().manual_seed(21)
+    for _ in range(60):
+        B, T = int(torch.randint(1, 6, (1,), generator=gen)), int(torch.randint(1, 35, (1,), generator=gen))
+        q, v, mask, lengths = _ragged(B, T, gen)
+        for k in (1, 2):
+            assert torch.allclose(kstep_returns(q, v, mask, k, tail="clamp"), kstep_returns(q, v, mask, k), atol=1e-10)
+        for k in (3, 4, 7):
+            diff = (kstep_returns(q, v, mask, k, tail="clamp") - kstep_returns(q, v, mask, k)).abs()  # (B, T)
+            partial = (lengths[:, None] - 1 - torch.arange(T)) % k  # (B, T): (T_b - t) mod k, steps of the last block
+            long_tail = mask & (partial >= 2)
+            assert (diff[~long_tail] <= 1e-10).all(), k
+            assert (diff[long_tail] > 1e-9).all(), k  # random q, v: every such position differs
+
+
+def _authors_n_step_reward_shift_upgrade(q_row: np.ndarray, v_row: np.ndarray, K: int) -> np.ndarray:
+    """A literal NumPy transcription of the authors' ``n_step_reward_shift_upgrade`` (spec Sec. 2
+    table; repo jiabinfan/KETCHUP, utils/helper.py), for ONE EOS-terminated sequence of n = T + 1
+    tokens with n > K + 1 (batch dimension 1, as the code's per-device batch of 1).
+
+    Its inputs are built the way the spec describes the caller: ``selection_value[t] = q(s_t, a_t)``;
+    ``next_state_value = torch.roll(max_a q, -K)`` (wrapping), set to 0 where ``a_t`` is EOS
+    (t = n - 1); ``reward = selection_value - next_state_value`` (the K-step block reward).
+    """
+    n = q_row.shape[0]
+    selection_value = q_row[None, :].copy()  # (1, n)
+    next_state_value = np.roll(v_row, -K)[None, :].copy()  # (1, n): v[t + K], wrapped
+    next_state_value[:, n - 1] = 0.0  # a_{n-1} = EOS
+    reward = selection_value - next_state_value
+    n_step = K
+    for t in range(0, n):
+        if t + n_step >= n - 1:
+            if t != n - 1:
+                if n_step < next_state_value.shape[1]:
+                    reward[:, t] = selection_value[:, t] - next_state_value[:, -((1 + n_step) % n)]
+            elif t == n - 1:
+                pass  # no change for the last one
+    returns = np.zeros_like(reward)
+    for k in range(n_step):
+        m = np.zeros_like(reward)
+        m[:, k::n_step] = 1
+        m[:, n - 1] = 1
+        shifted_rewards = reward * m
+        _return = np.flip(np.cumsum(np.flip(shifted_rewards, -1), -1), -1)  # calc_returns
+        returns[:, k::n_step] = _return[:, k::n_step]
+    return returns[0]
+
+
+def test_clamp_equals_the_authors_recursion_per_sequence_and_in_padded_batches():
+    rng = np.random.default_rng(22)
+    for K in range(1, 9):
+        rows = []
+        for _ in range(6):
+            n = int(rng.integers(K + 2, 31))  # n > K + 1: where the code's tail index is meaningful
+            q_row, v_row = rng.standard_normal(n), rng.standard_normal(n)
+            ref = _authors_n_step_reward_shift_upgrade(q_row, v_row, K)
+            q1, v1 = torch.from_numpy(q_row)[None], torch.from_numpy(v_row)[None]
+            got = kstep_returns(q1, v1, torch.ones(1, n, dtype=torch.bool), K, tail="clamp")[0]
+            assert np.allclose(got.numpy(), ref, atol=1e-10), (K, n)
+            rows.append((q_row, v_row, ref))
+        # the same sequences right-padded into one batch, with garbage in the padding
+        T = max(len(r[0]) for r in rows)
+        q = torch.full((len(rows), T), 1e6, dtype=torch.float64)
+        v = torch.full((len(rows), T), -1e6, dtype=torch.float64)
+        mask = torch.zeros(len(rows), T, dtype=torch.bool)
+        for b, (q_row, v_row, _) in enumerate(rows):
+            q[b, : len(q_row)], v[b, : len(v_row)], mask[b, : len(q_row)] = torch.from_numpy(q_row), torch.from_numpy(v_row), True
+        got = kstep_returns(q, v, mask, K, tail="clamp")
+        for b, (_, _, ref) in enumerate(rows):
+            assert np.allclose(got[b, : len(ref)].numpy(), ref, atol=1e-10)
+            assert (got[b, len(ref):] == 0).all()
+
+
+def test_clamp_variance_of_whole_sequence_return():
+    # iid standard normals, T = 64 (last index 63): G^_0 = q_0 + sum_{i=1..m} (q - v)_{iK}
+    # [+ (q_T - v_T) when the chain does not land on T], so Var = 1 + 2m + 2 [63 % K != 0]
+    T, n = 64, 4000
+    gen = torch.Generator().manual_seed(23)
+    q = torch.randn(n, T, generator=gen, dtype=torch.float64)
+    v = torch.randn(n, T, generator=gen, dtype=torch.float64)
+    mask = torch.ones(n, T, dtype=torch.bool)
+    for k in (1, 2, 3, 4, 8, 16, 32):
+        exact = 1 + 2 * (63 // k) + 2 * (63 % k != 0)
+        var = float(kstep_returns(q, v, mask, k, tail="clamp")[:, 0].var())
+        assert abs(var - exact) <= 0.1 * exact + 0.3, (k, var, exact)
+
+
+# ----------------------------------------------------------------------------------------
 # Theorem 1 (Eq. (24)) on i.i.d. standard normals
 # ----------------------------------------------------------------------------------------
 # DESIGN.md's table (T = 64, 20,000 samples); the exact values are 2 * (#blocks) - 1 for the
@@ -263,7 +376,7 @@ def _exact_var(T, k, tail):
     return 2 * n_jump + (last - land + 1) + (last - land)
 
 
-@pytest.mark.parametrize("tail", TAILS)
+@pytest.mark.parametrize("tail", ["algorithm1", "block"])
 def test_theorem1_variance_of_whole_sequence_return(tail):
     T, n = 64, 4000
     gen = torch.Generator().manual_seed(10)
@@ -313,6 +426,21 @@ def test_min_variance_baseline_hand_computed():
     assert torch.allclose(b, torch.tensor([[2.5, 2.5, 23 / 9], [2.5, 2.5, 0.0]]))
     # constant weights give the mean baseline
     assert torch.allclose(min_variance_baseline(G, mask, torch.ones_like(G)), batch_mean_baseline(G, mask))
+
+
+def test_authors_code_baseline_is_one_scalar_over_all_positions():
+    signal = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 99.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    b = authors_code_baseline(signal, mask)
+    # padding reads as 0 but counts in the mean: (1 + 2 + 3 + 4 + 5) / 6
+    assert torch.equal(b, torch.tensor([[2.5, 2.5, 2.5], [2.5, 2.5, 0.0]]))
+    # the code's "min-variance" b = mean(signal g^2) / mean(g^2), g = d(sum lprobs)/d lprobs
+    lprobs = torch.randn(2, 3, requires_grad=True)
+    (g,) = torch.autograd.grad(lprobs.sum(), lprobs)
+    padded = torch.where(mask, signal, 0.0)
+    assert torch.equal(g, torch.ones(2, 3))
+    assert torch.allclose((padded * g**2).mean() / (g**2).mean(), b[0, 0])
+    assert not authors_code_baseline(signal.requires_grad_(True), mask).requires_grad
 
 
 def test_baselines_degenerate_batches():

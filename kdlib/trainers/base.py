@@ -148,7 +148,7 @@ def load_model(params: Params, task: Task, spec: str, checkpoint: str | None = N
     quiet_transformers()
     if checkpoint is not None:
         return load_pretrained(checkpoint, arch=task.arch, dtype=params.models.dtype,
-                               trust_remote_code=params.models.trust_remote_code)
+                               trust_remote_code=params.models.trust_remote_code, dropout=params.method_dropout())
     return build_model(spec, vocab_size=len(task.tok), arch=task.arch, dropout=params.models.dropout, seed=seed,
                        dtype=params.models.dtype, trust_remote_code=params.models.trust_remote_code)
 
