@@ -177,7 +177,9 @@ def ensure_method(p: Params) -> Run:
         loss = nll_micro_loss(task, teacher_outputs(p), acc.device)
         optim = p.divergence
     else:
-        loss = divergence_micro_loss(p.method, teacher, task, teacher_outputs(p), p.divergence, acc, p.seed)
+        teacher.to(acc.device)
+        loss = divergence_micro_loss(p.method, teacher, task, teacher_outputs(p), p.divergence, acc, p.seed,
+                                     teacher_encoder_cache(p, task, teacher, "train"))
         optim = p.divergence
     train_run(run, params=p, optim=optim, task=task, model=model, seed=p.seed, teacher=teacher, micro_loss=loss,
               extra_summary=extra)

@@ -26,7 +26,7 @@ from kdlib import metrics
 from kdlib.config import OptimParams, Params, params_hash
 from kdlib.engines import has_active_dropout  # noqa: F401  (re-exported for the families)
 from kdlib.evaluate import evaluate
-from kdlib.models import (EncoderCache, build_model, encode_targets, is_tiny, load_hub_tokenizer,
+from kdlib.models import (EncoderCache, build_model, encode_targets, encoder_states, is_tiny, load_hub_tokenizer,
                           load_or_train_tokenizer, load_pretrained, pad, save_checkpoint, tiny_arch)
 from kdlib.runs import Run, atomic_write_json, write_jsonl
 
@@ -183,6 +183,16 @@ def micro_generator(seed: int, step: int, micro: int, rank: int, device="cpu") -
     rank): resumable, and reproducible on that device."""
     g = torch.Generator(device=torch.device(device))
     return g.manual_seed(int(np.random.default_rng([seed, step, micro, rank]).integers(2**62)))
+
+
+def shared_encoder(model, accelerator, task: "Task", src: Tensor, src_m: Tensor) -> Tensor | None:
+    """The student's encoder states (B, S, D), with gradient, when one encoder pass can serve both
+    sampling (detached) and the loss: a seq2seq model, not wrapped for DDP (whose gradient hooks
+    need its own forward), no active dropout (sampling is dropout-free). Otherwise None, and each
+    use runs the encoder itself."""
+    if task.arch != "seq2seq" or model is not accelerator.unwrap_model(model) or has_active_dropout(model):
+        return None
+    return encoder_states(model, src, src_m)
 
 
 def teacher_encoder_cache(params: Params, task: Task, teacher, split: str, n: int | None = None):

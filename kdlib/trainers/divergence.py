@@ -22,48 +22,55 @@ from kdlib.config import DivergenceParams
 from kdlib.generation import generate
 from kdlib.losses import js_divergence, kl_divergence, tvd, wen_js_divergence, wen_tvd
 from kdlib.models import forward_logits
-from kdlib.trainers.base import MicroLoss, Task, batch_src, batch_tgt, micro_generator
+from kdlib.trainers.base import MicroLoss, Task, batch_src, batch_tgt, micro_generator, shared_encoder
 
 
 def divergence_micro_loss(method: str, teacher, task: Task, teacher_outputs: list[str], dp: DivergenceParams,
-                          accelerator, seed: int) -> MicroLoss:
+                          accelerator, seed: int, teacher_cache=None) -> MicroLoss:
+    """The loss of one micro-batch of the divergence family. ``teacher_cache``: an
+    :class:`kdlib.models.EncoderCache` of the teacher over the train prompts."""
     if method not in ("kl", "js", "tvd"):
         raise ValueError(f"not a divergence method: {method!r}")
     dev = accelerator.device
     rank = accelerator.process_index
 
-    def student_samples(model, src, src_m, g):  # prefixes sampled from the current student
+    def student_samples(model, src, src_m, g, enc):  # prefixes sampled from the current student
         roll = generate(accelerator.unwrap_model(model), task.tok, src, src_m, arch=task.arch,
                         max_new_tokens=task.max_target_len, do_sample=True, temperature=dp.temperature,
-                        use_calculator=task.use_calculator, generator=g)
+                        use_calculator=task.use_calculator, generator=g,
+                        encoder_hidden=None if enc is None else enc.detach())
         return roll.tokens, roll.mask  # (B, T) each
 
-    def logits_on(model, src, src_m, t_src, t_src_m, y, mask):  # student and teacher logits on prefixes y
+    def logits_on(model, src, src_m, t_src, t_src_m, y, mask, enc, t_enc):  # student and teacher logits on y
         with torch.no_grad():
-            t_logits = forward_logits(teacher, task.arch, t_src, t_src_m, y, mask)  # (B, T, V)
-        s_logits = forward_logits(model, task.arch, src, src_m, y, mask)  # (B, T, V)
+            t_logits = forward_logits(teacher, task.arch, t_src, t_src_m, y, mask, t_enc)  # (B, T, V)
+        s_logits = forward_logits(model, task.arch, src, src_m, y, mask, enc)  # (B, T, V)
         return s_logits, t_logits
 
     def micro_loss(model, idx: list[int], step: int, micro: int):
-        g = micro_generator(seed, step, micro, rank)
+        g = micro_generator(seed, step, micro, rank, dev)
         src, src_m = batch_src(task, "train", idx, "student", dev)
         t_src, t_src_m = batch_src(task, "train", idx, "teacher", dev)
+        t_enc = None
+        if teacher_cache is not None:
+            t_enc, t_src_m = teacher_cache.get(idx)  # (B, S, D), (B, S)
+        enc = shared_encoder(model, accelerator, task, src, src_m)  # (B, S, D) with gradient, or None
         if method in ("js", "tvd") and dp.estimator == "wen":
             y_tp, m_tp = batch_tgt(task, [teacher_outputs[i] for i in idx], dev)  # teacher prefixes
-            y_sp, m_sp = student_samples(model, src, src_m, g)  # student prefixes
-            s_tp, t_tp = logits_on(model, src, src_m, t_src, t_src_m, y_tp, m_tp)
-            s_sp, t_sp = logits_on(model, src, src_m, t_src, t_src_m, y_sp, m_sp)
+            y_sp, m_sp = student_samples(model, src, src_m, g, enc)  # student prefixes
+            s_tp, t_tp = logits_on(model, src, src_m, t_src, t_src_m, y_tp, m_tp, enc, t_enc)
+            s_sp, t_sp = logits_on(model, src, src_m, t_src, t_src_m, y_sp, m_sp, enc, t_enc)
             if method == "js":
                 loss = wen_js_divergence(s_tp, t_tp, m_tp, s_sp, t_sp, m_sp, beta=dp.js_beta)
             else:
                 loss = wen_tvd(s_tp, t_tp, m_tp, s_sp, t_sp, m_sp)
             return loss, {"student_len": float(m_sp.sum(1).float().mean())}
-        on_policy = method in ("js", "tvd") and float(torch.rand(1, generator=g)) < dp.student_mix
+        on_policy = method in ("js", "tvd") and float(torch.rand(1, generator=g, device=g.device)) < dp.student_mix
         if on_policy:
-            y, mask = student_samples(model, src, src_m, g)
+            y, mask = student_samples(model, src, src_m, g, enc)
         else:  # prefixes from the teacher's outputs
             y, mask = batch_tgt(task, [teacher_outputs[i] for i in idx], dev)
-        s_logits, t_logits = logits_on(model, src, src_m, t_src, t_src_m, y, mask)
+        s_logits, t_logits = logits_on(model, src, src_m, t_src, t_src_m, y, mask, enc, t_enc)
         if method == "kl":
             loss = kl_divergence(s_logits, t_logits, mask)
         elif method == "js":

@@ -22,8 +22,8 @@ from kdlib.config import RLParams
 from kdlib.evaluate import teacher_scores
 from kdlib.generation import generate
 from kdlib.losses import policy_gradient_loss
-from kdlib.models import encoder_states, forward_logits, token_logprobs
-from kdlib.trainers.base import MicroLoss, Task, batch_src, has_active_dropout, micro_generator
+from kdlib.models import forward_logits, token_logprobs
+from kdlib.trainers.base import MicroLoss, Task, batch_src, micro_generator, shared_encoder
 
 
 def estimate_returns(method: str, q_sa, v, mask, k: int, tail: str, reward_clip: float, student_logits=None, tokens=None):
@@ -54,10 +54,8 @@ def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, s
         src, src_m = batch_src(task, "train", idx, "student", dev)  # (B, S)
         t_src, t_src_m = batch_src(task, "train", idx, "teacher", dev)
         policy = accelerator.unwrap_model(model)
-        enc = None  # the student's encoder states, shared by sampling and the loss
         with record_function("kdlib.sample"):
-            if task.arch == "seq2seq" and model is policy and not has_active_dropout(model):
-                enc = encoder_states(model, src, src_m)  # (B, S, D), with gradient
+            enc = shared_encoder(model, accelerator, task, src, src_m)  # (B, S, D) with gradient, or None
             roll = generate(policy, task.tok, src, src_m, arch=task.arch, max_new_tokens=task.max_target_len,
                             do_sample=True, temperature=rp.temperature, top_k=rp.top_k,
                             use_calculator=task.use_calculator, generator=g,
