@@ -177,16 +177,26 @@ class OptimParams(_Strict):
     eval_every: StrictInt = 100  # steps between dev evaluations (model selection)
     log_every: StrictInt = 10
     checkpoint_every: StrictInt = 100  # steps between resumable checkpoints
+    # Plateau rule: stop once `patience` dev evaluations in a row have not beaten the best dev score
+    # by more than `min_delta` (in the primary metric's units); `steps` stays the cap. None: train
+    # all `steps`. summary.json records converged / stop_reason / last_improvement either way.
+    patience: Optional[StrictInt] = None
+    min_delta: float = 0.0
 
     @field_validator("lr", "max_grad_norm")
     @classmethod
     def _pos_float(cls, v):
         return _pos(v)
 
-    @field_validator("batch_size", "grad_accum", "eval_every", "log_every", "checkpoint_every")
+    @field_validator("batch_size", "grad_accum", "eval_every", "log_every", "checkpoint_every", "patience")
     @classmethod
     def _pos_int(cls, v):
         return _pos(v)
+
+    @field_validator("min_delta")
+    @classmethod
+    def _min_delta(cls, v):
+        return _nonneg(v)
 
     @field_validator("steps", "warmup_steps", "weight_decay")
     @classmethod

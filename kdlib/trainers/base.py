@@ -297,11 +297,13 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     model.to(dev)
     opt = make_optimizer(model, optim)
     step0, best, best_step = 0, None, -1
+    last_improvement, plateau = 0, None  # plateau rule: best score that counts as an improvement
     state = run.resume_state()
     if state is not None:  # resume: weights, optimiser and counters of the last checkpoint
         load_weights(model, run.last_dir)
         opt.load_state_dict(torch.load(run.last_dir / "optimizer.pt", weights_only=True, map_location=dev))
         step0, best, best_step = state["step"], state["best"], state["best_step"]
+        last_improvement, plateau = state.get("last_improvement", best_step), state.get("plateau", best)
         run.truncate_metrics(step0)
         if acc.is_main_process:
             print(f"[kdlib] resuming {run.path} from step {step0}")
@@ -312,8 +314,10 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
 
     dev_cache = teacher_encoder_cache(params, task, teacher, "dev", params.eval.n_dev) if acc.is_main_process else None
 
-    def dev_eval(step: int):
-        nonlocal best, best_step
+    def dev_eval(step: int) -> bool:
+        """Score dev, keep the best checkpoint; True when the plateau rule says stop."""
+        nonlocal best, best_step, last_improvement, plateau
+        stop = False
         if acc.is_main_process:
             m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev, dev_cache)
             run.log({"step": step, **{f"eval/{k}": v for k, v in m.items()}})
@@ -322,7 +326,12 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
             if best is None or (score >= best if higher else score <= best):
                 best, best_step = score, step
                 save_checkpoint(acc.unwrap_model(model), None, run.best_dir, {"step": step, "dev": m})
-        acc.wait_for_everyone()
+            sign = 1.0 if higher else -1.0
+            if plateau is None or sign * (score - plateau) > optim.min_delta:
+                plateau, last_improvement = score, step
+            stop = optim.patience is not None and step - last_improvement >= optim.patience * optim.eval_every
+        stop = _agree(acc, stop)
+        return stop
 
     def checkpoint(step: int):
         if acc.is_main_process:
@@ -330,26 +339,34 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
             tmp = run.last_dir / "optimizer.pt.tmp"
             torch.save(opt.state_dict(), tmp)
             os.replace(tmp, run.last_dir / "optimizer.pt")
-            atomic_write_json(run.last_dir / "state.json", {"step": step, "best": best, "best_step": best_step})
+            atomic_write_json(run.last_dir / "state.json", {"step": step, "best": best, "best_step": best_step,
+                                                            "last_improvement": last_improvement, "plateau": plateau})
         acc.wait_for_everyone()
 
+    stopped_early = False
     if step0 == 0:
         dev_eval(0)
     bar = tqdm(range(step0, optim.steps), desc=f"{run.stage} {task.name}", initial=step0, total=optim.steps,
                disable=not (acc.is_main_process and progress_enabled()), mininterval=2.0, leave=False)
+    done = step0
     for step in bar:
         logs = optimizer_step(model, opt, acc, micro_loss, optim, step, seed, n_train)
         done = step + 1
         if acc.is_main_process and (done % optim.log_every == 0 or done == optim.steps):
             run.log({"step": done, **{f"train/{k}": v for k, v in logs.items()}, "train/lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{logs['loss']:.3g}")
+        report_progress(run, done, optim.steps)
         if done % optim.eval_every == 0 or done == optim.steps:
-            dev_eval(done)
+            if dev_eval(done) and done < optim.steps:
+                stopped_early = True
+                break
         if done % optim.checkpoint_every == 0 and done < optim.steps:
             checkpoint(done)
             if os.environ.get("KDLIB_CRASH_AFTER_CHECKPOINT") == str(done):  # fault injection for the resume test
                 os._exit(137)
     bar.close()
+    # Converged: stopped by the plateau rule, or the cap reached after `patience` flat evaluations.
+    converged = stopped_early or (optim.patience is not None and done - last_improvement >= optim.patience * optim.eval_every)
 
     # Final: every process loads the best dev checkpoint (so all ranks hold the same model); the
     # main process scores it on test.
@@ -363,12 +380,39 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
         write_test_outputs(run, task, preds)
         dev_best = next((r for r in reversed(run.metrics()) if r.get("step") == best_step and f"eval/{task.primary}" in r), {})
         summary = {"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": best_step,
-                   "steps": optim.steps, "seed": seed, "time_s": round(time.time() - t0, 2),
+                   "steps": optim.steps, "stopped_at": done, "stop_reason": "plateau" if stopped_early else "steps",
+                   "converged": bool(converged), "last_improvement": last_improvement,
+                   "plateau_rule": {"patience": optim.patience, "min_delta": optim.min_delta, "eval_every": optim.eval_every},
+                   "best_is_start": best_step == 0 and optim.steps > 0, "seed": seed, "time_s": round(time.time() - t0, 2),
                    "dev": {k[5:]: v for k, v in dev_best.items() if k.startswith("eval/")}, "test": m_test,
                    **(extra_summary or {})}
         run.finish(summary)
     acc.wait_for_everyone()
     return run.summary()
+
+
+def _agree(acc, flag: bool) -> bool:
+    """The main process's decision, on every process (DDP ranks must stop together)."""
+    if acc.num_processes == 1:
+        return flag
+    from accelerate.utils import broadcast
+
+    return bool(broadcast(torch.tensor([int(flag)], device=acc.device)).item())
+
+
+_PROGRESS_HOOK: Callable | None = None
+
+
+def set_progress_hook(fn: Callable | None) -> None:
+    """``fn(run, step, total)`` is called after every optimiser step of every run in this process
+    (the run scheduler reports progress through it). None removes it."""
+    global _PROGRESS_HOOK
+    _PROGRESS_HOOK = fn
+
+
+def report_progress(run: Run, step: int, total: int) -> None:
+    if _PROGRESS_HOOK is not None:
+        _PROGRESS_HOOK(run, step, total)
 
 
 def evaluate_only(run: Run, *, params: Params, task: Task, model, teacher=None, extra_summary: dict | None = None) -> dict:
