@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import operator
 import re
@@ -447,3 +448,51 @@ def test_unreachable_hub_says_so_and_suggests_a_local_path(tmp_path, monkeypatch
     with pytest.raises(ConnectionError, match="openai/gsm8k"):
         load_task("gsm8k", cache_dir=tmp_path)
     assert seen["name"] == "main"
+
+
+# ---------------------------------------------------------------------------------------------
+# pinned output: the generated tasks must not change silently
+# ---------------------------------------------------------------------------------------------
+
+# sha256 (first 16 hex digits) of json.dumps({split: rows}, sort_keys=True) of generate_embedded,
+# recorded at GENERATOR_VERSION 2 (commit ac1bba7, before kdlib/data.py became a package). If a
+# generator change is intended, bump GENERATOR_VERSION (the cache key) and re-record these.
+PINNED_DIGESTS = {
+    ("mini-xsum", 0, (30, 5, 5)): "8778bcbe44670097",
+    ("mini-xsum", 0, (400, 60, 70)): "2f32c01f37c106cb",
+    ("mini-xsum", 0, (4000, 300, 300)): "ea39c04f53e5db30",
+    ("mini-xsum", 1, (30, 5, 5)): "8af4626e3e1c9c6e",
+    ("mini-xsum", 1, (400, 60, 70)): "fcb842758e5babf1",
+    ("mini-xsum", 1, (4000, 300, 300)): "d81a8e59c486d3e1",
+    ("mini-europarl", 0, (30, 5, 5)): "b42a6dba766291cd",
+    ("mini-europarl", 0, (400, 60, 70)): "ec73915e93d2dbc6",
+    ("mini-europarl", 0, (4000, 300, 300)): "0e1fd68a6ff23406",
+    ("mini-europarl", 1, (30, 5, 5)): "5c7edb834a110cd2",
+    ("mini-europarl", 1, (400, 60, 70)): "218d8d608b44427d",
+    ("mini-europarl", 1, (4000, 300, 300)): "1b711efe2b540836",
+    ("mini-gsm8k", 0, (30, 5, 5)): "d1fe50208da514e7",
+    ("mini-gsm8k", 0, (400, 60, 70)): "46b03f3184cdfda6",
+    ("mini-gsm8k", 0, (4000, 300, 300)): "e3e4f32c49e45c25",
+    ("mini-gsm8k", 1, (30, 5, 5)): "273ab74195f6adb9",
+    ("mini-gsm8k", 1, (400, 60, 70)): "15903e9e07dbddea",
+    ("mini-gsm8k", 1, (4000, 300, 300)): "8ed1c41ed69f2249",
+}
+
+
+def _digest(dd: datasets.DatasetDict) -> str:
+    payload = json.dumps({s: dd[s].to_list() for s in ("train", "dev", "test")}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name,seed,split_sizes", list(PINNED_DIGESTS))
+def test_generated_tasks_are_pinned(name, seed, split_sizes):
+    assert data.GENERATOR_VERSION == 2
+    assert _digest(generate_embedded(name, *split_sizes, seed=seed)) == PINNED_DIGESTS[name, seed, split_sizes]
+
+
+def test_cache_keys_are_pinned(tmp_path):
+    """Same cache folder names as before: caches written by older checkouts stay valid."""
+    for name in EMBEDDED_TASKS:
+        load_task(name, cache_dir=tmp_path, n_train=30, n_dev=5, n_test=5, seed=0)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "mini-europarl-3455fe4ffe23", "mini-gsm8k-05b4ea30fc3b", "mini-xsum-39ec466dc6f7"]
