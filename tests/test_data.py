@@ -172,7 +172,7 @@ def test_gsm8k_results_match_the_kit_calculator():
 
 
 def test_europarl_renders_correct_dutch_word_order():
-    render = data._render_europarl
+    from kdlib.data.europarl import _render_europarl as render
 
     def clause(subj, verb, tense, noun, det="the", adj=None, plural=False, neg=False, **kw):
         return {"subj": (subj, None), "verb": verb, "tense": tense, "neg": neg,
