@@ -58,8 +58,13 @@ def _stream_rng(name: str, seed: int) -> random.Random:
     return random.Random(_derive_seed("kdlib.data", name, seed, GENERATOR_VERSION))
 
 
-def _empty() -> datasets.Dataset:
-    return datasets.Dataset.from_dict({"id": [], "source": [], "target": []}, features=FEATURES)
+def _empty(features: datasets.Features = FEATURES) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({c: [] for c in features}, features=features)
+
+
+def _string_features(columns) -> datasets.Features:
+    """A schema of string columns (the evaluation sets: id/source/target and their extras)."""
+    return datasets.Features({c: datasets.Value("string") for c in columns})
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -79,34 +84,41 @@ def _atomic_write(path: str, text: str) -> None:
         raise
 
 
-def _cache_folder(cache_dir, name: str, sizes: dict, seed: int) -> tuple[str, dict]:
-    key = {"name": name, **{f"n_{s}": sizes[s] for s in SPLITS}, "seed": seed,
-           "generator_version": GENERATOR_VERSION}
+def _keyed_folder(cache_dir, name: str, key: dict) -> tuple[str, dict]:
+    """``cache_dir/data/<name>-<hash of key>``, and the key (stored in meta.json)."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return os.path.join(os.fspath(cache_dir), "data", f"{name}-{digest}"), key
 
 
-def _read_cached(folder: str, key: dict) -> datasets.DatasetDict | None:
-    """The cached task, or None when the folder is incomplete or does not match ``key``."""
+def _cache_folder(cache_dir, name: str, sizes: dict, seed: int) -> tuple[str, dict]:
+    key = {"name": name, **{f"n_{s}": sizes[s] for s in SPLITS}, "seed": seed,
+           "generator_version": GENERATOR_VERSION}
+    return _keyed_folder(cache_dir, name, key)
+
+
+def _read_cached(folder: str, key: dict, splits=SPLITS,
+                 features: datasets.Features = FEATURES) -> datasets.DatasetDict | None:
+    """The cached splits, or None when the folder is incomplete or does not match ``key``."""
     try:
         with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:
             meta = json.load(f)
         if meta.get("key") != key:
             return None
         out = {}
-        for split in SPLITS:
+        for split in splits:
             with open(os.path.join(folder, f"{split}.jsonl"), encoding="utf-8") as f:
                 text = f.read()
             if hashlib.sha256(text.encode()).hexdigest() != meta["sha256"][split]:
                 return None
             rows = [json.loads(line) for line in text.splitlines() if line]
-            out[split] = datasets.Dataset.from_list(rows, features=FEATURES) if rows else _empty()
+            out[split] = datasets.Dataset.from_list(rows, features=features) if rows else _empty(features)
         return datasets.DatasetDict(out)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _write_cache(folder: str, key: dict, dd: datasets.DatasetDict) -> None:
+def _write_cache(folder: str, key: dict, dd, splits=SPLITS, features: datasets.Features = FEATURES) -> None:
+    """Write the splits of ``dd`` as JSONL, then ``meta.json`` (last: it marks the folder complete)."""
     os.makedirs(folder, exist_ok=True)
     meta_path = os.path.join(folder, "meta.json")
     try:  # stale or corrupt: un-mark the folder before touching the splits
@@ -114,10 +126,10 @@ def _write_cache(folder: str, key: dict, dd: datasets.DatasetDict) -> None:
     except FileNotFoundError:
         pass
     digests, counts = {}, {}
-    for split in SPLITS:
+    for split in splits:
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in dd[split].to_list())
         _atomic_write(os.path.join(folder, f"{split}.jsonl"), text)
         digests[split] = hashlib.sha256(text.encode()).hexdigest()
         counts[split] = len(dd[split])
-    meta = {"key": key, "sizes": counts, "sha256": digests, "columns": list(FEATURES)}
+    meta = {"key": key, "sizes": counts, "sha256": digests, "columns": list(features)}
     _atomic_write(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")  # last: marks completion

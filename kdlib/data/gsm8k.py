@@ -175,7 +175,7 @@ def _gsm_sales(dr):
     return q, lines, total
 
 
-_BILLS = (20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+_BILLS = (20, 50, 100, 200, 500) + tuple(m * 10 ** e for e in range(3, 9) for m in (1, 2, 5))
 
 
 def _gsm_shopping(dr):
@@ -292,7 +292,7 @@ def _gsm_pages(dr):
         return q, lines, rest
     h = rest // 2
     if dr.paraphrase:
-        q += f" On the next day, {he} reads half of the pages that are left. How many pages are left now?"
+        q += f" Then {he} reads half of the pages that are left. How many pages are left now?"
     else:
         q += f" The next day, {he} reads half of the remaining pages. How many pages are left now?"
     lines.append(f"{_cap(he)} reads half of them, so {_step(f'{rest}/2', h)} pages are left.")
@@ -355,7 +355,7 @@ def _gsm_savings(dr):
         t = dr.part(1, m - 1)
     r = m - t
     if dr.paraphrase:
-        q = f"For {w} weeks, {name} saves ${s} each week. {_cap(he)} then buys a {gift} for ${t}."
+        q = f"Each week, {name} saves ${s}, and {he} does so for {w} weeks. Then {he} buys a {gift} for ${t}."
     else:
         q = f"{name} saves ${s} every week for {w} weeks. Then {he} spends ${t} on a {gift}."
     lines = [f"{name} saves {_step(f'{s}*{w}', m, True)}.",
@@ -386,9 +386,9 @@ def _gsm_bus(dr):
     d = dr.part(1, y - 1)
     z = y - d
     if dr.paraphrase:
-        q = (f"A {v} with {a} passengers leaves the station. {b} people get off at the first stop, and {c}"
-             f" people get on. Then {d} people get off at the second stop. How many passengers does the"
-             f" {v} have now?")
+        q = (f"A {v} with {a} passengers leaves the station. At the first stop, {c} people get on and {b}"
+             f" people get off. At the second stop, {d} people get off. How many passengers does the {v}"
+             f" have now?")
     else:
         q = (f"A {v} leaves the station with {a} passengers. At the first stop, {b} people get off and {c}"
              f" people get on. At the second stop, {d} people get off. How many passengers are on the {v}"
@@ -408,8 +408,8 @@ def _gsm_boxes(dr):
     sold2 = sold1 * k
     left = total - sold1 - sold2
     if dr.paraphrase:
-        q = (f"There are {per} {item} in each box, and a shop has {boxes} boxes of them. On Monday the shop"
-             f" sells {sold1} {item}, and on Tuesday it sells {_TIMES_WORDS[k]} as many. How many {item}"
+        q = (f"There are {per} {item} in each box, and a shop has {boxes} boxes of them. The shop sells"
+             f" {sold1} {item} on Monday, and on Tuesday it sells {_TIMES_WORDS[k]} as many. How many {item}"
              f" does the shop still have?")
     else:
         q = (f"A shop has {boxes} boxes of {item}. Each box holds {per} {item}. The shop sells {sold1} {item}"
@@ -428,8 +428,8 @@ def _gsm_fraction(dr):
     bus = dr.part(1, others - 1)
     bike = others - bus
     if dr.paraphrase:
-        q = (f"A class has {n} students. {word} of the students walk to school. Of the others, {bus} come by"
-             f" bus and the rest ride a bike. How many of the students ride a bike?")
+        q = (f"A class has {n} students. {word} of the students walk to school. {bus} of the others come by"
+             f" bus, and the rest ride a bike. How many of the students ride a bike?")
     else:
         q = (f"There are {n} students in a class. {word} of them walk to school, and {bus} of the others"
              f" come by bus. The rest ride a bike. How many students ride a bike?")
