@@ -1,9 +1,15 @@
-"""Hub tasks: XSum, Europarl EN-NL, GSM8K from the Hugging Face hub or from local files in the hub schema.
+"""The paper's datasets, from the Hugging Face hub or from local files in the hub's own schema.
 
-``EdinburghNLP/xsum``; ``Helsinki-NLP/europarl`` config ``en-nl``; ``openai/gsm8k`` config ``main``;
-or local files (JSONL/JSON/Parquet/CSV) in the same schema. Missing splits are carved out of
-train with the paper's sizes (Table 3, App. C), scaled down for small files.
-``trust_remote_code`` is never used.
+Tasks (train/dev/test): ``EdinburghNLP/xsum``; ``Helsinki-NLP/europarl`` config ``en-nl``;
+``openai/gsm8k`` config ``main``. Missing splits are carved out of train with the paper's sizes
+(Table 3, App. C), scaled down for small files.
+
+Evaluation sets of the rival systems (seeds 003 and 004), test split only: GSM-Plus
+(``qintongli/GSM-Plus``), GSM-Symbolic (``apple/GSM-Symbolic`` config ``main``) and MATH
+(``EleutherAI/hendrycks_math``, its seven subject configs).
+
+Local files may be JSONL/JSON/Parquet/CSV, one file or a folder (the hub layout
+``<config>/<split>-*.parquet`` included). ``trust_remote_code`` is never used.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import warnings
 import datasets
 import numpy as np
 
-from kdlib.data.common import SPLITS, _derive_seed
+from kdlib.data.common import SPLITS, _derive_seed, _string_features
 
 # Hub dataset name and config of each real task.
 HUB_SOURCES = {
@@ -58,8 +64,13 @@ def _looks_local(path: str) -> bool:
             not _HUB_ID.match(path) or _builder_of(path) is not None or path.count("/") > 1)
 
 
-def _local_split_files(path: str, config: str | None) -> tuple[dict[str, list[str]], str]:
-    """Data files of a local path by split ("train"/"dev"/"test"), and the datasets builder."""
+def _local_split_files(path: str, config: str | None, strict: bool = True) -> tuple[dict[str, list[str]], str]:
+    """Data files of a local path by split ("train"/"dev"/"test"), and the datasets builder.
+
+    Files whose name gives no split are all train when no file does; otherwise ``strict`` refuses
+    them and ``strict=False`` leaves them out (an evaluation set's folder may hold other files,
+    such as GSM-Plus's ``testmini``).
+    """
     if os.path.isdir(path):
         root = path
         if config and os.path.isdir(os.path.join(path, config)):  # hub layout: <config>/<split>-*.parquet
@@ -89,20 +100,21 @@ def _local_split_files(path: str, config: str | None) -> tuple[dict[str, list[st
             unassigned.append(f)
         else:
             by_split.setdefault(split, []).append(f)
-    if unassigned:
-        if by_split:
-            raise ValueError(f"cannot tell the split of {unassigned} under {path!r}: name files"
-                             " train/validation/test (e.g. train.jsonl, validation.jsonl, test.jsonl)")
+    if unassigned and by_split and strict:
+        raise ValueError(f"cannot tell the split of {unassigned} under {path!r}: name files"
+                         " train/validation/test (e.g. train.jsonl, validation.jsonl, test.jsonl)")
+    if unassigned and not by_split:
         by_split["train"] = unassigned  # one unnamed file (or several): all of it is train
     return by_split, builders.pop()
 
 
-def _read_raw(name: str, source: str, config: str | None, cache_dir) -> dict[str, tuple[datasets.Dataset, str]]:
+def _read_raw(name: str, source: str, config: str | None, cache_dir,
+              strict: bool = True) -> dict[str, tuple[datasets.Dataset, str]]:
     """Raw splits ``{split: (dataset in the hub schema, where it came from)}``."""
     hf_cache = os.path.join(os.fspath(cache_dir), "hf-datasets")
     local = os.path.expanduser(source)
     if os.path.exists(local) or (glob.has_magic(local) and glob.glob(local)):
-        by_split, builder = _local_split_files(local, config)
+        by_split, builder = _local_split_files(local, config, strict)
         out = {}
         for split, files in by_split.items():
             origin = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
@@ -247,3 +259,115 @@ def _load_hub(name, cache_dir, path, n_train, n_dev, n_test, seed) -> datasets.D
             raise ValueError(f"{name}: asked n_{s}={n} but the {s} split has only {len(splits[s])} rows")
         splits[s] = splits[s].select(_permutation(len(splits[s]), name, seed, "subsample", s)[:n])
     return datasets.DatasetDict({s: splits[s] for s in SPLITS})
+
+
+# =============================================================================================
+# Evaluation sets of seeds 003 and 004 (test split only)
+# =============================================================================================
+
+HUB_EVAL_SETS = ("gsm-plus", "gsm-symbolic", "math")
+MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
+                 "prealgebra", "precalculus")
+# Hub dataset name and config(s). MATH: the full 5,000-problem test set (seed 004 evaluates on
+# it) as EleutherAI's Parquet copy of hendrycks/competition_math, one config per subject;
+# HuggingFaceH4/MATH-500 (the 500-problem subset, same problem/solution fields) works as a path.
+HUB_EVAL_SOURCES: dict[str, tuple[str, str | tuple[str, ...] | None]] = {
+    "gsm-plus": ("qintongli/GSM-Plus", None),
+    "gsm-symbolic": ("apple/GSM-Symbolic", "main"),
+    "math": ("EleutherAI/hendrycks_math", MATH_SUBJECTS),
+}
+HUB_EVAL_COLUMNS = {
+    "gsm-plus": ("id", "source", "target", "perturbation", "base_source", "base_target"),
+    "gsm-symbolic": ("id", "source", "target", "template_id", "instance", "base_source", "base_target"),
+    "math": ("id", "source", "target", "subject", "level"),
+}
+# Required fields (-> source, target) and optional ones (-> extra columns) of each hub schema.
+_EVAL_FIELDS = {
+    "gsm-plus": (("question", "solution"),
+                 {"perturbation": "perturbation_type", "base_source": "seed_question", "base_target": "seed_solution"}),
+    "gsm-symbolic": (("question", "answer"),
+                     {"template_id": "id", "instance": "instance", "base_source": "original_question",
+                      "base_target": "original_answer"}),
+    "math": (("problem", "solution"), {"subject": ("type", "subject"), "level": "level"}),
+}
+# A number right after the last "####" (the rule of kdlib.metrics.gsm8k_answer).
+_FINAL_NUMBER = re.compile(r"\s*\$?\s*-?\s*\$?\s*(?:[0-9][0-9,]*(?:\.[0-9]*)?|\.[0-9]+)")
+_NUMBER = re.compile(r"\s*-?\$?[0-9][0-9,]*(?:\.[0-9]+)?\s*")
+
+
+def _has_final_number(text: str) -> bool:
+    start = text.rfind("####")
+    return start >= 0 and _FINAL_NUMBER.match(text, start + 4) is not None
+
+
+def _read_eval_split(name: str, source: str, config: str | None, cache_dir) -> tuple[datasets.Dataset, str]:
+    """The test split of one source (hub name or local path), or its only split."""
+    raw = _read_raw(name, source, config, cache_dir, strict=False)
+    if "test" in raw:
+        return raw["test"]
+    if len(raw) == 1:  # an unnamed local file, or a hub dataset with one split
+        return next(iter(raw.values()))
+    raise ValueError(f"{source!r}: no test split found for evaluation set {name!r} (splits: {sorted(raw)})")
+
+
+def _eval_rows(name: str, ds: datasets.Dataset, origin: str, start: int) -> tuple[list[dict], int]:
+    """Rows id/source/target/extras of one raw split in the hub schema, and how many were dropped."""
+    (src, tgt), extras = _EVAL_FIELDS[name]
+    for column in (src, tgt):
+        if column not in ds.column_names:
+            raise ValueError(f"{origin}: missing required field {column!r} for evaluation set {name!r}"
+                             f" (columns: {ds.column_names})")
+    rows, dropped = [], 0
+    for i, raw in enumerate(ds.to_list(), start=start):
+        source, target = raw.get(src), raw.get(tgt)
+        if not isinstance(source, str) or not isinstance(target, str) or not source.strip() or not target.strip():
+            dropped += 1
+            continue
+        if name in ("gsm-plus", "gsm-symbolic") and not _has_final_number(target):
+            answer = raw.get("answer")
+            if name == "gsm-plus" and isinstance(answer, (str, int, float)) and _NUMBER.fullmatch(str(answer)):
+                target = f"{target.rstrip()}\n#### {str(answer).strip()}"
+            else:  # GSM-Plus "critical thinking" rows ("#### None"): no numeric answer to score
+                dropped += 1
+                continue
+        row = {"source": source, "target": target}
+        for column, fields in extras.items():
+            value = next((raw[f] for f in ((fields,) if isinstance(fields, str) else fields)
+                          if raw.get(f) is not None), "")
+            row[column] = str(value)
+        if name == "gsm-symbolic" and row["template_id"] and row["instance"]:
+            row["id"] = f"gsm-symbolic-{row['template_id']}-{row['instance']}"
+        elif name == "math" and raw.get("unique_id"):  # MATH-500
+            row["id"] = str(raw["unique_id"])
+        else:
+            row["id"] = f"{name}-{i:06d}"
+        rows.append(row)
+    return rows, dropped
+
+
+def _load_hub_eval(name: str, cache_dir, path, n: int | None, seed: int) -> datasets.Dataset:
+    hub_name, configs = HUB_EVAL_SOURCES[name]
+    source = hub_name if path is None else os.fspath(path)
+    if not isinstance(configs, tuple):
+        configs = (configs,)
+    elif source != hub_name:  # a local copy (all subjects under one folder) or another hub name
+        configs = (None,)
+    rows, dropped, origins = [], 0, []
+    for config in configs:
+        ds, origin = _read_eval_split(name, source, config, cache_dir)
+        got, lost = _eval_rows(name, ds, origin, start=len(rows) + dropped)
+        rows += got
+        dropped += lost
+        origins.append(origin)
+    if dropped:
+        warnings.warn(f"{name}: dropping {dropped} rows of {', '.join(origins)} without a question or a numeric"
+                      f" final answer", stacklevel=3)
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise ValueError(f"n must be a non-negative int or None, got {n!r}")
+    features = _string_features(HUB_EVAL_COLUMNS[name])
+    ds = datasets.Dataset.from_list([{c: r[c] for c in features} for r in rows], features=features)
+    if n is not None:
+        if n > len(ds):
+            raise ValueError(f"{name}: asked n={n} but {', '.join(origins)} has only {len(ds)} usable rows")
+        ds = ds.select(_permutation(len(ds), name, seed, "subsample", "test")[:n])
+    return ds
