@@ -27,9 +27,23 @@ Two families share one entry point, :func:`load_task`:
   (JSONL/JSON/Parquet/CSV). Missing splits are carved out of train with the paper's sizes
   (Table 3, App. C), scaled down for small files. ``trust_remote_code`` is never used.
 
+Held-out **evaluation sets** (one ``datasets.Dataset`` each, columns id/source/target plus extras,
+``EVAL_SET_COLUMNS``) share :func:`load_eval_set`; they are for models trained on the task
+``EVAL_SET_TASK[name]`` (its prompts, tokenizer and length limits):
+
+* embedded, generated from a seed for mini-gsm8k models (:mod:`kdlib.data.gsm_eval`):
+  ``mini-gsm-plus`` (GSM-Plus perturbations of mini-gsm8k's test problems, ``perturbation``
+  column), ``mini-gsm-symbolic`` (the templates with held-out names and new numbers),
+  ``mini-gsm-hard`` (longest solutions, larger numbers); cached like the tasks;
+* hub (:mod:`kdlib.data.hub`): ``gsm-plus`` (``qintongli/GSM-Plus``), ``gsm-symbolic``
+  (``apple/GSM-Symbolic`` config ``main``), ``math`` (``EleutherAI/hendrycks_math``, all subjects);
+  their final answers are read with ``kdlib.metrics.gsm8k_answer`` or ``kdlib.metrics.math_answer``
+  (``EVAL_SET_ANSWER``).
+
 The package imports nothing else of the kit (floor 1, but self-contained). Layout: ``common`` (seeds,
-schema, prompts, cache), ``xsum``/``europarl``/``gsm8k`` (one generator each), ``hub`` (the hub
-loaders); this ``__init__`` is the registry and the public API.
+schema, prompts, cache), ``xsum``/``europarl``/``gsm8k`` (one generator each), ``gsm_eval`` (the
+embedded evaluation sets), ``hub`` (the hub loaders); this ``__init__`` is the registry and the
+public API.
 """
 
 from __future__ import annotations
@@ -45,29 +59,61 @@ from kdlib.data.common import (
     SPLITS,
     _cache_folder,
     _empty,
+    _keyed_folder,
     _read_cached,
     _stream_rng,
+    _string_features,
     _write_cache,
     apply_prompt,
 )
 from kdlib.data.europarl import _gen_europarl
 from kdlib.data.gsm8k import _gen_gsm8k
-from kdlib.data.hub import HUB_SOURCES, PAPER_SPLIT_SIZES, _load_hub
+from kdlib.data.gsm_eval import (
+    DEFAULT_EVAL_SIZES,
+    EMBEDDED_EVAL_SETS,
+    EVAL_COLUMNS,
+    EVAL_GENERATOR_VERSION,
+    PERTURBATIONS,
+    generate_eval_set,
+)
+from kdlib.data.hub import (
+    HUB_EVAL_COLUMNS,
+    HUB_EVAL_SETS,
+    HUB_EVAL_SOURCES,
+    HUB_SOURCES,
+    MATH_SUBJECTS,
+    PAPER_SPLIT_SIZES,
+    _load_hub,
+    _load_hub_eval,
+)
 from kdlib.data.xsum import _gen_xsum
 
 __all__ = [
+    "DEFAULT_EVAL_SIZES",
     "DEFAULT_PROMPTS",
     "DEFAULT_SIZES",
+    "EMBEDDED_EVAL_SETS",
     "EMBEDDED_TASKS",
+    "EVAL_GENERATOR_VERSION",
+    "EVAL_SETS",
+    "EVAL_SET_ANSWER",
+    "EVAL_SET_COLUMNS",
+    "EVAL_SET_TASK",
     "FEATURES",
     "GENERATOR_VERSION",
+    "HUB_EVAL_SETS",
+    "HUB_EVAL_SOURCES",
     "HUB_SOURCES",
     "HUB_TASKS",
+    "MATH_SUBJECTS",
     "PAPER_SPLIT_SIZES",
+    "PERTURBATIONS",
     "SPLITS",
     "apply_prompt",
     "generate_embedded",
+    "generate_eval_set",
     "generate_examples",
+    "load_eval_set",
     "load_task",
     "task_kind",
 ]
@@ -77,6 +123,18 @@ HUB_TASKS = ("xsum", "europarl", "gsm8k")
 
 # (n_train, n_dev, n_test) when load_task is given None.
 DEFAULT_SIZES = {name: (4000, 300, 300) for name in EMBEDDED_TASKS}
+
+EVAL_SETS = EMBEDDED_EVAL_SETS + HUB_EVAL_SETS
+# The task whose trained models an evaluation set is for: its prompts (DEFAULT_PROMPTS), its
+# tokenizer and its length limits apply.
+EVAL_SET_TASK = {
+    "mini-gsm-plus": "mini-gsm8k", "mini-gsm-symbolic": "mini-gsm8k", "mini-gsm-hard": "mini-gsm8k",
+    "gsm-plus": "gsm8k", "gsm-symbolic": "gsm8k", "math": "gsm8k",
+}
+# How a target's final answer is read: "gsm8k" = kdlib.metrics.gsm8k_answer (the number after the
+# last "####"), "math" = kdlib.metrics.math_answer (the content of the last \boxed{...}).
+EVAL_SET_ANSWER = {name: "math" if name == "math" else "gsm8k" for name in EVAL_SETS}
+EVAL_SET_COLUMNS = {**EVAL_COLUMNS, **HUB_EVAL_COLUMNS}
 
 _KINDS = {
     "mini-xsum": "summarization",
@@ -228,3 +286,35 @@ def load_task(name: str, *, cache_dir, path: str | None = None, n_train: int | N
     if name in EMBEDDED_TASKS:
         return _load_embedded(name, cache_dir, path, n_train, n_dev, n_test, seed)
     return _load_hub(name, cache_dir, path, n_train, n_dev, n_test, seed)
+
+
+def load_eval_set(name: str, *, cache_dir, path: str | None = None, n: int | None = None,
+                  seed: int = 0) -> datasets.Dataset:
+    """A held-out evaluation set as one ``datasets.Dataset`` with columns ``EVAL_SET_COLUMNS[name]``
+    (id/source/target first).
+
+    Embedded sets are generated (``n`` rows, default ``DEFAULT_EVAL_SIZES``) and cached as JSONL
+    under ``cache_dir/data/<name>-<hash>/`` (complete only once ``meta.json`` is written). Their
+    ``seed`` is the mini-gsm8k data seed of the models evaluated (``task.data_seed``): it seeds the
+    set, mini-gsm-plus perturbs that seed's test problems, and no set holds that seed's training
+    problems. Hub sets are read from ``path`` (a local file/folder in the hub's schema, or a hub
+    name; default ``HUB_EVAL_SOURCES[name]``), test split; ``n`` keeps the first n rows after a
+    shuffle seeded by ``seed`` (None: all). An unknown name raises a ValueError listing the known ones.
+    """
+    if name not in EVAL_SETS:
+        raise ValueError(f"unknown evaluation set {name!r}; known evaluation sets: {', '.join(EVAL_SETS)}")
+    if name in HUB_EVAL_SETS:
+        return _load_hub_eval(name, cache_dir, path, n, seed)
+    if path is not None:
+        raise ValueError(f"{name!r} is generated, so it takes no path (got path={path!r})")
+    n = DEFAULT_EVAL_SIZES[name] if n is None else n
+    features = _string_features(EVAL_SET_COLUMNS[name])
+    key = {"name": name, "n": n, "seed": seed, "generator_version": GENERATOR_VERSION,
+           "eval_generator_version": EVAL_GENERATOR_VERSION}
+    folder, key = _keyed_folder(cache_dir, name, key)
+    cached = _read_cached(folder, key, splits=("test",), features=features)
+    if cached is not None:
+        return cached["test"]
+    ds = generate_eval_set(name, n, seed)
+    _write_cache(folder, key, {"test": ds}, splits=("test",), features=features)
+    return ds
