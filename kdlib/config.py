@@ -29,6 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 EMBEDDED_TASKS = ("mini-xsum", "mini-europarl", "mini-gsm8k")
 HUB_TASKS = ("xsum", "europarl", "gsm8k")
 TASKS = EMBEDDED_TASKS + HUB_TASKS
+# Held-out evaluation sets (kdlib.data.load_eval_set), for params that name them; same tuple as
+# kdlib.data.EVAL_SETS (tests/test_data.py checks it).
+EVAL_SETS = ("mini-gsm-plus", "mini-gsm-symbolic", "mini-gsm-hard", "gsm-plus", "gsm-symbolic", "math")
 # (max source tokens, max target tokens); hub values are the paper's Tables 4-5.
 TASK_LENGTHS = {"mini-xsum": (160, 40), "mini-europarl": (48, 40), "mini-gsm8k": (112, 128),
                 "xsum": (1024, 64), "europarl": (80, 80), "gsm8k": (200, 300)}

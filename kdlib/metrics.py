@@ -10,6 +10,7 @@ Public API:
 - ``gsm8k_answer(text)`` -> the number after the last ``####`` ("72", "-3", "2.5"), or None.
 - ``gsm8k_accuracy(predictions, references)`` -> % with the same final answer (tolerance 1e-6).
 - ``distinct_n(texts, n)`` -> #distinct n-grams / #n-grams x 100 over the corpus.
+- ``math_answer(text)`` -> the content of the last ``\\boxed{...}`` (MATH), or None.
 - ``task_metrics(kind, predictions, references)`` -> the task's metrics plus "distinct2".
 - ``PRIMARY_METRIC``, ``HIGHER_IS_BETTER``, ``TASK_KINDS``.
 """
@@ -29,6 +30,7 @@ __all__ = [
     "distinct_n",
     "gsm8k_accuracy",
     "gsm8k_answer",
+    "math_answer",
     "rouge",
     "sacrebleu_scores",
     "task_metrics",
@@ -221,3 +223,43 @@ def task_metrics(kind: str, predictions: Sequence[str], references: Sequence[str
         result = {"accuracy": gsm8k_accuracy(predictions, references)}
     result["distinct2"] = distinct_n(predictions, 2)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# MATH (Hendrycks et al., 2021): the final answer is boxed
+# ---------------------------------------------------------------------------------------------
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*(\{)?")
+_BARE_BOXED = re.compile(r"[^\s$]+")
+
+
+def math_answer(text: str) -> str | None:
+    r"""The content of the last ``\boxed{...}`` (or ``\fbox{...}``), nested braces matched, stripped.
+
+    ``"so the answer is \boxed{\frac{1}{2}}."`` -> ``"\frac{1}{2}"``; ``"\boxed{\{1, 2\}}"`` ->
+    ``"\{1, 2\}"`` (escaped braces do not count); the brace-less ``"\boxed 5"`` -> ``"5"`` (up to
+    whitespace or ``$``). None without a box, or when the last box's braces are not closed. No
+    further normalisation (``\dfrac`` vs ``\frac``, ``0.5`` vs ``\frac{1}{2}``): that is an
+    equivalence checker's job.
+    """
+    boxes = list(_BOXED.finditer(text))
+    if not boxes:
+        return None
+    box = boxes[-1]
+    if box.group(1) is None:
+        bare = _BARE_BOXED.match(text, box.end())
+        return bare.group(0) if bare else None
+    depth, i = 1, box.end()
+    while i < len(text):
+        char = text[i]
+        if char == "\\":  # an escaped character such as \{ or \}
+            i += 2
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[box.end():i].strip()
+        i += 1
+    return None

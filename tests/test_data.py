@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import operator
 import re
@@ -171,7 +172,7 @@ def test_gsm8k_results_match_the_kit_calculator():
 
 
 def test_europarl_renders_correct_dutch_word_order():
-    render = data._render_europarl
+    from kdlib.data.europarl import _render_europarl as render
 
     def clause(subj, verb, tense, noun, det="the", adj=None, plural=False, neg=False, **kw):
         return {"subj": (subj, None), "verb": verb, "tense": tense, "neg": neg,
@@ -447,3 +448,441 @@ def test_unreachable_hub_says_so_and_suggests_a_local_path(tmp_path, monkeypatch
     with pytest.raises(ConnectionError, match="openai/gsm8k"):
         load_task("gsm8k", cache_dir=tmp_path)
     assert seen["name"] == "main"
+
+
+# ---------------------------------------------------------------------------------------------
+# pinned output: the generated tasks must not change silently
+# ---------------------------------------------------------------------------------------------
+
+# sha256 (first 16 hex digits) of json.dumps({split: rows}, sort_keys=True) of generate_embedded,
+# recorded at GENERATOR_VERSION 2 (commit ac1bba7, before kdlib/data.py became a package). If a
+# generator change is intended, bump GENERATOR_VERSION (the cache key) and re-record these.
+PINNED_DIGESTS = {
+    ("mini-xsum", 0, (30, 5, 5)): "8778bcbe44670097",
+    ("mini-xsum", 0, (400, 60, 70)): "2f32c01f37c106cb",
+    ("mini-xsum", 0, (4000, 300, 300)): "ea39c04f53e5db30",
+    ("mini-xsum", 1, (30, 5, 5)): "8af4626e3e1c9c6e",
+    ("mini-xsum", 1, (400, 60, 70)): "fcb842758e5babf1",
+    ("mini-xsum", 1, (4000, 300, 300)): "d81a8e59c486d3e1",
+    ("mini-europarl", 0, (30, 5, 5)): "b42a6dba766291cd",
+    ("mini-europarl", 0, (400, 60, 70)): "ec73915e93d2dbc6",
+    ("mini-europarl", 0, (4000, 300, 300)): "0e1fd68a6ff23406",
+    ("mini-europarl", 1, (30, 5, 5)): "5c7edb834a110cd2",
+    ("mini-europarl", 1, (400, 60, 70)): "218d8d608b44427d",
+    ("mini-europarl", 1, (4000, 300, 300)): "1b711efe2b540836",
+    ("mini-gsm8k", 0, (30, 5, 5)): "d1fe50208da514e7",
+    ("mini-gsm8k", 0, (400, 60, 70)): "46b03f3184cdfda6",
+    ("mini-gsm8k", 0, (4000, 300, 300)): "e3e4f32c49e45c25",
+    ("mini-gsm8k", 1, (30, 5, 5)): "273ab74195f6adb9",
+    ("mini-gsm8k", 1, (400, 60, 70)): "15903e9e07dbddea",
+    ("mini-gsm8k", 1, (4000, 300, 300)): "8ed1c41ed69f2249",
+}
+
+
+def _digest(dd: datasets.DatasetDict) -> str:
+    payload = json.dumps({s: dd[s].to_list() for s in ("train", "dev", "test")}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name,seed,split_sizes", list(PINNED_DIGESTS))
+def test_generated_tasks_are_pinned(name, seed, split_sizes):
+    assert data.GENERATOR_VERSION == 2
+    assert _digest(generate_embedded(name, *split_sizes, seed=seed)) == PINNED_DIGESTS[name, seed, split_sizes]
+
+
+def test_cache_keys_are_pinned(tmp_path):
+    """Same cache folder names as before: caches written by older checkouts stay valid."""
+    for name in EMBEDDED_TASKS:
+        load_task(name, cache_dir=tmp_path, n_train=30, n_dev=5, n_test=5, seed=0)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "mini-europarl-3455fe4ffe23", "mini-gsm8k-05b4ea30fc3b", "mini-xsum-39ec466dc6f7"]
+
+
+# ---------------------------------------------------------------------------------------------
+# held-out evaluation sets: registry and API
+# ---------------------------------------------------------------------------------------------
+
+EVAL_NAMES_EMBEDDED = ("mini-gsm-plus", "mini-gsm-symbolic", "mini-gsm-hard")
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+STEP = re.compile(r"<<([^=<>]+)=([^<>]+)>>(\d+(?:\.\d+)?)")
+
+
+def test_eval_set_registry_matches_config_and_tasks():
+    from kdlib import config
+
+    assert data.EVAL_SETS == data.EMBEDDED_EVAL_SETS + data.HUB_EVAL_SETS == config.EVAL_SETS
+    assert data.EMBEDDED_EVAL_SETS == EVAL_NAMES_EMBEDDED
+    assert (data.EMBEDDED_TASKS, data.HUB_TASKS) == (config.EMBEDDED_TASKS, config.HUB_TASKS)
+    for mapping in (data.EVAL_SET_TASK, data.EVAL_SET_ANSWER, data.EVAL_SET_COLUMNS):
+        assert set(mapping) == set(data.EVAL_SETS)
+    assert all(data.EVAL_SET_TASK[n] == "mini-gsm8k" for n in data.EMBEDDED_EVAL_SETS)
+    assert all(task in DEFAULT_PROMPTS and task_kind(task) == "arithmetic" for task in data.EVAL_SET_TASK.values())
+    assert data.EVAL_SET_ANSWER == {**{n: "gsm8k" for n in data.EVAL_SETS}, "math": "math"}
+    assert all(cols[:3] == ("id", "source", "target") for cols in data.EVAL_SET_COLUMNS.values())
+    assert set(data.HUB_EVAL_SOURCES) == set(data.HUB_EVAL_SETS)
+
+
+def test_unknown_eval_set_lists_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown evaluation set 'gsm-hard'.*mini-gsm-plus.*gsm-symbolic.*math"):
+        data.load_eval_set("gsm-hard", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="mini-gsm-hard"):
+        data.generate_eval_set("gsm-plus", 10, seed=0)  # a hub set is not generated
+    with pytest.raises(ValueError, match="no path"):
+        data.load_eval_set("mini-gsm-plus", cache_dir=tmp_path, path="somewhere")
+    with pytest.raises(ValueError, match="non-negative"):
+        data.generate_eval_set("mini-gsm-symbolic", -1, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# held-out evaluation sets: generated (mini-gsm-plus, mini-gsm-symbolic, mini-gsm-hard)
+# ---------------------------------------------------------------------------------------------
+
+# Same digest as PINNED_DIGESTS, of generate_eval_set(name, n, seed).to_list(), recorded at
+# EVAL_GENERATOR_VERSION 1. An intended change bumps EVAL_GENERATOR_VERSION and re-records these.
+PINNED_EVAL_DIGESTS = {
+    ("mini-gsm-plus", 0, 30): "b3d0083ba1d974fa",
+    ("mini-gsm-plus", 0, 300): "4367446c6e6d31c0",
+    ("mini-gsm-plus", 1, 30): "197da70818b0dbed",
+    ("mini-gsm-plus", 1, 300): "d246919a723d8b23",
+    ("mini-gsm-symbolic", 0, 30): "da64d63361e79657",
+    ("mini-gsm-symbolic", 0, 300): "9a27a2b9a4864604",
+    ("mini-gsm-symbolic", 1, 30): "162c3a0f8936a8d0",
+    ("mini-gsm-symbolic", 1, 300): "42f9a543bd64c245",
+    ("mini-gsm-hard", 0, 30): "0ee61ce69e2f3273",
+    ("mini-gsm-hard", 0, 300): "475114d4ab1fb41a",
+    ("mini-gsm-hard", 1, 30): "938bcd96e1b1e402",
+    ("mini-gsm-hard", 1, 300): "8da636d92e1be43c",
+}
+
+
+@pytest.mark.parametrize("name,seed,n", list(PINNED_EVAL_DIGESTS))
+def test_eval_sets_are_pinned(name, seed, n):
+    assert data.EVAL_GENERATOR_VERSION == 1
+    rows = data.generate_eval_set(name, n, seed=seed).to_list()
+    payload = json.dumps(rows, sort_keys=True, ensure_ascii=False)
+    assert hashlib.sha256(payload.encode()).hexdigest()[:16] == PINNED_EVAL_DIGESTS[name, seed, n]
+
+
+@pytest.mark.parametrize("name", EVAL_NAMES_EMBEDDED)
+def test_eval_sets_are_deterministic_and_prefix_stable(name):
+    a = data.generate_eval_set(name, 120, seed=0)
+    assert a.column_names == list(data.EVAL_SET_COLUMNS[name])
+    assert a.to_list() == data.generate_eval_set(name, 120, seed=0).to_list()
+    assert data.generate_eval_set(name, 50, seed=0).to_list() == a.to_list()[:50]
+    assert a["source"] != data.generate_eval_set(name, 120, seed=1)["source"]
+    assert len(set(a["id"])) == len(set(a["source"])) == 120
+    assert a[0]["id"] == f"{name}-000000"
+    assert len(data.generate_eval_set(name, 0, seed=0)) == 0
+
+
+def check_gsm8k_target(target: str) -> str:
+    """Every worded line has one exact calculator step; the last line is "#### <last result>"."""
+    calculator = pytest.importorskip("kdlib.calculator")
+    from kdlib.metrics import gsm8k_answer
+
+    lines = target.split("\n")
+    results = []
+    for line in lines[:-1]:
+        steps = STEP.findall(line)
+        assert len(steps) == 1, line
+        expr, result, shown = steps[0]
+        assert safe_eval(expr) == safe_eval(result) and shown == result, line
+        assert calculator.evaluate(expr) == result, line  # what calculator-aware decoding inserts
+        assert line.split(" = ")[0].endswith(expr), line
+        results.append(result)
+    assert lines[-1] == f"#### {results[-1]}"
+    assert gsm8k_answer(target) == results[-1]
+    return results[-1]
+
+
+@pytest.mark.parametrize("name", EVAL_NAMES_EMBEDDED)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_eval_set_targets_keep_the_gsm8k_format_with_exact_answers(name, seed):
+    for row in data.generate_eval_set(name, 300, seed=seed):
+        answer = check_gsm8k_target(row["target"])
+        assert safe_eval(answer) >= 0
+        assert row["source"].isascii() and row["source"].endswith("?")
+
+
+def test_decimals_print_like_the_calculator():
+    from kdlib.calculator import evaluate
+    from kdlib.data.gsm_eval import _Num
+
+    price = _Num(7) + Fraction(1, 4)
+    for value, expr in ((price, "7.25"), (3 * price, "3*7.25"), (100 - 3 * price, "100-3*7.25"),
+                        (price * 4, "7.25*4"), (-price / 2, "-7.25/2")):
+        assert isinstance(value, _Num) and f"{value}" == str(value) == evaluate(expr)
+    assert str(_Num(87, 2)) == "43.5" and (3 * price) // 2 == 10 and type((3 * price) // 2) is int
+
+
+def test_eval_sets_are_held_out_from_mini_gsm8k_training_data():
+    train = set(generate_embedded("mini-gsm8k", 4000, 300, 300, seed=0)["train"]["source"])
+    for name in EVAL_NAMES_EMBEDDED:
+        assert not train & set(data.generate_eval_set(name, 300, seed=0)["source"]), name
+
+
+def test_mini_gsm_plus_perturbs_the_mini_gsm8k_test_problems():
+    from kdlib.data.gsm_eval import _numbers_changed
+
+    ds = data.generate_eval_set("mini-gsm-plus", 300, seed=1)
+    assert set(ds["perturbation"]) == set(data.PERTURBATIONS)
+    bases = sorted({int(b.rsplit("-", 1)[1]) for b in ds["base_id"]})
+    assert bases == list(range(len(bases))) and len(bases) < 80  # 300 rows: the first ~65 test problems
+    test = generate_embedded("mini-gsm8k", 0, 0, len(bases), seed=1)["test"]
+    for row in ds:
+        base = test[int(row["base_id"].rsplit("-", 1)[1])]
+        assert row["base_id"] == base["id"]
+        assert (row["base_source"], row["base_target"]) == (base["source"], base["target"])
+        assert row["source"] != row["base_source"]
+        kind, src, base_src = row["perturbation"], row["source"], row["base_source"]
+        if kind in ("numerical substitution", "digit expansion", "integer-decimal-fraction conversion"):
+            assert _numbers_changed(base_src, src) >= 1, (kind, src)  # only numbers differ
+        if kind == "digit expansion":
+            assert sum(map(len, NUMBER.findall(src))) > sum(map(len, NUMBER.findall(base_src)))
+        if kind == "integer-decimal-fraction conversion":
+            assert re.search(r"\$\d+\.\d+", src) and row["template"] in ("shopping", "wages", "savings", "fence")
+        if kind in ("distraction insertion", "problem understanding"):
+            assert row["target"] == row["base_target"]
+        if kind == "problem understanding":  # reworded, same numbers
+            assert sorted(NUMBER.findall(src)) == sorted(NUMBER.findall(base_src))
+        if kind == "distraction insertion":  # one sentence with a number, right before the question
+            head, question = base_src.rsplit(". ", 1)
+            assert src.startswith(head + ". ") and src.endswith(" " + question)
+            inserted = src[len(head) + 2:-len(question) - 1]
+            assert re.fullmatch(r"[A-Z][^.?]* \$?\d+[^.?]*\.", inserted), inserted
+    substitutions = ds.filter(lambda r: r["perturbation"] == "numerical substitution")
+    one = [_numbers_changed(r["base_source"], r["source"]) == 1 for r in substitutions]
+    assert sum(one) >= 0.9 * len(one)  # one number changed, as in GSM-Plus
+
+
+def test_distractor_person_does_not_blur_the_pronouns():
+    from kdlib.data.gsm8k import _GSM_PEOPLE
+
+    gender = dict(_GSM_PEOPLE)
+    ds = data.generate_eval_set("mini-gsm-plus", 600, seed=0)
+    checked = 0
+    for row in ds.filter(lambda r: r["perturbation"] == "distraction insertion"):
+        head = row["base_source"].rsplit(". ", 1)[0]
+        inserted = row["source"][len(head) + 2:].split(". ", 1)[0]
+        first = inserted.split()[0]
+        if first not in gender:
+            continue
+        assert first not in row["base_source"]
+        he = re.search(r"\b(he|him|his|himself)\b", row["base_source"], re.I)
+        she = re.search(r"\b(she|her|herself)\b", row["base_source"], re.I)
+        if bool(he) != bool(she):
+            assert gender[first] == ("she" if he else "he"), row["source"]
+            checked += 1
+    assert checked > 20
+
+
+def test_mini_gsm_symbolic_uses_only_held_out_names():
+    from kdlib.data.gsm8k import _GSM_PEOPLE, HELDOUT_PEOPLE
+    from kdlib.data.xsum import _FIRST_NAMES, _LAST_NAMES
+
+    held_out = {name for name, _ in HELDOUT_PEOPLE}
+    assert len(held_out) == len(HELDOUT_PEOPLE) >= 30
+    assert not held_out & ({name for name, _ in _GSM_PEOPLE} | set(_FIRST_NAMES) | set(_LAST_NAMES))
+    assert {he for _, he in HELDOUT_PEOPLE} == {"he", "she"}
+    train_words = {w for e in generate_examples("mini-gsm8k", 5000, seed=0)
+                   for w in re.findall(r"[A-Za-z]+", e["source"] + e["target"])}
+    assert not held_out & train_words  # never seen in training, whatever the seed (names come from one list)
+    seen_names = set()
+    for row in data.generate_eval_set("mini-gsm-symbolic", 300, seed=0):
+        words = set(re.findall(r"[A-Za-z]+", row["source"] + row["target"]))
+        assert not words & {name for name, _ in _GSM_PEOPLE}, row["source"]
+        seen_names |= words & held_out
+        if row["template"] not in ("bus", "boxes", "fraction"):  # the families without a person
+            assert words & held_out, row["source"]
+    assert len(seen_names) >= 25
+
+
+def test_mini_gsm_hard_has_larger_numbers_and_the_longest_solutions():
+    def biggest(rows):
+        return sum(max(float(x) for x in NUMBER.findall(r["source"])) for r in rows) / len(rows)
+
+    hard = data.generate_eval_set("mini-gsm-hard", 300, seed=0)
+    base = generate_examples("mini-gsm8k", 300, seed=0)
+    assert biggest(hard) > 5 * biggest(base)
+    assert "ages" not in hard["template"] and len(set(hard["template"])) == 11
+    # The longest branch (lines with "####"), unless it would not fit the length limits: then
+    # another branch with the larger numbers (always for shopping's 4-step form, rarely otherwise).
+    longest = {"sales": 4, "wages": 4, "share": 4, "pages": 4, "savings": 4}
+    rows = [r for r in hard if r["template"] in longest]
+    at_longest = [r["target"].count("\n") + 1 == longest[r["template"]] for r in rows]
+    assert sum(at_longest) >= 0.9 * len(rows)
+    assert all(r["target"].count("\n") + 1 == 4 for r in hard if r["template"] == "shopping")
+
+
+def test_eval_sets_use_the_mini_gsm8k_vocabulary_and_fit_its_length_limits():
+    """A tokenizer trained on mini-gsm8k (as the kit trains one) reads every set with the tokens it
+    made for mini-gsm8k (digits, "<<", ">>", the task's words), the pieces of the held-out names
+    aside, and within mini-gsm8k's length limits."""
+    from kdlib.config import TASK_LENGTHS
+    from kdlib.data.gsm8k import HELDOUT_PEOPLE
+    from kdlib.models import train_tokenizer
+
+    train = generate_embedded("mini-gsm8k", 2000, 0, 0, seed=0)["train"]
+    prompt = DEFAULT_PROMPTS["mini-gsm8k"]["student"]
+    prompts = [apply_prompt(prompt, s) for s in train["source"]]
+    tok = train_tokenizer(prompts + prompts + list(train["target"]))
+    known = {i for t in prompts + list(train["target"]) for i in tok(t)["input_ids"]}
+    words = {w for t in prompts + list(train["target"]) for w in re.findall(r"[A-Za-z]+", t)}  # case counts
+    names = {name for name, _ in HELDOUT_PEOPLE}
+    name_pattern = re.compile(r"\b(" + "|".join(names) + r")\b")
+    max_source, max_target = TASK_LENGTHS["mini-gsm8k"]
+    for name in EVAL_NAMES_EMBEDDED:
+        ds = data.generate_eval_set(name, 300, seed=0)
+        for row in ds:
+            src_text = apply_prompt(prompt, row["source"])
+            for text, limit in ((src_text, max_source), (row["target"], max_target)):
+                enc = tok(text, return_offsets_mapping=True)
+                assert len(enc["input_ids"]) <= limit, (name, len(enc["input_ids"]), text)
+                spans = [m.span() for m in name_pattern.finditer(text)]
+                for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
+                    in_name = any(a < e and s < b for s, e in spans)
+                    assert i != tok.unk_token_id and (i in known or in_name), (name, tok.convert_ids_to_tokens(i), text)
+            new = set(re.findall(r"[A-Za-z]+", row["source"] + row["target"])) - words - names
+            assert not new, (name, new, row["source"])
+        assert "<<" in tok.convert_ids_to_tokens(tok(ds[0]["target"])["input_ids"])
+
+
+def test_load_eval_set_caches_atomically(tmp_path, monkeypatch):
+    ds = data.load_eval_set("mini-gsm-symbolic", cache_dir=tmp_path, n=40, seed=2)
+    assert ds.to_list() == data.generate_eval_set("mini-gsm-symbolic", 40, seed=2).to_list()
+    folders = list((tmp_path / "data").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("mini-gsm-symbolic-")
+    assert {p.name for p in folders[0].iterdir()} == {"test.jsonl", "meta.json"}
+    calls = []
+    real = data.generate_eval_set
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "generate_eval_set", counting)
+    assert data.load_eval_set("mini-gsm-symbolic", cache_dir=tmp_path, n=40, seed=2).to_list() == ds.to_list()
+    assert calls == []  # complete cache: read, not regenerated
+    (folders[0] / "meta.json").unlink()  # as if killed before the end
+    (folders[0] / "test.jsonl").write_text('{"id": "half')
+    assert data.load_eval_set("mini-gsm-symbolic", cache_dir=tmp_path, n=40, seed=2).to_list() == ds.to_list()
+    assert len(calls) == 1 and (folders[0] / "meta.json").exists()
+    (folders[0] / "test.jsonl").write_text("")  # corrupted under a complete-looking meta.json
+    data.load_eval_set("mini-gsm-symbolic", cache_dir=tmp_path, n=40, seed=2)
+    assert len(calls) == 2
+    default = data.load_eval_set("mini-gsm-plus", cache_dir=tmp_path)  # default size, another folder
+    assert len(default) == data.DEFAULT_EVAL_SIZES["mini-gsm-plus"] and len(list((tmp_path / "data").iterdir())) == 2
+
+
+def test_eval_set_generation_is_fast():
+    import time
+
+    start = time.perf_counter()
+    for name in EVAL_NAMES_EMBEDDED:
+        data.generate_eval_set(name, 1000, seed=7)
+    assert time.perf_counter() - start < 5.0  # typically ~0.5 s
+
+
+# ---------------------------------------------------------------------------------------------
+# held-out evaluation sets: hub (GSM-Plus, GSM-Symbolic, MATH) from local files in the hub schema
+# ---------------------------------------------------------------------------------------------
+
+
+def test_gsm_plus_fixture(tmp_path):
+    from kdlib.metrics import gsm8k_answer
+
+    with pytest.warns(UserWarning, match="dropping 1 rows"):  # "critical thinking": no numeric answer
+        ds = data.load_eval_set("gsm-plus", cache_dir=tmp_path, path=str(FIXTURES / "gsm-plus"))
+    raw = [json.loads(line) for line in open(FIXTURES / "gsm-plus" / "test.jsonl")]
+    assert ds.column_names == list(data.EVAL_SET_COLUMNS["gsm-plus"])
+    assert len(ds) == 7  # test.jsonl less the critical-thinking row; testmini.jsonl is not read
+    assert ds["perturbation"] == [r["perturbation_type"] for r in raw if r["answer"] != "None"]
+    for row, r in zip(ds, [r for r in raw if r["answer"] != "None"]):
+        assert row["source"] == r["question"] and row["base_source"] == r["seed_question"]
+        assert row["base_target"] == r["seed_solution"]
+        assert gsm8k_answer(row["target"]) == r["answer"]  # "#### 3,400" -> "3400"
+    appended = ds[ds["perturbation"].index("distraction insertion")]["target"]
+    assert appended.endswith("16 rolls left.\n#### 16")  # the answer field, where the solution had no ####
+    assert ds["id"][:2] == ["gsm-plus-000000", "gsm-plus-000001"]
+
+
+def test_gsm_symbolic_fixture(tmp_path):
+    from kdlib.metrics import gsm8k_answer
+
+    ds = data.load_eval_set("gsm-symbolic", cache_dir=tmp_path, path=str(FIXTURES / "gsm-symbolic"))
+    assert ds.column_names == list(data.EVAL_SET_COLUMNS["gsm-symbolic"])
+    assert ds["id"] == ["gsm-symbolic-0-0", "gsm-symbolic-0-1", "gsm-symbolic-1-0", "gsm-symbolic-1-1"]  # main/ only
+    assert [gsm8k_answer(t) for t in ds["target"]] == ["11", "21", "56", "55"]
+    assert ds[0]["base_source"].startswith("Pia has 5 kites") and ds[0]["template_id"] == "0"
+    for row in ds:
+        check_gsm8k_target(row["target"])
+
+
+def test_math_fixture(tmp_path):
+    from kdlib.metrics import math_answer
+
+    ds = data.load_eval_set("math", cache_dir=tmp_path, path=str(FIXTURES / "math"))
+    assert ds.column_names == list(data.EVAL_SET_COLUMNS["math"])
+    assert len(ds) == 5  # the test files of three subjects; algebra/train.jsonl is not read
+    assert [math_answer(t) for t in ds["target"]] == [r"\frac{7}{2}", "80", "2", r"\{1, 2, 4\}", "2.5"]
+    assert ds["subject"] == ["Algebra", "Algebra", "Number Theory", "Number Theory", "Prealgebra"]
+    assert ds[0] == {"id": "math-000000", "source": "What is $x$ if $2x + 3 = 10$?",
+                     "target": r"Subtract 3 and divide by 2: $x = \boxed{\frac{7}{2}}$.",
+                     "subject": "Algebra", "level": "Level 1"}
+
+
+def test_math_parquet_in_hub_layout_and_subsampling(tmp_path):
+    root = tmp_path / "hendrycks_math"
+    for subject in data.MATH_SUBJECTS:
+        (root / subject).mkdir(parents=True)
+        rows = [{"problem": f"{subject} problem {i}?", "level": "Level 1", "type": subject,
+                 "solution": f"So $\\boxed{{{i}}}$."} for i in range(3)]
+        datasets.Dataset.from_list(rows).to_parquet(str(root / subject / "test-00000-of-00001.parquet"))
+        datasets.Dataset.from_list(rows[:1]).to_parquet(str(root / subject / "train-00000-of-00001.parquet"))
+    ds = data.load_eval_set("math", cache_dir=tmp_path / "cache", path=str(root))
+    assert len(ds) == 21 and ds["subject"][::3] == list(data.MATH_SUBJECTS)
+    small = data.load_eval_set("math", cache_dir=tmp_path / "cache", path=str(root), n=5, seed=1)
+    assert len(small) == 5 and set(small["id"]) <= set(ds["id"])
+    assert small["id"] == data.load_eval_set("math", cache_dir=tmp_path / "cache", path=str(root), n=5, seed=1)["id"]
+    assert small["id"] != data.load_eval_set("math", cache_dir=tmp_path / "cache", path=str(root), n=5, seed=2)["id"]
+    with pytest.raises(ValueError, match="n=22"):
+        data.load_eval_set("math", cache_dir=tmp_path / "cache", path=str(root), n=22)
+
+
+def test_eval_set_missing_field_names_file_and_field(tmp_path):
+    bad = write_jsonl(tmp_path / "gp" / "test.jsonl", [{"question": "q?", "answer": "3"}])
+    with pytest.raises(ValueError, match=r"(?s)test\.jsonl.*'solution'"):
+        data.load_eval_set("gsm-plus", cache_dir=tmp_path / "cache", path=str(bad.parent))
+    bad = write_jsonl(tmp_path / "m" / "test.jsonl", [{"question": "q?", "solution": r"\boxed{1}"}])
+    with pytest.raises(ValueError, match=r"(?s)test\.jsonl.*'problem'"):
+        data.load_eval_set("math", cache_dir=tmp_path / "cache", path=str(bad))
+    with pytest.raises(FileNotFoundError, match="no/such"):
+        data.load_eval_set("gsm-symbolic", cache_dir=tmp_path, path=str(tmp_path / "no" / "such"))
+
+
+def test_hub_eval_sets_load_the_test_split_of_the_hub_names(tmp_path, monkeypatch):
+    calls = []
+    math_rows = [json.loads(line) for line in open(FIXTURES / "math" / "algebra" / "test.jsonl")]
+    symbolic_rows = [json.loads(line) for line in open(FIXTURES / "gsm-symbolic" / "main" / "test.jsonl")]
+
+    def fake_hub(path, name=None, **kwargs):
+        calls.append((path, name, kwargs))
+        rows = {"EdinburghNLP": None, "apple": symbolic_rows, "EleutherAI": math_rows}[path.split("/")[0]]
+        return datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:1]),
+                                     "test": datasets.Dataset.from_list(rows)})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_hub)
+    ds = data.load_eval_set("math", cache_dir=tmp_path)
+    assert [(p, n) for p, n, _ in calls] == [("EleutherAI/hendrycks_math", s) for s in data.MATH_SUBJECTS]
+    assert len(ds) == 2 * len(data.MATH_SUBJECTS) and len(set(ds["id"])) == len(ds)
+    calls.clear()
+    assert len(data.load_eval_set("gsm-symbolic", cache_dir=tmp_path)) == 4
+    assert [(p, n) for p, n, _ in calls] == [("apple/GSM-Symbolic", "main")]
+    assert all("trust_remote_code" not in kw for _, _, kw in calls)
+
+    def offline(path, name=None, **kwargs):
+        raise ConnectionError("Couldn't reach the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match=r"(?s)qintongli/GSM-Plus.*path="):
+        data.load_eval_set("gsm-plus", cache_dir=tmp_path)

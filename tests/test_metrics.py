@@ -229,3 +229,31 @@ def test_primary_metric_and_direction():
     for kind in PRIMARY_METRIC:
         refs = ["#### 1"] if kind == "arithmetic" else ["a b c"]
         assert set(task_metrics(kind, refs, refs)) <= set(HIGHER_IS_BETTER)
+
+
+# ---------------------------------------------------------------------------------------------
+# MATH: the content of the last \boxed{...}
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, answer", [
+    (r"so $x = \boxed{5}$.", "5"),
+    (r"first \boxed{1}, then the answer \boxed{ 2 }", "2"),  # the last box, stripped
+    (r"$\boxed{\frac{1}{2}}$", r"\frac{1}{2}"),  # nested braces
+    (r"$\boxed{\left( 3, \frac{\pi}{2} \right)}$", r"\left( 3, \frac{\pi}{2} \right)"),
+    (r"$\boxed{\{1, 2\}}$", r"\{1, 2\}"),  # escaped braces do not close the box
+    (r"the answer is $\fbox{7}$", "7"),
+    (r"$\boxed 9$", "9"),  # brace-less form, up to "$"
+    (r"\boxed{x^{2}} and \boxed{a}{b}", "a"),
+])
+def test_math_answer(text, answer):
+    from kdlib.metrics import math_answer
+
+    assert math_answer(text) == answer
+
+
+@pytest.mark.parametrize("text", ["no box here", r"\boxed{\frac{1}{2}", r"\boxedx{3}", "#### 5", ""])
+def test_math_answer_none(text):
+    from kdlib.metrics import math_answer
+
+    assert math_answer(text) is None
