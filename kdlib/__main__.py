@@ -58,6 +58,28 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    """Train every run the named notebooks need (parallel workers), so the notebooks only read."""
+    from kdlib.config import ParamsError, load_notebook_params
+    from kdlib.schedule import ensure
+    from kdlib.studies import plan
+
+    targets = []
+    for f in args.files:
+        nb = load_notebook_params(f)
+        if nb is None:
+            raise ParamsError(f"{f}: not a notebook params file")
+        targets += plan(nb)
+    log = None
+    if args.log:
+        def log(line: str, _path=args.log) -> None:
+            print(line, flush=True)
+            with open(_path, "a") as fh:
+                fh.write(line + "\n")
+    ensure(targets, workers=args.workers, log=log, every_s=args.every)
+    return 0
+
+
 def cmd_data(args) -> int:
     from kdlib import data
 
@@ -89,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="where the run named by the params stands (finished / resumable / not started)")
     _add_params_args(p)
     p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("prepare", help="train (in parallel) every run the given notebook params files need")
+    p.add_argument("-f", "--file", action="append", required=True, dest="files", metavar="YAML",
+                   help="a notebook params file, e.g. params/embedded/main_results.yaml; repeatable")
+    p.add_argument("--workers", type=int, default=None, help="parallel 1-thread processes (default: CPUs, or KDLIB_WORKERS)")
+    p.add_argument("--log", default=None, help="also append the progress lines to this file")
+    p.add_argument("--every", type=float, default=15.0, help="seconds between status lines")
+    p.set_defaults(fn=cmd_prepare)
     p = sub.add_parser("data", help="generate or load the task's data and show a few examples")
     _add_params_args(p)
     p.add_argument("--show", type=int, default=3)

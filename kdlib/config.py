@@ -279,6 +279,10 @@ class RLParams(OptimParams):
     temperature: float = 1.0
     top_k: StrictInt = 0  # 0 = full vocabulary
     allow_off_policy: StrictBool = False  # permit temperature != 1 or top_k > 0 for RL methods
+    # Rollouts cut at the length limit: drop (LLMR authors' code: no loss on them), keep (treat the
+    # last token as the end, Algorithm 1 as written), bootstrap (continue with the teacher's optimal
+    # actions; see kdlib.returns.truncated_kstep_returns). The embedded students rarely hit the limit.
+    truncated: Literal["drop", "keep", "bootstrap"] = "drop"
     pg_normalize: Literal["batch", "tokens"] = "batch"
 
     @field_validator("k")

@@ -109,7 +109,8 @@ def policy_gradient_loss(logp: Tensor, G: Tensor, action_mask: Tensor, normalize
     return -weighted.sum() / denom
 
 
-def authors_code_pg_loss(logp: Tensor, G: Tensor, action_mask: Tensor, reward_clip: float = 100.0) -> Tensor:
+def authors_code_pg_loss(logp: Tensor, G: Tensor, action_mask: Tensor, reward_clip: float = 100.0,
+                         baseline: Tensor | None = None) -> Tensor:
     """The learning signal of the KETCHUP authors' public code (spec ``seed001_brim_extras.md``
     Sec. 8.2 item 2; not stated in either paper). Used by ``rl.compat: authors_code``.
 
@@ -131,6 +132,8 @@ def authors_code_pg_loss(logp: Tensor, G: Tensor, action_mask: Tensor, reward_cl
         action_mask: (B, T) bool, True at the policy's own tokens (not padding, not
             calculator-forced tokens). The denominator counts these.
         reward_clip: ``c > 0`` (paper Table 5: 100; the authors' script default: 50).
+        baseline: optional (B, T) or scalar, subtracted from ``rho * G^`` before the clip (the
+            code's "mean"/"min-variance" baselines: :func:`kdlib.returns.authors_code_baseline`).
 
     Returns: scalar loss.
     """
@@ -145,7 +148,10 @@ def authors_code_pg_loss(logp: Tensor, G: Tensor, action_mask: Tensor, reward_cl
     zero = logp.new_zeros(())
     logp_m = torch.where(m, logp, zero)  # (B, T); a padded -inf must not become a NaN
     rho = logp_m.detach().exp()  # (B, T): pi_theta(a_t | s_t), no gradient
-    signal = (rho * torch.where(m, G.detach().to(logp.dtype), zero)).clamp(-reward_clip, reward_clip)  # (B, T)
+    signal = rho * torch.where(m, G.detach().to(logp.dtype), zero)  # (B, T)
+    if baseline is not None:
+        signal = signal - baseline.detach().to(logp.dtype)
+    signal = signal.clamp(-reward_clip, reward_clip)
     return -(signal * logp_m).sum() / m.sum().clamp_min(1).to(logp.dtype)
 
 

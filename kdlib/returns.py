@@ -34,6 +34,7 @@ __all__ = [
     "full_returns",
     "kstep_returns",
     "kstep_returns_loop",
+    "truncated_kstep_returns",
     "clip_rewards",
     "batch_mean_baseline",
     "authors_code_baseline",
@@ -333,6 +334,37 @@ def kstep_returns_loop(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str 
                 G[t] = total + q(T)
         out.append(G)
     return torch.tensor(out, dtype=torch.float64).reshape(shape).to(q_sa.dtype)
+
+
+TRUNCATION = ("keep", "drop", "bootstrap")
+
+
+def truncated_kstep_returns(q_sa: Tensor, v: Tensor, mask: Tensor, ended: Tensor, k: int, tail: str = "algorithm1",
+                            truncated: str = "keep") -> Tensor:
+    """K-step returns when some rollouts were cut at the length limit (``ended[b]`` False).
+
+    * ``keep``: the last generated token is treated as the end (Algorithm 1 as written: the value
+      after it is 0). Same as :func:`kstep_returns`.
+    * ``drop``: the LLMR authors' code drops unfinished rollouts; the returns are computed as for
+      ``keep`` and the CALLER removes those rows from the loss (their rows here are 0).
+    * ``bootstrap``: a cut rollout continues with the teacher's optimal actions, each with gap
+      ``v - q = 0``. Their rewards telescope (Eq. (2)): the continuation is worth exactly
+      ``v(s_{T+1})``, which cancels the ``-v(s_{T+1})`` of the last real reward, so for K = 1 the
+      return is the same as ``keep``. For K > 1 the chain of Algorithm 1 no longer lands before the
+      end, so blocks that cross the cut keep jumping: on cut rows the return is the block form of
+      Eq. (7) (``tail="block"``), on finished rows the requested ``tail``.
+
+    q_sa, v, mask: (B, T); ended: (B,) bool. Returns (B, T), 0 after each row's end.
+    """
+    if truncated not in TRUNCATION:
+        raise ValueError(f"truncated must be one of {TRUNCATION}, got {truncated!r}")
+    G = kstep_returns(q_sa, v, mask, k, tail=tail)
+    ended = ended.bool().reshape(*G.shape[:-1], 1)  # (B, 1)
+    if truncated == "drop":
+        return torch.where(ended, G, G.new_zeros(()))
+    if truncated == "bootstrap" and k > 1 and tail != "block":
+        return torch.where(ended, G, kstep_returns(q_sa, v, mask, k, tail="block"))
+    return G
 
 
 def clip_rewards(G: Tensor, low: float = -100.0, high: float = 100.0) -> Tensor:

@@ -33,6 +33,42 @@ def method_plan(nb: MainResultsParams | ReturnsParams) -> list[tuple[str, dict]]
     return plan
 
 
+# ----------------------------------------------------------------------------- plans
+def _chain_targets(nb: NotebookParams, task: str, over: dict | None = None) -> list[Params]:
+    """Teacher, zero-shot and pre-distilled student of a task (the stages every table shows)."""
+    base = {"task.name": task, **(over or {})}
+    return [_params(nb, **{**base, "method": m}) for m in ("teacher", "zeroshot", "predistill")]
+
+
+def _method_targets(nb, tasks, seeds, plan_rows) -> list[Params]:
+    return [_params(nb, **{"task.name": t, "seed": s, **over}) for t in tasks for s in seeds for _, over in plan_rows]
+
+
+def plan(nb: NotebookParams) -> list[Params]:
+    """The runs a notebook reads (the scheduler adds the stages they build on). Training them
+    first, in parallel (``kdlib.schedule.ensure`` / ``python -m kdlib prepare``), leaves the
+    notebook only reading the run cache."""
+    if isinstance(nb, MainResultsParams):
+        return [q for t in nb.tasks for q in _chain_targets(nb, t)] + _method_targets(nb, nb.tasks, nb.seeds,
+                                                                                       method_plan(nb))
+    if isinstance(nb, ReturnsParams):
+        return _method_targets(nb, nb.tasks, nb.seeds, method_plan(nb))
+    if isinstance(nb, VarianceBiasParams):
+        return [_variance_bias_params(nb, steps) for steps in nb.student_steps]
+    if isinstance(nb, ModelSizeParams):
+        return [_params(nb, **over) for over in _model_size_overrides(nb)]
+    if isinstance(nb, LLMEvalParams):
+        return [_params(nb, **over) for over in _llm_eval_overrides(nb)]
+    return []
+
+
+def ensure_runs(nb: NotebookParams, workers: int | None = None) -> int:
+    """Train what ``nb`` needs that is not in the run cache yet (parallel workers); returns how many."""
+    from kdlib.schedule import ensure
+
+    return ensure(plan(nb), workers=workers)
+
+
 def _rows(task: str, method: str, seed: int, summary: dict, split: str = "test") -> list[dict]:
     return [{"task": task, "method": method, "seed": seed, "metric": k, "value": float(v)}
             for k, v in summary[split].items() if isinstance(v, (int, float)) and math.isfinite(float(v))]
@@ -41,6 +77,7 @@ def _rows(task: str, method: str, seed: int, summary: dict, split: str = "test")
 def main_results(nb: MainResultsParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Table 1: test scores at the best dev checkpoint of the teacher, the zero-shot and
     pre-distilled students and every method (x seeds). Returns (long results, runs)."""
+    ensure_runs(nb)
     rows, runs = [], []
     for task in nb.tasks:
         base = _params(nb, **{"task.name": task})
@@ -65,6 +102,7 @@ def _run_row(task: str, label: str, seed: int, run: Run) -> dict:
 def rl_returns(nb: ReturnsParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Figure 1: the average true return (Eq. 10) of greedy test outputs for each RL method, and
     the dev-return learning curves of the same runs."""
+    ensure_runs(nb)
     rows, curves = [], []
     for task in nb.tasks:
         for seed in nb.seeds:
@@ -86,7 +124,7 @@ def sample_q(p: Params, run: Run, n_inputs: int, n_samples: int, seed: int = 0):
     teacher = _teacher_model(p, task).to(acc.device)
     student = frozen(load_run_model(p, run)[0]).to(acc.device)
     M = min(n_inputs, task.split_size("test"))
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=acc.device).manual_seed(seed)
     qs, vs, ms, kls = [], [], [], []
     for i in range(M):
         idx = [i] * n_samples
@@ -107,16 +145,22 @@ def sample_q(p: Params, run: Run, n_inputs: int, n_samples: int, seed: int = 0):
             torch.stack([padT(m) for m in ms]).bool(), sum(kls) / len(kls))
 
 
+def _variance_bias_params(nb: VarianceBiasParams, steps: int) -> Params:
+    """The pre-distilled student stopped after ``steps`` updates (no plateau rule): students at
+    several KL distances from the teacher."""
+    return _params(nb, **{"task.name": nb.task, "method": "predistill", "predistill.steps": steps,
+                          "predistill.eval_every": steps, "predistill.checkpoint_every": steps,
+                          "predistill.patience": None})
+
+
 def variance_bias(nb: VarianceBiasParams) -> pd.DataFrame:
     """Figure 2: variance and bias of the K-step return (Eqs. 20, 25) for students at several KL
     distances from the teacher (pre-distillation stopped after ``student_steps`` steps), both
     tail rules. One row per (student, K, tail), averaged over inputs."""
+    ensure_runs(nb)
     rows = []
     for steps in nb.student_steps:
-        p = _params(nb, **{"task.name": nb.task})
-        if steps != p.predistill.steps:  # the full-length student is the one every method starts from
-            p = _params(nb, **{"task.name": nb.task, "predistill.steps": steps, "predistill.eval_every": steps,
-                               "predistill.checkpoint_every": steps})
+        p = _variance_bias_params(nb, steps)
         run = ensure_predistill(p)
         q_sa, v, mask, kl = sample_q(p, run, nb.n_inputs, nb.n_samples, seed=nb.seeds[0])
         for k in nb.k_values:
@@ -130,28 +174,48 @@ def variance_bias(nb: VarianceBiasParams) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def model_size_curves(nb: ModelSizeParams) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Figure 3: dev learning curves (return of Eq. 10 and the task metric) of LLMR and KETCHUP
-    for each student size, and their test scores."""
-    curves, finals = [], []
+def _model_size_overrides(nb: ModelSizeParams) -> list[dict]:
+    out = []
     for student in nb.students:
         for seed in nb.seeds:
             for m in nb.methods:
                 over = {"task.name": nb.task, "models.student": student, "method": m, "seed": seed}
                 if m == "ketchup":
                     over["rl.k"] = nb.k
-                p = _params(nb, **over)
-                run = train(p)
-                label = f"ketchup_k{nb.k}" if m == "ketchup" else m
-                s = run.summary()
-                primary = s["primary"]
-                for key in ("return", primary):
-                    for step, value in zip(*run.curve(f"eval/{key}")):
-                        curves.append({"student": student.split(":")[-1], "method": label, "seed": seed, "step": step,
-                                       "metric": key, "value": value})
-                finals.append({"student": student.split(":")[-1], "method": label, "seed": seed,
-                               **{f"test_{k}": v for k, v in s["test"].items()}})
+                out.append(over)
+    return out
+
+
+def model_size_curves(nb: ModelSizeParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Figure 3: dev learning curves (return of Eq. 10 and the task metric) of LLMR and KETCHUP
+    for each student size, and their test scores."""
+    ensure_runs(nb)
+    curves, finals = [], []
+    for over in _model_size_overrides(nb):
+        student, seed, m = over["models.student"], over["seed"], over["method"]
+        p = _params(nb, **over)
+        run = train(p)
+        label = f"ketchup_k{nb.k}" if m == "ketchup" else m
+        s = run.summary()
+        primary = s["primary"]
+        for key in ("return", primary):
+            for step, value in zip(*run.curve(f"eval/{key}")):
+                curves.append({"student": student.split(":")[-1], "method": label, "seed": seed, "step": step,
+                               "metric": key, "value": value})
+        finals.append({"student": student.split(":")[-1], "method": label, "seed": seed,
+                       **{f"test_{k}": v for k, v in s["test"].items()}})
     return pd.DataFrame(curves), pd.DataFrame(finals)
+
+
+def _llm_eval_overrides(nb: LLMEvalParams) -> list[dict]:
+    out = []
+    for task in nb.tasks:
+        for m in [nb.baseline] + nb.methods:
+            over = {"task.name": task, "method": m, "seed": nb.seeds[0]}
+            if m == "ketchup":
+                over["rl.k"] = nb.k
+            out.append(over)
+    return out
 
 
 def llm_eval(nb: LLMEvalParams, cache_dir: str) -> pd.DataFrame:
@@ -163,16 +227,13 @@ def llm_eval(nb: LLMEvalParams, cache_dir: str) -> pd.DataFrame:
     backend = judge.make_backend(judge.JudgeConfig(**{k: v for k, v in p0.judge.model_dump().items()
                                                       if k in judge.JudgeConfig.model_fields}))
     n = p0.judge.n_examples
+    ensure_runs(nb)
     outputs: dict[str, dict[str, list[dict]]] = {}
-    for task in nb.tasks:
-        outputs[task] = {}
-        for m in [nb.baseline] + nb.methods:
-            over = {"task.name": task, "method": m, "seed": nb.seeds[0]}
-            if m == "ketchup":
-                over["rl.k"] = nb.k
-            run = train(_params(nb, **over))
-            rows = run.outputs("test")
-            outputs[task][m] = rows[:n] if n else rows
+    for over in _llm_eval_overrides(nb):
+        task, m = over["task.name"], over["method"]
+        run = train(_params(nb, **over))
+        rows = run.outputs("test")
+        outputs.setdefault(task, {})[m] = rows[:n] if n else rows
     kinds = {t: load_task_bundle(_params(nb, **{"task.name": t})).kind for t in nb.tasks}
     frames = []
     for task in nb.tasks:

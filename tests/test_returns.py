@@ -522,3 +522,52 @@ def test_return_variance_bias_k1_has_zero_bias():
     assert torch.allclose(out["bias_pos"], torch.zeros(2, dtype=torch.float64), atol=1e-12)
     one = return_variance_bias(q[:, :1], v[:, :1], mask[:, :1], 2)  # one sample: no variance
     assert torch.isnan(one["var_seq"]).all() and torch.isnan(one["var_pos"]).all()
+
+
+# --------------------------------------------------------------------------- truncated rollouts
+def _explicit_bootstrap(q_sa, v, mask, ended, k, tail, extra=40):
+    """Append `extra` teacher-optimal steps (gap 0) after every cut row and run the recursion on
+    the longer rows: the literal meaning of bootstrapping with the teacher's continuation."""
+    from kdlib.returns import kstep_returns_loop
+
+    B, T = q_sa.shape
+    q2 = torch.zeros(B, T + extra, dtype=torch.float64)
+    v2 = torch.zeros_like(q2)
+    m2 = torch.zeros(B, T + extra, dtype=torch.bool)
+    q2[:, :T], v2[:, :T], m2[:, :T] = q_sa.double(), v.double(), mask
+    for b in range(B):
+        if not ended[b]:
+            end = int(mask[b].nonzero().max())
+            c = float(torch.randn(()))  # any value: an optimal step has q = v
+            q2[b, end + 1: end + 1 + extra] = c
+            v2[b, end + 1: end + 1 + extra] = c
+            m2[b, end + 1: end + 1 + extra] = True
+    return kstep_returns_loop(q2, v2, m2, k, tail=tail)[:, :T]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("tail", ["algorithm1", "block", "clamp"])
+def test_bootstrap_equals_an_explicit_teacher_optimal_continuation(k, tail):
+    from kdlib.returns import truncated_kstep_returns
+
+    g = torch.Generator().manual_seed(k)
+    B, T = 6, 13
+    lens = torch.randint(3, T + 1, (B,), generator=g)
+    mask = torch.arange(T)[None] < lens[:, None]
+    v = torch.randn(B, T, generator=g, dtype=torch.float64) + 2
+    q_sa = v - torch.rand(B, T, generator=g, dtype=torch.float64)  # gaps >= 0
+    ended = torch.tensor([True, False, True, False, False, True])
+    got = truncated_kstep_returns(q_sa, v, mask, ended, k, tail, "bootstrap")
+    # the extra steps are far longer than any block, so the continuation's value telescopes fully
+    want = _explicit_bootstrap(q_sa, v, mask, ended, k, tail if tail != "clamp" else "algorithm1")
+    if tail == "clamp":  # finished rows keep the clamp tail; cut rows continue like the others
+        want[ended] = truncated_kstep_returns(q_sa, v, mask, ended, k, "clamp", "keep")[ended]
+    assert torch.allclose(got * mask, want * mask, atol=1e-9)
+    keep = truncated_kstep_returns(q_sa, v, mask, ended, k, tail, "keep")
+    assert torch.allclose(got[ended], keep[ended])
+    if k == 1:  # telescoping: bootstrapping changes nothing for LLMR's reward-to-go
+        assert torch.allclose(got, keep)
+    drop = truncated_kstep_returns(q_sa, v, mask, ended, k, tail, "drop")
+    assert (drop[~ended] == 0).all() and torch.allclose(drop[ended], keep[ended])
+    with pytest.raises(ValueError, match="truncated must be"):
+        truncated_kstep_returns(q_sa, v, mask, ended, k, tail, "cut")

@@ -9,7 +9,11 @@ Per step: sample y ~ pi_theta (temperature, top-k), score it with ONE teacher fo
 the return, clip it to [-reward_clip, reward_clip] (the paper's [-100, 100]), and minimise
 -sum_t G_t log pi(y_t|s_t) over the policy's own tokens (calculator insertions excluded).
 Defaults follow the LLMR authors' code: q normalised by the mean logit, gradient norm clipped at
-1.0 (the harness), nothing after EOS (the mask).
+1.0 (the harness), nothing after EOS (the mask), rollouts cut at the length limit dropped
+(``rl.truncated``; ``keep`` and ``bootstrap`` are the alternatives, see
+kdlib.returns.truncated_kstep_returns). ``rl.compat: authors_code`` switches to the KETCHUP authors'
+public code (clamp tail, returns weighted by the detached student probability and clipped, a
+scalar batch baseline for both baselines; spec seed001_brim_extras.md Sec. 8.2).
 """
 
 from __future__ import annotations
@@ -21,21 +25,42 @@ from kdlib import returns
 from kdlib.config import RLParams
 from kdlib.evaluate import teacher_scores
 from kdlib.generation import generate
-from kdlib.losses import policy_gradient_loss
+from kdlib.losses import authors_code_pg_loss, policy_gradient_loss
 from kdlib.models import forward_logits, token_logprobs
 from kdlib.trainers.base import MicroLoss, Task, batch_src, micro_generator, shared_encoder
 
 
-def estimate_returns(method: str, q_sa, v, mask, k: int, tail: str, reward_clip: float, student_logits=None, tokens=None):
-    """The return each method multiplies with grad log pi. Shapes (B, T)."""
-    G = returns.kstep_returns(q_sa, v, mask, k if method == "ketchup" else 1, tail=tail)
-    G = returns.clip_rewards(G, -reward_clip, reward_clip)
+def estimate_returns(method: str, q_sa, v, mask, ended, rp: RLParams, student_logits=None, tokens=None):
+    """The return each method multiplies with grad log pi (paper semantics). Shapes (B, T)."""
+    G = returns.truncated_kstep_returns(q_sa, v, mask, ended, rp.k if method == "ketchup" else 1, tail=rp.tail,
+                                        truncated=rp.truncated)
+    G = returns.clip_rewards(G, -rp.reward_clip, rp.reward_clip)
+    counted = mask & ended[:, None] if rp.truncated == "drop" else mask  # baselines over the rollouts that count
     if method == "llmr_mean":
-        G = G - returns.batch_mean_baseline(G, mask)
+        G = G - returns.batch_mean_baseline(G, counted)
     elif method == "llmr_minvar":
         norm_sq = returns.score_norm_sq(student_logits.detach(), tokens)
-        G = G - returns.min_variance_baseline(G, mask, norm_sq)
-    return G * mask
+        G = G - returns.min_variance_baseline(G, counted, norm_sq)
+    return G * counted
+
+
+def rl_loss(method: str, logp, q_sa, v, mask, action_mask, ended, rp: RLParams, student_logits=None, tokens=None):
+    """(loss, returns) of one batch for ``method`` under ``rp.compat``; rows cut at the length
+    limit are left out of the loss when ``rp.truncated == "drop"``."""
+    if rp.truncated == "drop":
+        action_mask = action_mask & ended[:, None]
+    if rp.compat == "authors_code":  # spec seed001_brim_extras.md Sec. 8.2: clamp tail, rho * G^, clip, scalar baseline
+        G = returns.truncated_kstep_returns(q_sa, v, mask, ended, rp.k if method == "ketchup" else 1, tail="clamp",
+                                            truncated=rp.truncated) * mask
+        b = None
+        if method in ("llmr_mean", "llmr_minvar"):
+            b = returns.authors_code_baseline(logp.detach().exp() * G, mask)
+        return authors_code_pg_loss(logp, G, action_mask, rp.reward_clip, baseline=b), G
+    G = estimate_returns(method, q_sa, v, mask, ended, rp, student_logits, tokens)
+    if rp.pg_normalize == "batch" and rp.truncated == "drop":  # mean over the rollouts that count
+        kept = max(1, int(ended.sum()))
+        return policy_gradient_loss(logp, G, action_mask, normalize="batch") * (logp.shape[0] / kept), G
+    return policy_gradient_loss(logp, G, action_mask, normalize=rp.pg_normalize), G
 
 
 def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, seed: int,
@@ -69,8 +94,7 @@ def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, s
         with record_function("kdlib.student_forward"):
             s_logits = forward_logits(model, task.arch, src, src_m, y, mask, enc)  # (B, T, V)
             logp = token_logprobs(s_logits, y)  # (B, T)
-        G = estimate_returns(method, q_sa, v, mask, rp.k, rp.tail, rp.reward_clip, s_logits, y)
-        loss = policy_gradient_loss(logp, G, roll.action_mask, normalize=rp.pg_normalize)
+        loss, G = rl_loss(method, logp, q_sa, v, mask, roll.action_mask, roll.ended, rp, s_logits, y)
         with torch.no_grad():
             true_G0 = returns.full_returns(q_sa, v, mask)[:, 0]  # Eq. (10) of each rollout
             n_tok = mask.sum().clamp(min=1)

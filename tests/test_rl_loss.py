@@ -1,0 +1,59 @@
+"""The REINFORCE family's batch loss: truncated rollouts and the authors'-code switch."""
+
+import torch
+
+from kdlib import returns
+from kdlib.config import RLParams
+from kdlib.losses import authors_code_pg_loss, policy_gradient_loss
+from kdlib.trainers.rl import rl_loss
+
+
+def _batch(seed=0, B=5, T=9):
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(3, T + 1, (B,), generator=g)
+    mask = torch.arange(T)[None] < lens[:, None]
+    v = torch.randn(B, T, generator=g) + 3
+    q = v - torch.rand(B, T, generator=g)
+    logp = (-torch.rand(B, T, generator=g)).requires_grad_(True)
+    ended = torch.tensor([True, False, True, True, False])
+    return logp, q, v, mask, ended
+
+
+def test_dropped_rollouts_get_no_gradient_and_do_not_count():
+    logp, q, v, mask, ended = _batch()
+    for method in ("llmr", "llmr_mean", "ketchup"):
+        rp = RLParams(truncated="drop", k=4)
+        loss, G = rl_loss(method, logp, q, v, mask, mask, ended, rp)
+        (grad,) = torch.autograd.grad(loss, logp)
+        assert (grad[~ended] == 0).all() and (grad[ended][mask[ended]] != 0).any()
+        assert (G[~ended] == 0).all()
+    # the mean over the kept rollouts: the loss equals the same loss on the kept rows alone
+    rp = RLParams(truncated="drop")
+    loss, _ = rl_loss("llmr", logp, q, v, mask, mask, ended, rp)
+    kept = ended
+    ref, _ = rl_loss("llmr", logp[kept], q[kept], v[kept], mask[kept], mask[kept], ended[kept], rp)
+    assert torch.allclose(loss, ref)
+
+
+def test_keep_treats_every_rollout_as_finished():
+    logp, q, v, mask, ended = _batch(1)
+    rp = RLParams(truncated="keep", k=2)
+    loss, G = rl_loss("ketchup", logp, q, v, mask, mask, ended, rp)
+    want = returns.clip_rewards(returns.kstep_returns(q, v, mask, 2), -100, 100) * mask
+    assert torch.allclose(G, want)
+    assert torch.allclose(loss, policy_gradient_loss(logp, want, mask))
+
+
+def test_authors_code_switch_uses_clamp_tail_and_the_rho_weighted_signal():
+    logp, q, v, mask, ended = _batch(2)
+    rp = RLParams(compat="authors_code", truncated="keep", k=4, reward_clip=50.0)
+    loss, G = rl_loss("ketchup", logp, q, v, mask, mask, ended, rp)
+    clamp = returns.kstep_returns(q, v, mask, 4, tail="clamp") * mask
+    assert torch.allclose(G, clamp)
+    assert torch.allclose(loss, authors_code_pg_loss(logp, clamp, mask, 50.0))
+    loss_mean, _ = rl_loss("llmr_mean", logp, q, v, mask, mask, ended, rp)
+    loss_minvar, _ = rl_loss("llmr_minvar", logp, q, v, mask, mask, ended, rp)
+    assert torch.allclose(loss_mean, loss_minvar)  # the code's min-variance baseline is its mean baseline
+    G1 = returns.kstep_returns(q, v, mask, 1) * mask
+    b = returns.authors_code_baseline(logp.detach().exp() * G1, mask)
+    assert torch.allclose(loss_mean, authors_code_pg_loss(logp, G1, mask, 50.0, baseline=b))
