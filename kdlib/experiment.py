@@ -80,7 +80,7 @@ def run_for(p: Params) -> Run:
 # ----------------------------------------------------------------------------- stages
 def _teacher_model(p: Params, task: Task):
     run = ensure_teacher(p, task)
-    return frozen(load_model(p, task, p.models.teacher, checkpoint=str(run.best_dir)))
+    return frozen(load_model(p, task, p.models.teacher, checkpoint=str(run.best_dir), frozen_weights=True))
 
 
 def ensure_teacher(p: Params, task: Task | None = None) -> Run:
@@ -106,7 +106,7 @@ def _ensure_teacher_outputs(p: Params, task: Task, run: Run) -> None:
     if not path.is_file() and acc.is_main_process:
         from kdlib.generation import generate
 
-        teacher = frozen(load_model(p, task, p.models.teacher, checkpoint=str(run.best_dir))).to(acc.device)
+        teacher = frozen(load_model(p, task, p.models.teacher, checkpoint=str(run.best_dir), frozen_weights=True)).to(acc.device)
         outs = []
         src = task.teacher_src["train"]
         bs = p.eval.batch_size

@@ -7,6 +7,7 @@ micro-batch, so each family's maths reads top to bottom in its own file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,14 +40,22 @@ _ACCELERATOR = None
 
 def get_accelerator(dtype: str = "float32"):
     """One ``accelerate.Accelerator`` per process: plain CPU here, DDP under ``accelerate launch``
-    or ``torchrun`` (gloo on CPU, NCCL on GPUs), bf16 autocast on GPUs when params ask for it."""
+    or ``torchrun`` (gloo on CPU, NCCL on GPUs). Mixed precision is not the accelerator's job here:
+    the harness enters :func:`autocast` itself (the fast paths call submodules directly, which an
+    accelerator-wrapped ``forward`` would not cover). ``dtype`` is accepted for compatibility."""
     global _ACCELERATOR
     if _ACCELERATOR is None:
         from accelerate import Accelerator
 
-        cuda = torch.cuda.is_available()
-        _ACCELERATOR = Accelerator(cpu=not cuda, mixed_precision="bf16" if (cuda and dtype == "bfloat16") else "no")
+        _ACCELERATOR = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     return _ACCELERATOR
+
+
+def autocast(params: Params, device):
+    """bf16 autocast on the device when ``models.dtype`` is ``bfloat16`` (CPU and CUDA), else a
+    no-op. Trained models keep float32 master weights (AdamW updates them in float32: at the
+    paper's RL learning rate 1e-6 a bf16 weight would not move), matmuls run in bf16."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=params.models.dtype == "bfloat16")
 
 
 def progress_enabled() -> bool:
@@ -143,14 +152,20 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def load_model(params: Params, task: Task, spec: str, checkpoint: str | None = None, seed: int = 0):
-    """A model from a run checkpoint (safetensors) or freshly built from its spec."""
+def load_model(params: Params, task: Task, spec: str, checkpoint: str | None = None, seed: int = 0,
+               frozen_weights: bool = False):
+    """A model from a run checkpoint (safetensors) or freshly built from its spec.
+
+    A model that trains is loaded in float32 whatever ``models.dtype`` says (fp32 master weights;
+    bf16 is the compute dtype under :func:`autocast`); a frozen one (``frozen_weights``: a teacher
+    used for rewards) is stored in ``models.dtype``, which halves its memory in bf16."""
     quiet_transformers()
+    dtype = params.models.dtype if frozen_weights else "float32"
     if checkpoint is not None:
-        return load_pretrained(checkpoint, arch=task.arch, dtype=params.models.dtype,
+        return load_pretrained(checkpoint, arch=task.arch, dtype=dtype,
                                trust_remote_code=params.models.trust_remote_code, dropout=params.method_dropout())
     return build_model(spec, vocab_size=len(task.tok), arch=task.arch, dropout=params.models.dropout, seed=seed,
-                       dtype=params.models.dtype, trust_remote_code=params.models.trust_remote_code)
+                       dtype=dtype, trust_remote_code=params.models.trust_remote_code)
 
 
 def frozen(model):
@@ -257,7 +272,7 @@ MicroLoss = Callable[..., tuple[Tensor, dict]]  # (model, indices, step, micro) 
 
 
 def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, step: int, seed: int,
-                   n_train: int) -> dict[str, float]:
+                   n_train: int, amp=None) -> dict[str, float]:
     """One optimiser step: warm-up learning rate, ``grad_accum`` micro-batches (each process takes
     its shard of the global micro-batch), gradient-norm clipping, AdamW update. Returns the logs."""
     for g in opt.param_groups:  # linear warm-up, then constant (the paper's AdamW set-up)
@@ -266,7 +281,8 @@ def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, s
     logs: dict[str, float] = {}
     for micro in range(optim.grad_accum):
         idx = shard(step_indices(n_train, optim.batch_size, step, micro, optim.grad_accum, seed), acc)
-        loss, info = micro_loss(model, idx, step, micro)  # the prepared (DDP-wrapped) model
+        with amp() if amp is not None else contextlib.nullcontext():
+            loss, info = micro_loss(model, idx, step, micro)  # the prepared (DDP-wrapped) model
         with record_function("kdlib.backward"):
             acc.backward(loss / optim.grad_accum)
         for k, v in {"loss": float(loss.detach()), **info}.items():
@@ -311,6 +327,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
         run.metrics_path.unlink()  # a run killed before its first checkpoint starts over
     model, opt = acc.prepare(model, opt)
     higher = metrics.HIGHER_IS_BETTER.get(task.primary, True)
+    amp = lambda: autocast(params, dev)  # noqa: E731
 
     dev_cache = teacher_encoder_cache(params, task, teacher, "dev", params.eval.n_dev) if acc.is_main_process else None
 
@@ -319,7 +336,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
         nonlocal best, best_step, last_improvement, plateau
         stop = False
         if acc.is_main_process:
-            m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev, dev_cache)
+            with amp():
+                m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev, dev_cache)
             run.log({"step": step, **{f"eval/{k}": v for k, v in m.items()}})
             score = m[task.primary]
             # Ties go to the later checkpoint (it has trained more); matters when a metric is flat.
@@ -350,7 +368,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
                disable=not (acc.is_main_process and progress_enabled()), mininterval=2.0, leave=False)
     done = step0
     for step in bar:
-        logs = optimizer_step(model, opt, acc, micro_loss, optim, step, seed, n_train)
+        logs = optimizer_step(model, opt, acc, micro_loss, optim, step, seed, n_train, amp=amp)
         done = step + 1
         if acc.is_main_process and (done % optim.log_every == 0 or done == optim.steps):
             run.log({"step": done, **{f"train/{k}": v for k, v in logs.items()}, "train/lr": opt.param_groups[0]["lr"]})
@@ -376,7 +394,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
         load_weights(final, run.best_dir)
     summary = {}
     if acc.is_main_process:
-        m_test, preds = eval_split(final, task, "test", params.eval.n_test, params, teacher, dev)
+        with amp():
+            m_test, preds = eval_split(final, task, "test", params.eval.n_test, params, teacher, dev)
         write_test_outputs(run, task, preds)
         dev_best = next((r for r in reversed(run.metrics()) if r.get("step") == best_step and f"eval/{task.primary}" in r), {})
         summary = {"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": best_step,
@@ -422,9 +441,11 @@ def evaluate_only(run: Run, *, params: Params, task: Task, model, teacher=None, 
     if acc.is_main_process:
         t0 = time.time()
         model.to(acc.device)
-        m_dev, _ = eval_split(model, task, "dev", params.eval.n_dev, params, teacher, acc.device)
+        with autocast(params, acc.device):
+            m_dev, _ = eval_split(model, task, "dev", params.eval.n_dev, params, teacher, acc.device)
         run.log({"step": 0, **{f"eval/{k}": v for k, v in m_dev.items()}})
-        m_test, preds = eval_split(model, task, "test", params.eval.n_test, params, teacher, acc.device)
+        with autocast(params, acc.device):
+            m_test, preds = eval_split(model, task, "test", params.eval.n_test, params, teacher, acc.device)
         write_test_outputs(run, task, preds)
         save_checkpoint(model, None, run.best_dir, {"step": 0})
         run.finish({"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": 0, "steps": 0,
