@@ -23,7 +23,9 @@ from functools import lru_cache
 from typing import Sequence
 
 __all__ = [
+    "BOOTSTRAP_SEED",
     "GSM8K_TOLERANCE",
+    "bootstrap_cis",
     "HIGHER_IS_BETTER",
     "PRIMARY_METRIC",
     "TASK_KINDS",
@@ -223,6 +225,80 @@ def task_metrics(kind: str, predictions: Sequence[str], references: Sequence[str
         result = {"accuracy": gsm8k_accuracy(predictions, references)}
     result["distinct2"] = distinct_n(predictions, 2)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-run confidence intervals (seed 001 App. E, footnote 3)
+# ---------------------------------------------------------------------------------------------
+
+BOOTSTRAP_SEED = 12345  # sacrebleu's own default seed, used for every bootstrap here
+
+
+def _correct(predictions: Sequence[str], references: Sequence[str]) -> list[int]:
+    out = []
+    for p, r in zip(predictions, references):
+        target, answer = _answer_decimal(r), _answer_decimal(p)
+        out.append(int(answer is not None and target is not None and abs(answer - target) <= GSM8K_TOLERANCE))
+    return out
+
+
+def bootstrap_cis(kind: str, predictions: Sequence[str], references: Sequence[str], n_bootstrap: int = 1000,
+                  seed: int = BOOTSTRAP_SEED) -> dict[str, dict[str, float]]:
+    """95% confidence intervals of one run's test metrics over the test examples, as seed 001 App. E
+    reports them: ROUGE with rouge_score's ``BootstrapAggregator`` (percentile bootstrap of the mean
+    F-measure), BLEU/chrF/TER with sacrebleu's paired bootstrap (``n_bootstrap`` resamples; its
+    interval is mean +- half-width around the bootstrap mean), accuracy with a percentile bootstrap
+    of the per-example correctness (the paper gives no protocol for it; a kit default). Every
+    bootstrap is seeded: the same outputs give the same interval.
+
+    Returns ``{metric: {"low": .., "high": .., "method": ..}}`` in the metric's units (x 100).
+    """
+    import numpy as np
+
+    predictions, references = _check_pairs(predictions, references)
+    out: dict[str, dict[str, float]] = {}
+    if kind == "summarization":
+        from rouge_score import scoring
+
+        agg = scoring.BootstrapAggregator(confidence_interval=0.95, n_samples=n_bootstrap)
+        scorer = _rouge_scorer()
+        for p, r in zip(predictions, references):
+            agg.add_scores(scorer.score(r, p))
+        state = np.random.get_state()  # rouge_score draws from numpy's global generator
+        try:
+            np.random.seed(seed)
+            res = agg.aggregate()
+        finally:
+            np.random.set_state(state)
+        for key, v in res.items():
+            out[key] = {"low": 100 * float(v.low.fmeasure), "high": 100 * float(v.high.fmeasure),
+                        "method": "rouge_score BootstrapAggregator"}
+    elif kind == "translation":
+        import os
+
+        from sacrebleu.metrics import BLEU, CHRF, TER
+
+        old = os.environ.get("SACREBLEU_SEED")
+        os.environ["SACREBLEU_SEED"] = str(seed)
+        try:
+            for name, metric in (("bleu", BLEU()), ("chrf", CHRF()), ("ter", TER())):
+                sc = metric.corpus_score(predictions, [references], n_bootstrap=n_bootstrap)
+                out[name] = {"low": float(sc._mean - sc._ci), "high": float(sc._mean + sc._ci),
+                             "method": "sacrebleu bootstrap"}
+        finally:
+            if old is None:
+                os.environ.pop("SACREBLEU_SEED", None)
+            else:
+                os.environ["SACREBLEU_SEED"] = old
+    elif kind == "arithmetic":
+        c = np.asarray(_correct(predictions, references), dtype=float)
+        rng = np.random.default_rng(seed)
+        means = c[rng.integers(0, len(c), size=(n_bootstrap, len(c)))].mean(axis=1)
+        lo, hi = np.percentile(means, [2.5, 97.5])
+        out["accuracy"] = {"low": 100 * float(lo), "high": 100 * float(hi), "method": "percentile bootstrap"}
+    else:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {', '.join(TASK_KINDS)}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

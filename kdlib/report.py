@@ -292,6 +292,9 @@ def _p_values(results: pd.DataFrame) -> pd.DataFrame:
             paired = pd.concat([ours.rename("ours"), llmr.rename("llmr")], axis=1, join="inner").dropna()
             n = len(paired)
             t, p = paired_ttest(paired["ours"], paired["llmr"]) if n >= 2 else (math.nan, math.nan)
+            delta = float((paired["ours"] - paired["llmr"]).mean()) if n else math.nan
+            if not _higher_is_better(primary):
+                delta = -delta  # positive = KETCHUP better, whatever the metric's direction
             if llmr.empty:
                 text = "n/a (no LLMR)"
             elif n < 2:
@@ -299,17 +302,32 @@ def _p_values(results: pd.DataFrame) -> pd.DataFrame:
             elif math.isnan(p):
                 text = "n/a (constant difference)"
             else:
-                text = _format_p(p)
+                text = f"{delta:+.2f}, p {_format_p(p)}{significance_marker(p)}"
             rows.append({"task": task, "method": method, "metric": primary, "t_vs_llmr": t,
-                         "p_vs_llmr": p, "n_paired": n, "p_text": text})
-    return pd.DataFrame(rows, columns=["task", "method", "metric", "t_vs_llmr", "p_vs_llmr", "n_paired", "p_text"])
+                         "p_vs_llmr": p, "n_paired": n, "delta_vs_llmr": delta,
+                         "significant_0035": bool(p < ALPHA) if not math.isnan(p) else False,
+                         "significant_005": bool(p < 0.05) if not math.isnan(p) else False, "p_text": text})
+    return pd.DataFrame(rows, columns=["task", "method", "metric", "t_vs_llmr", "p_vs_llmr", "n_paired", "delta_vs_llmr",
+                                       "significant_0035", "significant_005", "p_text"])
+
+
+ALPHA = 0.035  # seed 001 App. E: "p < 0.035 indicating the differences are deemed significant"
+
+
+def significance_marker(p: float) -> str:
+    """" ‡" for p < 0.035 (the paper's threshold), " †" for 0.035 <= p < 0.05, else ""."""
+    if p is None or math.isnan(p):
+        return ""
+    return " ‡" if p < ALPHA else (" †" if p < 0.05 else "")
 
 
 def _format_p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
-def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame,
+                 markers: Mapping[tuple[str, str], str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    markers = markers or {}
     tasks = _sort_tasks(stats["task"])
     methods = sort_methods(stats["method"])
     stats = stats.copy()
@@ -329,7 +347,7 @@ def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame) -> tuple[pd.DataFr
                 best = shown_values.max() if _higher_is_better(metric) else shown_values.min()
                 stats.loc[shown_values[shown_values == best].index, "best"] = True
         if not p_values.empty and (p_values["task"] == task).any():
-            columns.append((f"{task_label(task)} p vs LLMR", task, "p"))
+            columns.append((f"{task_label(task)} vs LLMR", task, "p"))
 
     by_key = stats.set_index(["task", "method", "metric"])
     p_by_key = p_values.set_index(["task", "method"]) if not p_values.empty else None
@@ -346,11 +364,15 @@ def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame) -> tuple[pd.DataFr
             s = by_key.loc[(task, method, metric)]
             hw = s["half_width"] if s["n_seeds"] >= 2 else math.nan
             cell = format_mean_ci(float(s["mean"]), float(hw), digits=2)
-            row[col] = cell + " *" if bool(s["best"]) else cell
+            cell = cell + " *" if bool(s["best"]) else cell
+            if metric == PRIMARY_METRIC.get(task_kind(task) or "") and (task, method) in markers:
+                cell += " " + markers[(task, method)]
+            row[col] = cell
         table.append(row)
     display = pd.DataFrame(table, columns=["Method"] + [c for c, _, _ in columns])
 
     numeric = stats.copy()
+    numeric["best_at_step0"] = [markers.get((t, m), "") for t, m in zip(numeric["task"], numeric["method"])]
     if not p_values.empty:
         numeric = numeric.merge(p_values.drop(columns="p_text"), on=["task", "method", "metric"], how="left")
     else:
@@ -365,14 +387,30 @@ def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame) -> tuple[pd.DataFr
     return display, numeric
 
 
-def main_table(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def start_markers(runs: pd.DataFrame | None) -> dict[tuple[str, str], str]:
+    """``{(task, method): "§k/n"}`` for methods whose best dev checkpoint was step 0 in k of their n
+    trained seeds: there the reported row IS the pre-distilled student, not the method."""
+    out: dict[tuple[str, str], str] = {}
+    if runs is None or runs.empty or "best_step" not in runs:
+        return out
+    trained = runs[pd.to_numeric(runs["steps"], errors="coerce").fillna(0) > 0]
+    for (task, method), g in trained.groupby(["task", "method"]):
+        if method in ("teacher", "predistill"):
+            continue
+        k = int((pd.to_numeric(g["best_step"], errors="coerce") == 0).sum())
+        if k:
+            out[(task, method)] = f"§{k}/{len(g)}"
+    return out
+
+
+def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The kit's Table 1 from long-format results (columns task, method, seed, metric, value).
 
     Returns ``(display, numeric)``:
 
     * ``display``: one row per method (``METHOD_ORDER``, KETCHUP by K), a "Method" column, then
       per task its metric columns (``"mini-XSum R-L"``; metrics from ``TASK_METRICS``) and, when
-      KETCHUP rows exist, a ``"<task> p vs LLMR"`` column. Cells read ``"mean ± half-width"``
+      KETCHUP rows exist, a ``"<task> vs LLMR"`` column (mean paired difference, p, markers). Cells read ``"mean ± half-width"``
       (95% CI, t-distribution over seeds) when a method has several seeds, else ``"mean"``; two
       decimals; ``"–"`` when missing. The best student per column (teacher and zero-shot
       student excluded; TER lower is better; ties at two decimals all marked) ends in ``" *"``.
@@ -394,15 +432,49 @@ def main_table(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     stats = _aggregate(results)
     if stats.empty:
         raise ValueError("main_table(results): no numeric values")
-    display, numeric = _build_table(stats, _p_values(results))
+    markers = start_markers(runs)
+    display, numeric = _build_table(stats, _p_values(results), markers)
     n = sorted(set(numeric["n_seeds"]))
     seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
     display.attrs["caption"] = (
         f"Test-set results ({seeds} seed(s) per method). Cells: mean ± 95% CI half-width "
         "(t-distribution) over seeds; no ± for single runs. * best student per column "
         "(teacher and zero-shot student excluded); ↓ lower is better. "
-        "p vs LLMR: two-sided paired t-test over seeds on the task's primary metric.")
+        "vs LLMR: mean paired difference on the task's primary metric (positive = KETCHUP better) and the "
+        "two-sided paired t-test over seeds; ‡ p < 0.035 (seed 001 App. E's threshold), † p < 0.05. "
+        "§k/n after a primary-metric cell: in k of n seeds the best dev checkpoint was step 0, so the row "
+        "is the pre-distilled student there, not the method.")
     return display, numeric
+
+
+def ketchup_verdicts(numeric: pd.DataFrame) -> list[str]:
+    """One line per task: did any KETCHUP row beat LLMR with p < 0.035 (seed 001 App. E)? Read off
+    :func:`main_table`'s numeric frame; says so plainly when none did."""
+    lines = []
+    if "p_vs_llmr" not in numeric:
+        return ["No KETCHUP-vs-LLMR test (no KETCHUP rows or one seed)."]
+    tested = numeric.dropna(subset=["p_vs_llmr"])
+    for task in _sort_tasks(numeric["task"]):
+        sub = tested[tested["task"] == task]
+        if sub.empty:
+            lines.append(f"{task_label(task)}: not tested (fewer than two paired seeds).")
+            continue
+        metric = _metric_label(sub["metric"].iloc[0])
+        better = sub[(sub["p_vs_llmr"] < ALPHA) & (sub["delta_vs_llmr"] > 0)]
+        worse = sub[(sub["p_vs_llmr"] < ALPHA) & (sub["delta_vs_llmr"] < 0)]
+        n = int(sub["n_paired"].max())
+        if not better.empty:
+            parts = [f"{method_label(m)} ({d:+.2f} {metric}, p {_format_p(p)})"
+                     for m, d, p in zip(better["method"], better["delta_vs_llmr"], better["p_vs_llmr"])]
+            text = f"KETCHUP beat LLMR with p < 0.035 ({n} seeds): " + "; ".join(parts)
+        else:
+            best = sub.loc[sub["delta_vs_llmr"].idxmax()]
+            text = (f"KETCHUP did not beat LLMR with p < 0.035 ({n} seeds); closest: {method_label(best['method'])} "
+                    f"{best['delta_vs_llmr']:+.2f} {metric}, p {_format_p(best['p_vs_llmr'])}")
+        if not worse.empty:
+            text += "; significantly WORSE than LLMR: " + ", ".join(method_label(m) for m in worse["method"])
+        lines.append(f"{task_label(task)}: {text}.")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -705,6 +777,77 @@ def plot_variance_bias(df: pd.DataFrame) -> Figure:
     return fig
 
 
+def _method_lines(ax, d: pd.DataFrame, methods: list[str], smooth: int = 1) -> int:
+    """One line per method (mean over seeds of ``value`` by ``step``) with a shaded 95% CI band
+    (t) when there are several seeds; ``smooth`` > 1 first takes a per-seed rolling mean over that
+    many steps (for per-step training logs). Returns the largest number of seeds seen."""
+    max_seeds = 0
+    for method in methods:
+        sub = d[d["method"] == method]
+        if sub.empty:
+            continue
+        per_seed = sub.groupby(["seed", "step"])["value"].mean().reset_index().sort_values(["seed", "step"])
+        if smooth > 1:
+            per_seed["value"] = per_seed.groupby("seed")["value"].transform(
+                lambda v: v.rolling(smooth, min_periods=1).mean())
+        rows = [(step, *_mean_hw(g["value"])) for step, g in per_seed.groupby("step")]
+        steps = np.array([r[0] for r in rows], dtype=float)
+        mean = np.array([r[1] for r in rows])
+        hw = np.array([r[2] for r in rows])
+        max_seeds = max(max_seeds, max(r[3] for r in rows))
+        color = _method_color(method if method != "ketchup" else "ketchup_k4")
+        ax.plot(steps, mean, color=color, linewidth=1.6, marker="o" if len(steps) <= 12 else None,
+                markersize=3.0, label=method_label(method))
+        if np.any(np.isfinite(hw)):
+            ax.fill_between(steps, mean - np.nan_to_num(hw), mean + np.nan_to_num(hw), color=color,
+                            alpha=0.18, linewidth=0)
+    return max_seeds
+
+
+RL_PANELS = (("dev return", "greedy dev return, Eq. (10)", 1), ("train return", "sampled return (train)", 5),
+             ("dev length", "greedy dev length (tokens)", 1), ("train KL", "KL(student || teacher) / token", 5))
+
+
+def plot_rl_curves(curves: pd.DataFrame, panels=RL_PANELS) -> Figure:
+    """RL learning curves: rows = quantities (greedy dev return, sampled training return, greedy
+    length, KL to the teacher), columns = tasks; one line per method, mean over seeds with a 95% CI
+    band. Training series (logged every step) are smoothed by a 5-step rolling mean per seed.
+
+    ``curves``: long rows (task, method, seed, step, series, value) as from
+    :func:`kdlib.studies.rl_returns`. A return that rises while the length falls is bought by
+    shorter outputs (the reward-hacking pattern seed 000 Sec. 3.2 warns about)."""
+    _check_columns(curves, ("task", "method", "seed", "step", "series", "value"), "plot_rl_curves(curves)")
+    tasks = _sort_tasks(curves["task"])
+    panels = [p for p in panels if (curves["series"] == p[0]).any()]
+    methods = sort_methods(curves["method"])
+    fig, axes = plt.subplots(len(panels), len(tasks), figsize=(4.2 * len(tasks) + 0.6, 2.7 * len(panels) + 0.6),
+                             squeeze=False, layout="constrained", sharex="col")
+    max_seeds = 0
+    for i, (series, label, smooth) in enumerate(panels):
+        for j, task in enumerate(tasks):
+            ax = axes[i][j]
+            sub = curves[(curves["task"] == task) & (curves["series"] == series)]
+            max_seeds = max(max_seeds, _method_lines(ax, sub, methods, smooth))
+            if i == 0:
+                ax.set_title(task_label(task))
+            if j == 0:
+                ax.set_ylabel(label, fontsize=9)
+            if i == len(panels) - 1:
+                ax.set_xlabel("RL training step")
+            _style_axes(ax)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if max_seeds >= 2:
+        handles.append(Patch(facecolor="grey", alpha=0.3, label=f"95% CI over {max_seeds} seeds (t)"))
+        labels.append(handles[-1].get_label())
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), fontsize=8.5, frameon=False)
+    return fig
+
+
 def plot_learning_curves(df: pd.DataFrame, value_label: str = "dev ROUGE-L") -> Figure:
     """Figure 3: a dev metric against the RL training step, one panel per student size.
 
@@ -723,22 +866,7 @@ def plot_learning_curves(df: pd.DataFrame, value_label: str = "dev ROUGE-L") -> 
                              squeeze=False, layout="constrained")
     max_seeds = 0
     for ax, student in zip(axes[0], students):
-        for method in methods:
-            sub = d[(d["student"] == student) & (d["method"] == method)]
-            if sub.empty:
-                continue
-            per_seed = sub.groupby(["step", "seed"])["value"].mean().reset_index()
-            rows = [(step, *_mean_hw(g["value"])) for step, g in per_seed.groupby("step")]
-            steps = np.array([r[0] for r in rows], dtype=float)
-            mean = np.array([r[1] for r in rows])
-            hw = np.array([r[2] for r in rows])
-            max_seeds = max(max_seeds, max(r[3] for r in rows))
-            color = _method_color(method if method != "ketchup" else "ketchup_k4")
-            ax.plot(steps, mean, color=color, linewidth=1.8, marker="o" if len(steps) <= 12 else None,
-                    markersize=3.5, label=method_label(method))
-            if np.any(np.isfinite(hw)):
-                ax.fill_between(steps, mean - np.nan_to_num(hw), mean + np.nan_to_num(hw), color=color,
-                                alpha=0.2, linewidth=0)
+        max_seeds = max(max_seeds, _method_lines(ax, d[d["student"] == student], methods))
         # Panels are student sizes; a task name (curves per task) gets the task's label instead.
         ax.set_title(task_label(student) if student in TASK_LABELS else f"student: {student}")
         ax.set_xlabel("RL training step")
@@ -842,6 +970,8 @@ table.data th { background: #f6f6f6; } table.data td:first-child { text-align: l
 figure { margin: .5em 0 1.5em; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption, .caption, .muted { color: #555; font-size: .9em; }
 pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: .8em; }
+.headlines { background: #f4f8fc; border: 1px solid #cfe0f0; padding: .3em 1em .6em; margin: 1em 0; }
+.headlines h2 { margin-top: .4em; border: none; }
 ul.files { padding-left: 1.2em; } code { font-size: .9em; }
 """
 
@@ -893,7 +1023,10 @@ def _sections(out_dir: Path) -> list[tuple[str, str, dict[str, list[Path]]]]:
             title = nbs[0].stem if nbs else f"Notebook {gid}"
         kinds: dict[str, list[Path]] = {"notebooks": [], "tables": [], "figures": [], "provenance": [],
                                         "logs": [], "other": []}
-        table_stems = {f.with_suffix("") for f in files if f.suffix in _TABLE_EXT}
+        kinds["data"] = []
+        # A table written for reading (write_table: .md with rounded cells) is shown; a bare CSV or
+        # JSON (long-format results at full precision) is raw data, one link away.
+        table_stems = {f.with_suffix("") for f in files if f.suffix == ".md"}
         figure_stems = {f.with_suffix("") for f in files if f.suffix in _FIGURE_EXT}
         for f in files:
             stem = f.with_suffix("")
@@ -901,6 +1034,8 @@ def _sections(out_dir: Path) -> list[tuple[str, str, dict[str, list[Path]]]]:
                 kinds["notebooks"].append(f)
             elif stem in table_stems and f.suffix in _TABLE_EXT + (".html",):
                 kinds["tables"].append(f)
+            elif f.suffix in (".csv", ".json") and "provenance" not in f.name:
+                kinds["data"].append(f)
             elif stem in figure_stems and f.suffix in _FIGURE_EXT:
                 kinds["figures"].append(f)
             elif "provenance" in f.name and f.suffix == ".json":
@@ -945,6 +1080,20 @@ def _html_table(out_dir: Path, stem: Path, paths: list[Path]) -> str:
     return ""
 
 
+def headlines(out_dir: Path) -> list[tuple[str, str]]:
+    """(notebook, line) pairs: the one-line verdicts each notebook recorded under ``"headlines"``
+    in its ``NN_name.json`` record."""
+    lines = []
+    for rec in sorted(out_dir.glob("[0-9][0-9]_*.json")):
+        try:
+            data = json.loads(rec.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for line in data.get("headlines", []) if isinstance(data, dict) else []:
+            lines.append((rec.stem, str(line)))
+    return lines
+
+
 def _index_html(out_dir: Path, sections) -> str:
     title = f"KETCHUP kit outputs: {out_dir.resolve().name}"
     generated = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -952,7 +1101,13 @@ def _index_html(out_dir: Path, sections) -> str:
              f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f'<p class="muted">Generated {html.escape(generated)} by <code>python -m kdlib.report index</code>. '
-             "Every link is relative to this folder.</p>"]
+             "Every link is relative to this folder. Each section shows a notebook's figures and tables; "
+             "the full-precision data behind them is one link away.</p>"]
+    heads = headlines(out_dir)
+    if heads:
+        parts.append('<div class="headlines"><h2>What the runs say</h2><ul>')
+        parts += [f"<li><span class='muted'>{html.escape(nb)}</span>: {html.escape(line)}</li>" for nb, line in heads]
+        parts.append("</ul></div>")
     if sections:
         parts.append("<p>Contents: " + " · ".join(
             f'<a href="#{html.escape(gid or "other")}">{html.escape(t)}</a>' for gid, t, _ in sections) + "</p>")
@@ -961,25 +1116,7 @@ def _index_html(out_dir: Path, sections) -> str:
     for gid, title_, kinds in sections:
         parts.append(f'<h2 id="{html.escape(gid or "other")}">{html.escape(title_)}</h2>')
         files = [f for fs in kinds.values() for f in fs]
-        if kinds["notebooks"]:
-            parts.append("<h3>Executed notebooks</h3><ul class='files'>")
-            for stem in _stems(kinds["notebooks"]):
-                links = " · ".join(f'<a href="{_href(p)}">{label}</a>'
-                                   for label, p in _links(stem, files, (".html", ".ipynb")))
-                parts.append(f"<li><code>{html.escape(stem.as_posix())}</code>: {links}</li>")
-            parts.append("</ul>")
-        if kinds["tables"]:
-            parts.append("<h3>Tables</h3>")
-            for stem in _stems(kinds["tables"]):
-                caption = _md_caption(out_dir / stem.with_suffix(".md")) if stem.with_suffix(".md") in files else None
-                links = " · ".join(f'<a href="{_href(p)}">{label}</a>'
-                                   for label, p in _links(stem, files, _TABLE_EXT + (".html",)))
-                parts.append(f"<h4><code>{html.escape(stem.as_posix())}</code> <span class='muted'>({links})</span></h4>")
-                if caption:
-                    parts.append(f'<p class="caption">{html.escape(caption)}</p>')
-                parts.append(_html_table(out_dir, stem, files))
         if kinds["figures"]:
-            parts.append("<h3>Figures</h3>")
             for stem in _stems(kinds["figures"]):
                 links = " · ".join(f'<a href="{_href(p)}">{label}</a>' for label, p in _links(stem, files, _FIGURE_EXT))
                 img = stem.with_suffix(".png") if stem.with_suffix(".png") in files else (
@@ -988,6 +1125,23 @@ def _index_html(out_dir: Path, sections) -> str:
                         f'loading="lazy"></a>') if img else ""
                 parts.append(f"<figure>{body}<figcaption><code>{html.escape(stem.as_posix())}</code> ({links})"
                              "</figcaption></figure>")
+        if kinds["tables"]:
+            for stem in _stems(kinds["tables"]):
+                caption = _md_caption(out_dir / stem.with_suffix(".md")) if stem.with_suffix(".md") in files else None
+                links = " · ".join(f'<a href="{_href(p)}">{label}</a>'
+                                   for label, p in _links(stem, files, _TABLE_EXT + (".html",)))
+                parts.append(f"<h4><code>{html.escape(stem.as_posix())}</code> <span class='muted'>({links})</span></h4>")
+                if caption:
+                    parts.append(f'<p class="caption">{html.escape(caption)}</p>')
+                parts.append(_html_table(out_dir, stem, files))
+        if kinds["notebooks"]:
+            parts.append("<p>Executed notebook: " + " · ".join(
+                f"<code>{html.escape(stem.as_posix())}</code> (" + " · ".join(
+                    f'<a href="{_href(p)}">{label}</a>' for label, p in _links(stem, files, (".html", ".ipynb"))) + ")"
+                for stem in _stems(kinds["notebooks"])) + "</p>")
+        if kinds["data"]:
+            parts.append("<p class='muted'>Raw data: " + " · ".join(
+                f'<a href="{_href(p)}">{html.escape(p.as_posix())}</a>' for p in kinds["data"]) + "</p>")
         for kind, heading in (("provenance", "Provenance"), ("logs", "Run logs")):
             for p in kinds[kind]:
                 parts.append(f'<h3>{heading}: <a href="{_href(p)}">{html.escape(p.as_posix())}</a></h3>')
@@ -1007,6 +1161,9 @@ def _md_link(text: str, rel: Path) -> str:
 
 def _index_md(out_dir: Path, sections) -> str:
     lines = [f"# KETCHUP kit outputs: {out_dir.resolve().name}", ""]
+    heads = headlines(out_dir)
+    if heads:
+        lines += ["## What the runs say", ""] + [f"- {nb}: {line}" for nb, line in heads] + [""]
     if not sections:
         lines.append("No outputs yet.")
     for _, title_, kinds in sections:
@@ -1032,7 +1189,7 @@ def _index_md(out_dir: Path, sections) -> str:
             if png in files:
                 lines.append(f"![{stem.name}](<{png.as_posix()}>)")
             lines += [f"Figure `{stem.as_posix()}` ({links})", ""]
-        for p in kinds["provenance"] + kinds["logs"] + kinds["other"]:
+        for p in kinds["provenance"] + kinds["logs"] + kinds["other"] + kinds.get("data", []):
             lines.append(f"- {_md_link(p.as_posix(), p)}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

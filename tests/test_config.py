@@ -66,7 +66,7 @@ def test_bad_input_names_file_and_field(tmp_path, data, field, msg):
 def test_layering_later_wins_and_overrides(tmp_path):
     over = _write(tmp_path, {"rl": {"k": 8}, "task": {"name": "mini-gsm8k"}})
     p = load_params(ROOT / "params/embedded/kit.yaml", over)
-    assert p.rl.k == 8 and p.rl.lr == 1e-4  # untouched keys survive the layer
+    assert p.rl.k == 8 and p.rl.lr == 3e-4  # untouched keys survive the layer
     assert p.task.max_target_len == 128  # per-task default length
     p = load_params(ROOT / "params/embedded/kit.yaml", over, **{"rl.k": 3})
     assert p.rl.k == 3

@@ -64,9 +64,9 @@ def test_main_table_three_seeds_hand_checked():
     assert list(display["Method"]) == ["Teacher", "Student (zero-shot)", "KL", "LLMR", "KETCHUP (K=2)",
                                        "KETCHUP (K=16)"]
     assert list(display.columns) == [
-        "Method", "mini-XSum R-1", "mini-XSum R-2", "mini-XSum R-L", "mini-XSum p vs LLMR",
+        "Method", "mini-XSum R-1", "mini-XSum R-2", "mini-XSum R-L", "mini-XSum vs LLMR",
         "mini-Europarl EN-NL BLEU", "mini-Europarl EN-NL chrF", "mini-Europarl EN-NL TER↓",
-        "mini-Europarl EN-NL p vs LLMR"]
+        "mini-Europarl EN-NL vs LLMR"]
     row = display.set_index("Method")
     # LLMR R-L over seeds [20, 21, 22]: mean 21, s = 1, half-width t_{0.975,2} / sqrt(3) = 2.484
     assert math.isclose(T_975_2 / math.sqrt(3), 2.4841, abs_tol=1e-4)
@@ -85,17 +85,19 @@ def test_main_table_three_seeds_hand_checked():
     # BLEU: K=16 mean 11.0 vs K=2 mean 11.533 -> K=2
     assert row.loc["KETCHUP (K=2)", "mini-Europarl EN-NL BLEU"].endswith(" *")
     # exactly one marked cell per metric column here (no ties)
-    for col in [c for c in display.columns if c != "Method" and "p vs" not in c]:
+    for col in [c for c in display.columns if c != "Method" and "vs LLMR" not in c]:
         assert display[col].str.endswith(" *").sum() == 1, col
 
     # p vs LLMR: paired t-test over seeds on the primary metric (R-L / BLEU) = scipy's ttest_rel
     ref = sps.ttest_rel([21.0, 23.0, 24.0], [20.0, 21.0, 22.0])
     p_num = numeric.query("task == 'mini-xsum' and method == 'ketchup_k2' and metric == 'rougeL'")["p_vs_llmr"].item()
     assert math.isclose(p_num, ref.pvalue, rel_tol=1e-12)
-    assert row.loc["KETCHUP (K=2)", "mini-XSum p vs LLMR"] == f"{ref.pvalue:.3f}"
+    # cell: mean paired difference (positive = KETCHUP better), p, and the significance marker
+    marker = " ‡" if ref.pvalue < 0.035 else (" †" if ref.pvalue < 0.05 else "")
+    assert row.loc["KETCHUP (K=2)", "mini-XSum vs LLMR"] == f"+1.67, p = {ref.pvalue:.3f}{marker}"
     ref_bleu = sps.ttest_rel([9.0, 10.0, 14.0], [10.0, 11.0, 12.0])
-    assert row.loc["KETCHUP (K=16)", "mini-Europarl EN-NL p vs LLMR"] == f"{ref_bleu.pvalue:.3f}"
-    assert row.loc["LLMR", "mini-XSum p vs LLMR"] == "" and row.loc["Teacher", "mini-XSum p vs LLMR"] == ""
+    assert row.loc["KETCHUP (K=16)", "mini-Europarl EN-NL vs LLMR"] == f"+0.00, p = {ref_bleu.pvalue:.3f}"
+    assert row.loc["LLMR", "mini-XSum vs LLMR"] == "" and row.loc["Teacher", "mini-XSum vs LLMR"] == ""
 
     # numeric: tidy, one row per (task, method, metric)
     assert not numeric.duplicated(["task", "method", "metric"]).any()
@@ -111,8 +113,8 @@ def test_main_table_one_seed():
     row = display.set_index("Method")
     assert row.loc["LLMR", "mini-XSum R-L"] == "20.00"  # no ± with one seed
     assert row.loc["KETCHUP (K=2)", "mini-XSum R-L"] == "21.00 *"
-    assert row.loc["KETCHUP (K=2)", "mini-XSum p vs LLMR"] == "n/a (1 seed)"
-    assert row.loc["KETCHUP (K=16)", "mini-Europarl EN-NL p vs LLMR"] == "n/a (1 seed)"
+    assert row.loc["KETCHUP (K=2)", "mini-XSum vs LLMR"] == "n/a (1 seed)"
+    assert row.loc["KETCHUP (K=16)", "mini-Europarl EN-NL vs LLMR"] == "n/a (1 seed)"
     assert numeric["n_seeds"].max() == 1 and numeric["p_vs_llmr"].isna().all()
 
 
@@ -123,7 +125,7 @@ def test_main_table_pairs_by_seed_and_rejects_duplicates():
     ref = sps.ttest_rel([11.0, 15.0, 14.0], [10.0, 12.0, 11.0])  # seeds 0, 1, 2; seed 7 has no pair
     got = numeric.query("method == 'ketchup_k4'").iloc[0]
     assert math.isclose(got["p_vs_llmr"], ref.pvalue, rel_tol=1e-12) and got["n_paired"] == 3
-    assert list(display.columns) == ["Method", "mini-GSM8K Acc.", "mini-GSM8K p vs LLMR"]
+    assert list(display.columns) == ["Method", "mini-GSM8K Acc.", "mini-GSM8K vs LLMR"]
     with pytest.raises(ValueError, match="several values"):
         R.main_table(_long(rows + [("mini-gsm8k", "llmr", 0, "accuracy", 3.0)]))
 
@@ -295,3 +297,32 @@ def test_write_index_lists_files_and_embeds_tables_and_images(tmp_path):
     assert "01_main_results/table1.csv" in md and "![02_returns_fig1](<02_returns_fig1.png>)" in md
     assert "| 22.67 ± 3.79 *" in md
     assert R.main(["index", str(out)]) == 0
+
+
+def test_significance_markers_and_verdicts():
+    assert R.significance_marker(0.01) == " ‡" and R.significance_marker(0.04) == " †"
+    assert R.significance_marker(0.2) == "" and R.significance_marker(float("nan")) == ""
+    rows = []
+    for seed in range(5):  # KETCHUP is 1 point better on every seed but one: significant
+        rows.append(("mini-xsum", "llmr", seed, "rougeL", 20.0 + 0.1 * seed))
+        rows.append(("mini-xsum", "ketchup_k2", seed, "rougeL", 21.0 + 0.1 * seed + (0.2 if seed == 3 else 0.0)))
+        rows.append(("mini-xsum", "ketchup_k4", seed, "rougeL", 20.0 + 0.1 * seed + (0.3 if seed % 2 else -0.3)))
+    display, numeric = R.main_table(_long(rows))
+    k2 = numeric.query("method == 'ketchup_k2'").iloc[0]
+    assert k2["significant_0035"] and k2["delta_vs_llmr"] > 0
+    lines = R.ketchup_verdicts(numeric)
+    assert len(lines) == 1 and "beat LLMR with p < 0.035 (5 seeds)" in lines[0] and "KETCHUP (K=2)" in lines[0]
+    rows = [r for r in rows if r[1] != "ketchup_k2"]
+    _, numeric = R.main_table(_long(rows))
+    assert "did not beat LLMR" in R.ketchup_verdicts(numeric)[0]
+
+
+def test_rows_whose_best_checkpoint_is_step_zero_are_marked():
+    rows = [("mini-xsum", m, s, "rougeL", 20.0 + s) for m in ("llmr", "llmr_minvar") for s in range(3)]
+    runs = pd.DataFrame([{"task": "mini-xsum", "method": m, "seed": s, "best_step": (0 if (m == "llmr_minvar" and s < 2) else 8),
+                          "steps": 40} for m in ("llmr", "llmr_minvar") for s in range(3)])
+    display, numeric = R.main_table(_long(rows), runs)
+    row = display.set_index("Method")
+    assert row.loc["LLMR + min-var baseline", "mini-XSum R-L"].endswith("§2/3")
+    assert "§" not in row.loc["LLMR", "mini-XSum R-L"]
+    assert "§k/n" in display.attrs["caption"]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.profiler import record_function
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from kdlib import data as kdata
 from kdlib import metrics
@@ -251,6 +251,12 @@ def load_weights(model, folder) -> None:
         model.tie_weights()
 
 
+def test_cis(task: Task, preds: list[str], params: Params) -> dict:
+    """Bootstrap 95% CIs of the test metrics over test examples (kdlib.metrics.bootstrap_cis)."""
+    n = len(preds)
+    return metrics.bootstrap_cis(task.kind, preds, task.targets["test"][:n])
+
+
 def write_test_outputs(run: Run, task: Task, preds: list[str]) -> None:
     """Decoded test outputs beside their sources and references (what the judge reads)."""
     write_jsonl(run.path / "outputs" / "test.jsonl",
@@ -404,7 +410,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
                    "plateau_rule": {"patience": optim.patience, "min_delta": optim.min_delta, "eval_every": optim.eval_every},
                    "best_is_start": best_step == 0 and optim.steps > 0, "seed": seed, "time_s": round(time.time() - t0, 2),
                    "dev": {k[5:]: v for k, v in dev_best.items() if k.startswith("eval/")}, "test": m_test,
-                   **(extra_summary or {})}
+                   "test_ci": test_cis(task, preds, params), **(extra_summary or {})}
         run.finish(summary)
     acc.wait_for_everyone()
     return run.summary()
@@ -449,6 +455,7 @@ def evaluate_only(run: Run, *, params: Params, task: Task, model, teacher=None, 
         write_test_outputs(run, task, preds)
         save_checkpoint(model, None, run.best_dir, {"step": 0})
         run.finish({"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": 0, "steps": 0,
-                    "time_s": round(time.time() - t0, 2), "dev": m_dev, "test": m_test, **(extra_summary or {})})
+                    "time_s": round(time.time() - t0, 2), "dev": m_dev, "test": m_test,
+                    "test_ci": test_cis(task, preds, params), **(extra_summary or {})})
     acc.wait_for_everyone()
     return run.summary()
