@@ -37,7 +37,8 @@ TASK_LENGTHS = {"mini-xsum": (160, 40), "mini-europarl": (48, 40), "mini-gsm8k":
                 "xsum": (1024, 64), "europarl": (80, 80), "gsm8k": (200, 300)}
 DIVERGENCE_METHODS = ("seqkd", "kl", "js", "tvd")
 RL_METHODS = ("llmr", "llmr_mean", "llmr_minvar", "ketchup")
-METHODS = ("teacher", "zeroshot", "predistill") + DIVERGENCE_METHODS + RL_METHODS
+PPO_METHODS = ("llmr_ppo", "ketchup_ppo")  # seed 001 App. D: PPO with a critic + GAE, PPO with the K-step return
+METHODS = ("teacher", "zeroshot", "predistill") + DIVERGENCE_METHODS + RL_METHODS + PPO_METHODS
 
 
 class ParamsError(ValueError):
@@ -303,6 +304,62 @@ class RLParams(OptimParams):
         return _nonneg(v)
 
 
+class PPOParams(OptimParams):
+    """Clipped policy optimisation: PPO and GRPO (seed 001 App. D; seeds 003, 004), one loop
+    (kdlib.trainers.ppo). One harness step is one iteration: ``batch_size`` prompts x
+    ``group_size`` samples are drawn from pi_old at ``temperature``, scored once, then ``epochs``
+    passes of ``minibatches`` clipped-surrogate updates follow.
+
+    The papers give none of these values for seed 001's PPO study; every default here is a kit
+    default (TRL's PPOConfig where it has one) and is labelled so in notebook 06. ``k``, ``tail``,
+    ``normalize``, ``reward_clip`` and ``truncated`` mean what they mean for the REINFORCE family:
+    ``llmr_ppo`` uses the reward of Eq. (2) with a critic and GAE, ``ketchup_ppo`` uses the K-step
+    return of Algorithm 1 as the advantage and no critic."""
+
+    group_size: StrictInt = 1  # samples per prompt (GRPO: 8)
+    epochs: StrictInt = 4  # PPO epochs per rollout batch [kit default]
+    minibatches: StrictInt = 4  # updates per epoch [kit default]
+    clip_eps: float = 0.2  # clipped surrogate [kit default]
+    value_clip: Optional[float] = 0.2  # clipped value loss; None = unclipped [kit default]
+    vf_coef: float = 0.5  # value-loss weight (shared trunk) [kit default]
+    gamma: float = 1.0  # discount (the papers' MDPs are undiscounted)
+    lam: float = 0.95  # GAE lambda [kit default]
+    kl_coef: float = 0.0  # k1 KL penalty to a frozen reference (the start policy) in the reward
+    entropy_coef: float = 0.0  # entropy bonus [kit default]
+    whiten_advantages: StrictBool = False  # seed 001 App. D uses the K-step return unnormalised
+    value_model: Literal["shared", "separate"] = "shared"  # critic head on the policy, or its own network
+    temperature: float = 1.0  # rollouts at temperature 1 are on-policy samples of pi_old
+    k: StrictInt = 2
+    tail: Literal["algorithm1", "block", "clamp"] = "algorithm1"
+    normalize: Literal["raw", "mean", "log_softmax"] = "mean"
+    reward_clip: float = 100.0
+    truncated: Literal["drop", "keep", "bootstrap"] = "drop"
+
+    @field_validator("group_size", "epochs", "minibatches", "k")
+    @classmethod
+    def _pos_ints(cls, v):
+        if v < 1:
+            raise ValueError(f"must be an integer >= 1, got {v}")
+        return v
+
+    @field_validator("clip_eps", "temperature", "reward_clip")
+    @classmethod
+    def _pos_floats(cls, v):
+        return _pos(v)
+
+    @field_validator("vf_coef", "kl_coef", "entropy_coef", "gamma")
+    @classmethod
+    def _nonneg_floats(cls, v):
+        return _nonneg(v)
+
+    @field_validator("lam")
+    @classmethod
+    def _lam(cls, v):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"must be in [0, 1], got {v}")
+        return v
+
+
 class EvalParams(_Strict):
     batch_size: StrictInt = 64
     n_dev: Optional[StrictInt] = 200  # dev examples used for model selection (None = all)
@@ -348,6 +405,7 @@ class Params(_Strict):
     predistill: OptimParams = Field(default_factory=lambda: OptimParams(lr=1e-3, steps=800))
     divergence: DivergenceParams = Field(default_factory=lambda: DivergenceParams(lr=3e-4, steps=300))
     rl: RLParams = Field(default_factory=lambda: RLParams(lr=3e-5, steps=300))
+    ppo: PPOParams = Field(default_factory=lambda: PPOParams(lr=3e-5, steps=40))
     eval: EvalParams = Field(default_factory=EvalParams)
     judge: JudgeParams = Field(default_factory=JudgeParams)
     # Per-task settings, applied when task.name matches (e.g. GSM8K's own Table 5 values):
@@ -379,10 +437,18 @@ class Params(_Strict):
                 raise _FieldError("rl.top_k", f"top-k sampling (top_k={self.rl.top_k}) makes REINFORCE off-policy "
                                   "(the gradient uses log pi over the full vocabulary); set "
                                   "rl.allow_off_policy: true to run it anyway")
+        if self.method in PPO_METHODS and self.ppo.grad_accum != 1:
+            raise _FieldError("ppo.grad_accum", "a PPO iteration already takes epochs x minibatches updates; "
+                              "grad_accum must be 1 (scale batch_size or minibatches instead)")
+        if self.method in PPO_METHODS and (self.ppo.batch_size * self.ppo.group_size) % self.ppo.minibatches:
+            raise _FieldError("ppo.minibatches", f"batch_size x group_size = {self.ppo.batch_size * self.ppo.group_size} "
+                              f"rollouts do not split into {self.ppo.minibatches} equal minibatches")
         return self
 
     def k_effective(self) -> int:
         """K used by the return estimator: LLMR and its baselines are K = 1."""
+        if self.method == "ketchup_ppo":
+            return self.ppo.k
         return self.rl.k if self.method == "ketchup" else 1
 
     def method_dropout(self) -> float:

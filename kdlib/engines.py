@@ -152,9 +152,12 @@ def t5_encoder_states(model, src_ids: Tensor, src_mask: Tensor) -> Tensor:
     return enc.final_layer_norm(x)
 
 
-def t5_logits(model, encoder_hidden: Tensor, src_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
+def t5_logits(model, encoder_hidden: Tensor, src_mask: Tensor, decoder_input_ids: Tensor,
+              return_hidden: bool = False):
     """Decoder logits (B, T, V) of T5 given encoder states (B, S, D) and the (shifted) decoder
-    inputs (B, T), as ``model(encoder_outputs=..., decoder_input_ids=...).logits`` gives them."""
+    inputs (B, T), as ``model(encoder_outputs=..., decoder_input_ids=...).logits`` gives them.
+    ``return_hidden``: also the last decoder hidden states (B, T, D), after the final norm (what
+    ``decoder_hidden_states[-1]`` holds)."""
     m = _unwrap(model)
     dec, cfg = m.decoder, m.config
     x = dec.embed_tokens(decoder_input_ids)  # (B, T, D)
@@ -169,9 +172,11 @@ def t5_logits(model, encoder_hidden: Tensor, src_mask: Tensor, decoder_input_ids
         x = x + _t5_attention(ca.EncDecAttention, ca.layer_norm(x), encoder_hidden, cross_bias, cfg.num_heads, cfg.d_kv)
         x = x + ff.DenseReluDense(ff.layer_norm(x))
     x = dec.final_layer_norm(x)
+    hidden = x
     if getattr(cfg, "scale_decoder_outputs", cfg.tie_word_embeddings):
         x = x * (m.model_dim ** -0.5)
-    return m.lm_head(x)
+    logits = m.lm_head(x)
+    return (logits, hidden) if return_hidden else logits
 
 
 # ----------------------------------------------------------------------------- T5, static cache

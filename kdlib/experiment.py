@@ -11,12 +11,13 @@ as in the paper: "all methods adopt pre-distillation"); a method run uses ``seed
 
 from __future__ import annotations
 
-from kdlib.config import DIVERGENCE_METHODS, RL_METHODS, Params
+from kdlib.config import DIVERGENCE_METHODS, PPO_METHODS, RL_METHODS, Params
 from kdlib.models import check_shared_vocab, decode, is_tiny, load_hub_tokenizer, pad
 from kdlib.runs import Run, read_jsonl, write_jsonl
 from kdlib.trainers.base import (TRAINER_VERSION, Task, data_key, evaluate_only, frozen, get_accelerator,
                                  load_model, load_task_bundle, teacher_encoder_cache, train_run)
 from kdlib.trainers.divergence import divergence_micro_loss
+from kdlib.trainers.ppo import ppo_step_fn, prepare_policy, seed001_method
 from kdlib.trainers.rl import rl_micro_loss
 from kdlib.trainers.supervised import nll_micro_loss
 
@@ -63,13 +64,27 @@ def method_run(p: Params) -> Run:
     elif p.method in RL_METHODS:
         optim = _optim_key(p.rl)
         optim["k"] = p.k_effective()
+        optim.pop("allow_off_policy")  # a check, not a setting
         if p.method != "ketchup":
             optim.pop("tail")
+    elif p.method in PPO_METHODS:
+        optim = _optim_key(p.ppo)
+        if p.method != "ketchup_ppo":
+            optim.pop("k"), optim.pop("tail")
     else:
         raise ValueError(f"{p.method!r} is a stage, not a distillation method")
     key = {"parent": predistill_run(p).key, "stage": p.method, "optim": optim, "seed": p.seed}
-    name = f"ketchup_k{p.rl.k}" if p.method == "ketchup" else p.method
+    name = run_label(p)
     return Run(p.cache_dir, p.task.name, name, key)
+
+
+def run_label(p: Params) -> str:
+    """The name a method's runs and table rows carry (KETCHUP with its K)."""
+    if p.method == "ketchup":
+        return f"ketchup_k{p.rl.k}"
+    if p.method == "ketchup_ppo":
+        return f"ketchup_ppo_k{p.ppo.k}"
+    return p.method
 
 
 def run_for(p: Params) -> Run:
@@ -168,6 +183,17 @@ def ensure_method(p: Params) -> Run:
     model = load_model(p, task, p.models.student, checkpoint=str(pre.best_dir))
     acc = get_accelerator()
     extra = {"method": p.method, "k": p.k_effective()}
+    if p.method in PPO_METHODS:
+        teacher.to(acc.device)
+        cache = teacher_encoder_cache(p, task, teacher, "train")
+        method = seed001_method(p.method, teacher, task, p.ppo, cache)
+        prepare_policy(model, method, p.ppo)
+        reference = None
+        if p.ppo.kl_coef > 0:  # a frozen copy of the start policy
+            reference = frozen(load_model(p, task, p.models.student, checkpoint=str(pre.best_dir))).to(acc.device)
+        train_run(run, params=p, optim=p.ppo, task=task, model=model, seed=p.seed, teacher=teacher,
+                  step_fn=ppo_step_fn(method, task, p.ppo, acc, p.seed, reference), extra_summary=extra)
+        return run
     if p.method in RL_METHODS:
         teacher.to(acc.device)
         cache = teacher_encoder_cache(p, task, teacher, "train")

@@ -319,7 +319,15 @@ def save_checkpoint(model, tok, folder: str | Path, meta: dict | None = None) ->
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    head = getattr(model, HEAD_ATTR, None)
+    if head is None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    else:  # the language model as transformers saves it, the scalar head (and its backbone) beside it
+        from safetensors.torch import save_model
+
+        lm_state = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_ATTR + ".")}
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=lm_state)
+        save_model(head, str(tmp / HEAD_FILE))
     if tok is not None:
         tok.save_pretrained(str(tmp))
     (tmp / "kdlib_meta.json").write_text(json.dumps(meta or {}, indent=1))
@@ -330,6 +338,96 @@ def save_checkpoint(model, tok, folder: str | Path, meta: dict | None = None) ->
         shutil.rmtree(old)
     else:
         os.replace(tmp, folder)
+
+
+# ----------------------------------------------------------------------------- scalar heads
+HEAD_ATTR = "kdlib_head"  # attribute of an attached ScalarHead (a value function or a reward model's score)
+HEAD_FILE = "head.safetensors"  # saved beside model.safetensors; from_pretrained ignores it
+
+
+class ScalarHead(torch.nn.Module):
+    """A scalar read-out ``w . h + b`` on decoder hidden states: a critic V(s_t) or a reward model's
+    score. ``backbone`` None: it reads the hidden states of the model it is attached to (a shared
+    trunk: one forward pass gives logits and values); otherwise it owns a separate language model
+    (a separate value network, e.g. initialised from a reward model, seed 003). Zero-initialised
+    weight: a fresh head predicts its bias (0), whatever the hidden states."""
+
+    def __init__(self, hidden_size: int, backbone=None):
+        super().__init__()
+        self.backbone = backbone
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """hidden: (B, T, D) -> (B, T)."""
+        return self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
+
+
+def hidden_size(model) -> int:
+    cfg = getattr(model, "module", model).config
+    return getattr(cfg, "d_model", None) or cfg.hidden_size
+
+
+def attach_head(model, backbone=None) -> ScalarHead:
+    """Attach a :class:`ScalarHead` to ``model`` (as ``model.kdlib_head``, so the optimiser, DDP and
+    checkpoints see it) and return it."""
+    m = getattr(model, "module", model)
+    head = ScalarHead(hidden_size(backbone if backbone is not None else m), backbone)
+    head.to(next(m.parameters()).device)
+    setattr(m, HEAD_ATTR, head)
+    return head
+
+
+def load_head(model, folder: str | Path) -> bool:
+    """Load ``head.safetensors`` of a checkpoint into ``model``'s attached head; False if either is missing."""
+    from safetensors.torch import load_model
+
+    m = getattr(model, "module", model)
+    path = Path(folder) / HEAD_FILE
+    head = getattr(m, HEAD_ATTR, None)
+    if head is None or not path.is_file():
+        return False
+    load_model(head, str(path))
+    return True
+
+
+def forward_with_hidden(model, arch: str, src_ids: Tensor, src_mask: Tensor, tgt_ids: Tensor, tgt_mask: Tensor,
+                        encoder_hidden: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Like :func:`forward_logits`, also returning the last decoder hidden states (B, T, D) at the
+    same positions (position t has seen the source and ``tgt[:, :t]``: the state s_t)."""
+    if arch == "seq2seq":
+        m = getattr(model, "module", model)
+        start = torch.full_like(tgt_ids[:, :1], m.config.decoder_start_token_id or 0)
+        dec_in = torch.cat([start, tgt_ids[:, :-1]], dim=1)
+        if engines.fast_supported(model, arch) and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            if encoder_hidden is None:
+                encoder_hidden = engines.t5_encoder_states(model, src_ids, src_mask)
+            return engines.t5_logits(model, encoder_hidden, src_mask, dec_in, return_hidden=True)
+        kw = {"encoder_outputs": (encoder_hidden,)} if encoder_hidden is not None else {"input_ids": src_ids}
+        out = model(attention_mask=src_mask.long(), decoder_input_ids=dec_in, output_hidden_states=True, **kw)
+        return out.logits, out.decoder_hidden_states[-1]
+    S = src_ids.shape[1]
+    ids = torch.cat([src_ids, tgt_ids], dim=1)
+    attn = torch.cat([src_mask, tgt_mask], dim=1).long()
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, output_hidden_states=True)
+    T = tgt_ids.shape[1]
+    return out.logits[:, S - 1: S - 1 + T], out.hidden_states[-1][:, S - 1: S - 1 + T]
+
+
+def head_values(model, arch: str, src_ids: Tensor, src_mask: Tensor, tgt_ids: Tensor, tgt_mask: Tensor,
+                hidden: Tensor | None = None) -> Tensor:
+    """The attached head's scalar at every target position (B, T): V(s_t) of a critic. A shared
+    head reads ``hidden`` (the policy's own hidden states, from :func:`forward_with_hidden`); a head
+    with its own backbone runs it."""
+    m = getattr(model, "module", model)
+    head = getattr(m, HEAD_ATTR)
+    if head.backbone is not None:
+        _, hidden = forward_with_hidden(head.backbone, arch, src_ids, src_mask, tgt_ids, tgt_mask)
+    elif hidden is None:
+        raise ValueError("a shared-trunk head needs the policy's hidden states")
+    return head(hidden)
 
 
 class EncoderCache:

@@ -587,6 +587,7 @@ def summarize_variance_bias(result: dict) -> dict:
 # whatever is stored at the other positions (rewards, values, log-probs; garbage, NaN, inf
 # included) is never read. Every per-token result is 0 at positions where ``mask`` is False.
 __all__ += [
+    "fold_to_actions",
     "terminal_rewards",
     "kl_penalised_rewards",
     "gae",
@@ -662,6 +663,27 @@ def kl_penalised_rewards(score: Tensor, logp: Tensor, logp_ref: Tensor, mask: Te
 
 
 @torch.no_grad()
+def fold_to_actions(rewards: Tensor, action_mask: Tensor, mask: Tensor) -> Tensor:
+    """Move the rewards of non-action positions (calculator-inserted tokens: environment
+    transitions, not the policy's choices) onto the action that caused them: the nearest action
+    position at or before them. (N, L) -> (N, L), 0 off the action positions; every row's sum
+    over ``mask`` is kept. Used before :func:`gae`, which reads rewards at action positions only.
+    Rewards before a row's first action (none in the kit: the first token is always sampled) go to
+    that first action."""
+    if rewards.shape != action_mask.shape or rewards.shape != mask.shape:
+        raise ValueError(f"rewards, action_mask and mask must have the same (N, L) shape, got {tuple(rewards.shape)}, "
+                         f"{tuple(action_mask.shape)}, {tuple(mask.shape)}")
+    N, L = rewards.shape
+    act, m = action_mask.bool() & mask.bool(), mask.bool()
+    pos = torch.arange(L, device=rewards.device).expand(N, L)
+    last = torch.where(act, pos, -1).cummax(dim=1).values  # (N, L): latest action at or before t
+    first = torch.where(act, pos, L).amin(dim=1, keepdim=True).clamp(max=L - 1)  # (N, 1)
+    target = torch.where(last >= 0, last, first)  # (N, L)
+    r = torch.where(m, rewards, rewards.new_zeros(()))
+    out = torch.zeros_like(r).scatter_add_(1, target, r)
+    return torch.where(act, out, out.new_zeros(()))
+
+
 def gae(
     rewards: Tensor,
     values: Tensor,

@@ -605,3 +605,14 @@ def test_one_gradient_step_orders_teacher_above_student_positive_above_negative(
     with torch.no_grad():
         s -= 0.1 * s.grad
     assert (s[:, 0] > s[:, 1]).all() and (s[:, 1] > s[:, 2]).all()
+
+
+def test_fold_to_actions_moves_calculator_rewards_to_the_action_before():
+    from kdlib.returns import fold_to_actions
+
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 9.0], [1.0, 1.0, 1.0, 0.0, 7.0, 7.0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    act = torch.tensor([[1, 0, 0, 1, 1, 0], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)  # positions 1, 2 forced
+    out = fold_to_actions(r, act, mask)
+    assert out.tolist() == [[6.0, 0.0, 0.0, 4.0, 5.0, 0.0], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]]
+    assert torch.allclose(out.sum(1), torch.where(mask, r, 0.0).sum(1))

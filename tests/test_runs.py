@@ -17,12 +17,12 @@ SMOKE = str(ROOT / "params/smoke/kit.yaml")
 
 def _params(cache, **kw):
     return load_params(SMOKE, cache_dir=str(cache), **{"task.n_train": 64, "teacher.steps": 6, "predistill.steps": 4,
-                                                        "rl.steps": 4, **kw})
+                                                        "rl.steps": 4, "ppo.steps": 4, **kw})
 
 
 def _train_cli(cache, *sets, env=None):
     args = [sys.executable, "-m", "kdlib", "train", "-f", SMOKE, "--set", f"cache_dir={cache}", "--set", "task.n_train=64",
-            "--set", "teacher.steps=6", "--set", "predistill.steps=4", "--set", "rl.steps=4"]
+            "--set", "teacher.steps=6", "--set", "predistill.steps=4", "--set", "rl.steps=4", "--set", "ppo.steps=4"]
     for s in sets:
         args += ["--set", s]
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KDLIB_PROGRESS": "0", **(env or {})})
@@ -57,13 +57,16 @@ def test_finished_runs_are_reused_and_keyed_by_params(prepared, tmp_path):
     assert teacher_run(_params(cache, method="tvd")).path == teacher_run(p).path
 
 
-def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(prepared, tmp_path):
+@pytest.mark.parametrize("method", ["ketchup", "llmr_ppo"])
+def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(prepared, tmp_path, method):
     cache = _copy(prepared, tmp_path)
-    crashed = _train_cli(cache, "method=ketchup", env={"KDLIB_CRASH_AFTER_CHECKPOINT": "2"})
+    crashed = _train_cli(cache, f"method={method}", env={"KDLIB_CRASH_AFTER_CHECKPOINT": "2"})
     assert crashed.returncode == 137
-    run = method_run(_params(cache, method="ketchup"))
+    run = method_run(_params(cache, method=method))
     assert not run.finished and run.resume_state()["step"] == 2  # partial: not a result
-    again = _train_cli(cache, "method=ketchup")
+    if method == "llmr_ppo":  # the critic is saved with the checkpoint
+        assert (run.last_dir / "head.safetensors").is_file()
+    again = _train_cli(cache, f"method={method}")
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout + again.stderr and "from step 2" in again.stdout + again.stderr
     assert run.finished
@@ -71,7 +74,7 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(prepared, tmp_pat
     assert steps == sorted(set(steps))  # no duplicated part of the learning curve
     # The resumed run equals one that was never interrupted.
     cache2 = _copy(prepared, tmp_path / "b")
-    clean = train(_params(cache2, method="ketchup"))
+    clean = train(_params(cache2, method=method))
     assert clean.summary()["test"] == run.summary()["test"]
     strip = lambda rs: [{k: v for k, v in r.items()} for r in rs if "train/loss" in r]  # noqa: E731
     assert strip(clean.metrics()) == strip(run.metrics())
@@ -85,12 +88,13 @@ def test_same_seed_same_numbers(prepared, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_end_with_identical_weights(prepared, tmp_path):
+@pytest.mark.parametrize("family,port", [("rl", 29533), ("ppo", 29534)])
+def test_two_processes_end_with_identical_weights(prepared, tmp_path, family, port):
     cache = _copy(prepared, tmp_path)
     out = tmp_path / "ranks"
     out.mkdir()
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                        str(ROOT / "tests/helpers/ddp_worker.py"), str(cache), str(out)],
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                        str(ROOT / "tests/helpers/ddp_worker.py"), str(cache), str(out), family],
                        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KDLIB_PROGRESS": "0", "OMP_NUM_THREADS": "1"},
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -99,3 +103,22 @@ def test_two_processes_end_with_identical_weights(prepared, tmp_path):
     assert ranks[0][3] == "DistributedDataParallel"
     assert ranks[0][4] != ranks[1][4]  # the ranks trained on different samples...
     assert ranks[0][2] == ranks[1][2]  # ...and still hold identical weights (gradients averaged)
+
+
+def test_plateau_rule_waits_for_the_metric_to_move_then_stops_after_patience():
+    from kdlib.trainers.base import PlateauRule
+
+    rule = PlateauRule(patience=3, min_delta=0.5, eval_every=100)
+    scores = {0: 0.0, 100: 0.0, 200: 0.0, 300: 0.0, 400: 0.0, 500: 0.3, 600: 12.0, 700: 30.0, 800: 30.2,
+              900: 29.0, 1000: 30.4, 1100: 30.5}
+    stops = {step: rule.update(step, score) for step, score in scores.items()}
+    assert not any(stops[s] for s in range(0, 1000, 100))  # a flat start is not a plateau
+    assert rule.last_improvement == 700  # 30.2, 30.4, 30.6 are within min_delta of 30.0
+    assert stops[1000] and stops[1100]  # 300 steps (3 evaluations) after the last improvement
+    never = PlateauRule(patience=None, min_delta=0.0, eval_every=10)
+    assert not any(never.update(s, 1.0) for s in range(0, 100, 10))
+    lower = PlateauRule(patience=2, min_delta=0.0, eval_every=10, higher=False)  # e.g. TER
+    assert [lower.update(s, v) for s, v in [(0, 90.0), (10, 80.0), (20, 85.0), (30, 81.0)]] == [False, False, False, True]
+    again = PlateauRule(patience=2, min_delta=0.0, eval_every=10)
+    again.load(lower.state())
+    assert again.last_improvement == 10 and again.reference == 80.0

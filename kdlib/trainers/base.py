@@ -27,7 +27,7 @@ from kdlib import metrics
 from kdlib.config import OptimParams, Params, params_hash
 from kdlib.engines import has_active_dropout  # noqa: F401  (re-exported for the families)
 from kdlib.evaluate import evaluate
-from kdlib.models import (EncoderCache, build_model, encode_targets, encoder_states, is_tiny, load_hub_tokenizer,
+from kdlib.models import (EncoderCache, build_model, encode_targets, encoder_states, is_tiny, load_head, load_hub_tokenizer,
                           load_or_train_tokenizer, load_pretrained, pad, save_checkpoint, tiny_arch)
 from kdlib.runs import Run, atomic_write_json, write_jsonl
 
@@ -249,6 +249,7 @@ def load_weights(model, folder) -> None:
     model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
+    load_head(model, folder)  # a critic / reward head, if the model has one and the checkpoint too
 
 
 def test_cis(task: Task, preds: list[str], params: Params) -> dict:
@@ -277,12 +278,17 @@ def make_optimizer(model, optim: OptimParams) -> torch.optim.Optimizer:
 MicroLoss = Callable[..., tuple[Tensor, dict]]  # (model, indices, step, micro) -> (loss, logs)
 
 
+def set_lr(opt, optim: OptimParams, step: int) -> None:
+    """Linear warm-up over ``warmup_steps`` optimiser updates, then constant (the paper's AdamW set-up)."""
+    for g in opt.param_groups:
+        g["lr"] = optim.lr * min(1.0, (step + 1) / max(1, optim.warmup_steps))
+
+
 def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, step: int, seed: int,
                    n_train: int, amp=None) -> dict[str, float]:
     """One optimiser step: warm-up learning rate, ``grad_accum`` micro-batches (each process takes
     its shard of the global micro-batch), gradient-norm clipping, AdamW update. Returns the logs."""
-    for g in opt.param_groups:  # linear warm-up, then constant (the paper's AdamW set-up)
-        g["lr"] = optim.lr * min(1.0, (step + 1) / max(1, optim.warmup_steps))
+    set_lr(opt, optim, step)
     model.train()
     logs: dict[str, float] = {}
     for micro in range(optim.grad_accum):
@@ -300,8 +306,12 @@ def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, s
     return logs
 
 
-def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model, micro_loss: MicroLoss,
-              seed: int, teacher=None, n_train: int | None = None, extra_summary: dict | None = None) -> dict:
+StepFn = Callable[..., dict]  # (model, opt, step, amp) -> logs: one whole training step of its own
+
+
+def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model, micro_loss: MicroLoss | None = None,
+              seed: int, teacher=None, n_train: int | None = None, extra_summary: dict | None = None,
+              step_fn: StepFn | None = None) -> dict:
     """Train ``model`` with ``micro_loss`` and finish ``run``; returns its summary.
 
     Every ``optim.eval_every`` steps (and at step 0) the dev split is decoded greedily; the best
@@ -309,8 +319,13 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     dev checkpoint). Every ``optim.checkpoint_every`` steps ``ckpt/last`` is written for resuming.
     ``micro_loss(model, indices, step, micro)`` returns the loss of this process's share of one
     micro-batch and a dict of values to log; it gets the model as prepared by accelerate (wrapped in
-    DDP when there are several processes), so gradients are averaged across processes.
+    DDP when there are several processes), so gradients are averaged across processes. A family
+    whose step is more than one update (PPO: rollout, then epochs of minibatch updates) passes
+    ``step_fn(model, opt, step, amp)`` instead, which performs the whole step and returns its logs;
+    the learning-rate schedule is set before it is called.
     """
+    if (micro_loss is None) == (step_fn is None):
+        raise ValueError("train_run needs exactly one of micro_loss and step_fn")
     acc = get_accelerator(params.models.dtype)
     dev = acc.device
     n_train = n_train or task.split_size("train")
@@ -319,27 +334,27 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     model.to(dev)
     opt = make_optimizer(model, optim)
     step0, best, best_step = 0, None, -1
-    last_improvement, plateau = 0, None  # plateau rule: best score that counts as an improvement
+    higher = metrics.HIGHER_IS_BETTER.get(task.primary, True)
+    rule = PlateauRule(optim.patience, optim.min_delta, optim.eval_every, higher)
     state = run.resume_state()
     if state is not None:  # resume: weights, optimiser and counters of the last checkpoint
         load_weights(model, run.last_dir)
         opt.load_state_dict(torch.load(run.last_dir / "optimizer.pt", weights_only=True, map_location=dev))
         step0, best, best_step = state["step"], state["best"], state["best_step"]
-        last_improvement, plateau = state.get("last_improvement", best_step), state.get("plateau", best)
+        rule.load(state.get("plateau_rule", {}))
         run.truncate_metrics(step0)
         if acc.is_main_process:
             print(f"[kdlib] resuming {run.path} from step {step0}")
     elif acc.is_main_process and run.metrics_path.exists():
         run.metrics_path.unlink()  # a run killed before its first checkpoint starts over
     model, opt = acc.prepare(model, opt)
-    higher = metrics.HIGHER_IS_BETTER.get(task.primary, True)
     amp = lambda: autocast(params, dev)  # noqa: E731
 
     dev_cache = teacher_encoder_cache(params, task, teacher, "dev", params.eval.n_dev) if acc.is_main_process else None
 
     def dev_eval(step: int) -> bool:
         """Score dev, keep the best checkpoint; True when the plateau rule says stop."""
-        nonlocal best, best_step, last_improvement, plateau
+        nonlocal best, best_step
         stop = False
         if acc.is_main_process:
             with amp():
@@ -350,10 +365,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
             if best is None or (score >= best if higher else score <= best):
                 best, best_step = score, step
                 save_checkpoint(acc.unwrap_model(model), None, run.best_dir, {"step": step, "dev": m})
-            sign = 1.0 if higher else -1.0
-            if plateau is None or sign * (score - plateau) > optim.min_delta:
-                plateau, last_improvement = score, step
-            stop = optim.patience is not None and step - last_improvement >= optim.patience * optim.eval_every
+            stop = rule.update(step, score)
         stop = _agree(acc, stop)
         return stop
 
@@ -364,7 +376,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
             torch.save(opt.state_dict(), tmp)
             os.replace(tmp, run.last_dir / "optimizer.pt")
             atomic_write_json(run.last_dir / "state.json", {"step": step, "best": best, "best_step": best_step,
-                                                            "last_improvement": last_improvement, "plateau": plateau})
+                                                            "plateau_rule": rule.state()})
         acc.wait_for_everyone()
 
     stopped_early = False
@@ -374,7 +386,12 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
                disable=not (acc.is_main_process and progress_enabled()), mininterval=2.0, leave=False)
     done = step0
     for step in bar:
-        logs = optimizer_step(model, opt, acc, micro_loss, optim, step, seed, n_train, amp=amp)
+        if step_fn is not None:
+            set_lr(opt, optim, step)
+            model.train()
+            logs = step_fn(model, opt, step, amp)
+        else:
+            logs = optimizer_step(model, opt, acc, micro_loss, optim, step, seed, n_train, amp=amp)
         done = step + 1
         if acc.is_main_process and (done % optim.log_every == 0 or done == optim.steps):
             run.log({"step": done, **{f"train/{k}": v for k, v in logs.items()}, "train/lr": opt.param_groups[0]["lr"]})
@@ -390,7 +407,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
                 os._exit(137)
     bar.close()
     # Converged: stopped by the plateau rule, or the cap reached after `patience` flat evaluations.
-    converged = stopped_early or (optim.patience is not None and done - last_improvement >= optim.patience * optim.eval_every)
+    converged = stopped_early or rule.flat_since(done)
 
     # Final: every process loads the best dev checkpoint (so all ranks hold the same model); the
     # main process scores it on test.
@@ -406,7 +423,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
         dev_best = next((r for r in reversed(run.metrics()) if r.get("step") == best_step and f"eval/{task.primary}" in r), {})
         summary = {"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": best_step,
                    "steps": optim.steps, "stopped_at": done, "stop_reason": "plateau" if stopped_early else "steps",
-                   "converged": bool(converged), "last_improvement": last_improvement,
+                   "converged": bool(converged), "last_improvement": rule.last_improvement,
                    "plateau_rule": {"patience": optim.patience, "min_delta": optim.min_delta, "eval_every": optim.eval_every},
                    "best_is_start": best_step == 0 and optim.steps > 0, "seed": seed, "time_s": round(time.time() - t0, 2),
                    "dev": {k[5:]: v for k, v in dev_best.items() if k.startswith("eval/")}, "test": m_test,
@@ -414,6 +431,40 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
         run.finish(summary)
     acc.wait_for_everyone()
     return run.summary()
+
+
+class PlateauRule:
+    """When a training stage has converged: ``patience`` dev evaluations in a row without beating
+    the best score so far by more than ``min_delta`` (primary metric units; ``higher`` says which
+    way is better). No plateau is declared before the metric has first left its starting value: a
+    model that has learned nothing yet (mini-GSM8K sits at 0% accuracy for hundreds of steps) is
+    not converged. ``patience`` None: never stop early."""
+
+    def __init__(self, patience: int | None, min_delta: float, eval_every: int, higher: bool = True):
+        self.patience, self.min_delta, self.eval_every, self.higher = patience, min_delta, eval_every, higher
+        self.reference: float | None = None  # the score the next one must beat
+        self.last_improvement = 0  # step of the last improvement (0: none yet)
+
+    def update(self, step: int, score: float) -> bool:
+        """Record a dev score; True when training should stop."""
+        sign = 1.0 if self.higher else -1.0
+        if self.reference is None or sign * (score - self.reference) > self.min_delta:
+            self.reference = score
+            if self.reference is not None and step > 0:
+                self.last_improvement = step
+        return self.flat_since(step)
+
+    def flat_since(self, step: int) -> bool:
+        """Has the metric improved at least once and then stayed flat for ``patience`` evaluations?"""
+        return (self.patience is not None and self.last_improvement > 0
+                and step - self.last_improvement >= self.patience * self.eval_every)
+
+    def state(self) -> dict:
+        return {"reference": self.reference, "last_improvement": self.last_improvement}
+
+    def load(self, state: dict) -> None:
+        self.reference = state.get("reference")
+        self.last_improvement = state.get("last_improvement", 0)
 
 
 def _agree(acc, flag: bool) -> bool:
