@@ -556,12 +556,32 @@ class LLMEvalParams(NotebookParams):
         default_factory=lambda: ["overall", "informativeness", "coherence"])
 
 
+class PPOStudyParams(NotebookParams):
+    notebook: Literal["06_ppo"] = "06_ppo"
+    methods: list[str] = Field(default_factory=lambda: list(PPO_METHODS))
+    k: StrictInt = 2  # K of KETCHUP + PPO (the paper names none)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v):
+        for m in v:
+            if m not in PPO_METHODS:
+                raise ValueError(f"unknown PPO method {m!r}; known: {', '.join(PPO_METHODS)}")
+        return v
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v):
+        return _check_ks([v])[0]
+
+
 NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "01_main_results": MainResultsParams,
     "02_returns": ReturnsParams,
     "03_variance_bias": VarianceBiasParams,
     "04_model_size": ModelSizeParams,
     "05_llm_eval": LLMEvalParams,
+    "06_ppo": PPOStudyParams,
 }
 
 

@@ -11,6 +11,9 @@ as in the paper: "all methods adopt pre-distillation"); a method run uses ``seed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from kdlib.config import DIVERGENCE_METHODS, PPO_METHODS, RL_METHODS, Params
 from kdlib.models import check_shared_vocab, decode, is_tiny, load_hub_tokenizer, pad
 from kdlib.runs import Run, read_jsonl, write_jsonl
@@ -87,9 +90,53 @@ def run_label(p: Params) -> str:
     return p.method
 
 
+# ----------------------------------------------------------------------------- the stage registry
+@dataclass(frozen=True)
+class Stage:
+    """A kind of run the kit trains, named by ``params.method``: where its run lives (``run``,
+    trains nothing), how to finish it (``train``, which may assume its parents are finished) and
+    the stages it builds on (``parents``: their params, ``method`` set to the parent stage). The
+    scheduler (kdlib.schedule) walks ``parents`` to order and parallelise a notebook's runs; the
+    rival systems (seeds 003, 004) register their own chains here."""
+
+    run: Callable[[Params], Run]
+    train: Callable[[Params], Run]
+    parents: Callable[[Params], list[Params]]
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(name: str, run: Callable[[Params], Run], train: Callable[[Params], Run],
+                   parents: Callable[[Params], list[Params]]) -> None:
+    STAGES[name] = Stage(run=run, train=train, parents=parents)
+
+
+def as_stage(p: Params, stage: str, **updates) -> Params:
+    """``p`` naming another stage (``method``), with nested fields updated as given."""
+    q = p.model_copy(update={"method": stage}, deep=True)
+    for key, value in updates.items():
+        section, field = key.split(".", 1) if "." in key else (None, key)
+        if section is None:
+            setattr(q, field, value)
+        else:
+            setattr(getattr(q, section), field, value)
+    return q
+
+
+def _stage(p: Params) -> Stage:
+    if p.method not in STAGES:
+        raise ValueError(f"no stage {p.method!r} is registered; known: {', '.join(sorted(STAGES))}")
+    return STAGES[p.method]
+
+
 def run_for(p: Params) -> Run:
     """The run that ``train(p)`` finishes (without training anything)."""
-    return {"teacher": teacher_run, "zeroshot": zeroshot_run, "predistill": predistill_run}.get(p.method, method_run)(p)
+    return _stage(p).run(p)
+
+
+def parents_of(p: Params) -> list[Params]:
+    return _stage(p).parents(p)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -214,13 +261,20 @@ def ensure_method(p: Params) -> Run:
 
 def train(p: Params) -> Run:
     """Finish the run named by ``p.method`` (and every run it builds on); return it."""
-    if p.method == "teacher":
-        return ensure_teacher(p)
-    if p.method == "zeroshot":
-        return ensure_zeroshot(p)
-    if p.method == "predistill":
-        return ensure_predistill(p)
-    return ensure_method(p)
+    run = run_for(p)
+    if run.finished:
+        return run
+    for parent in parents_of(p):
+        train(parent)
+    return _stage(p).train(p)
+
+
+_TEACHER = lambda p: [as_stage(p, "teacher")]  # noqa: E731
+register_stage("teacher", teacher_run, ensure_teacher, lambda p: [])
+register_stage("zeroshot", zeroshot_run, ensure_zeroshot, _TEACHER)
+register_stage("predistill", predistill_run, ensure_predistill, _TEACHER)
+for _m in DIVERGENCE_METHODS + RL_METHODS + PPO_METHODS:
+    register_stage(_m, method_run, ensure_method, lambda p: [as_stage(p, "predistill")])
 
 
 def load_run_model(p: Params, run: Run, which: str = "best"):

@@ -96,6 +96,7 @@ METHOD_ORDER: tuple[str, ...] = (
     "seqkd", "kl", "js", "tvd",
     "llmr", "llmr_mean", "llmr_minvar",
     "ketchup",
+    "llmr_ppo", "ketchup_ppo",
 )
 _METHOD_LABELS = {
     "teacher": "Teacher",
@@ -109,9 +110,12 @@ _METHOD_LABELS = {
     "llmr_mean": "LLMR + mean baseline",
     "llmr_minvar": "LLMR + min-var baseline",
     "ketchup": "KETCHUP",
+    "llmr_ppo": "LLMR + PPO (critic, GAE)",
+    "ketchup_ppo": "KETCHUP + PPO",
 }
 NOT_STUDENTS = ("teacher", "zeroshot")  # excluded when marking the best student (as in the paper)
 _KETCHUP_RE = re.compile(r"^ketchup_k(\d+)$")
+_KETCHUP_PPO_RE = re.compile(r"^ketchup_ppo_k(\d+)$")
 
 TASK_LABELS: dict[str, str] = {
     "mini-xsum": "mini-XSum",
@@ -145,6 +149,9 @@ def method_label(name: str) -> str:
     k = _ketchup_k(name)
     if k is not None:
         return f"KETCHUP (K={k})"
+    m = _KETCHUP_PPO_RE.match(str(name))
+    if m:
+        return f"KETCHUP + PPO (K={m.group(1)})"
     return _METHOD_LABELS.get(name, str(name))
 
 
@@ -152,6 +159,9 @@ def _method_key(name: str, first_seen: Mapping[str, int]) -> tuple:
     k = _ketchup_k(name)
     if k is not None:
         return (1, METHOD_ORDER.index("ketchup"), k, 0)
+    m = _KETCHUP_PPO_RE.match(str(name))
+    if m:
+        return (1, METHOD_ORDER.index("ketchup_ppo"), int(m.group(1)), 0)
     if name in METHOD_ORDER:
         return (0 if name != "ketchup" else 1, METHOD_ORDER.index(name), -1, 0)
     return (2, 0, 0, first_seen.get(name, 0))
@@ -622,7 +632,7 @@ _FIXED_COLORS = {
     "teacher": "#222222", "zeroshot": "#9e9e9e", "predistill": "#7f7f7f",
     "seqkd": "#b07aa1", "kl": "#9c755f", "js": "#edc948", "tvd": "#76b7b2",
     "llmr": "#4e79a7", "llmr_mean": "#6b9bd1", "llmr_minvar": "#9ab8de",
-    "ketchup": "#e15759",
+    "ketchup": "#e15759", "llmr_ppo": "#1f3b73",
 }
 
 
@@ -631,6 +641,8 @@ def _method_color(name: str):
     k = _ketchup_k(name)
     if k is not None:
         return plt.cm.YlOrRd(min(0.95, 0.35 + 0.13 * math.log2(max(k, 1))))
+    if _KETCHUP_PPO_RE.match(str(name)):
+        return "#b2182b"
     return _FIXED_COLORS.get(name, "#59a14f")
 
 
@@ -806,6 +818,11 @@ def _method_lines(ax, d: pd.DataFrame, methods: list[str], smooth: int = 1) -> i
 
 RL_PANELS = (("dev return", "greedy dev return, Eq. (10)", 1), ("train return", "sampled return (train)", 5),
              ("dev length", "greedy dev length (tokens)", 1), ("train KL", "KL(student || teacher) / token", 5))
+
+
+PPO_PANELS = (("TD error^2", "(a) critic TD error, mean delta^2", 1), ("dev return", "(b) greedy dev return, Eq. (10)", 1),
+              ("approx KL", "approx KL(pi_old || pi)", 1), ("clip fraction", "clip fraction", 1),
+              ("value loss", "value loss", 1), ("entropy", "entropy (nats/token)", 1))
 
 
 def plot_rl_curves(curves: pd.DataFrame, panels=RL_PANELS) -> Figure:

@@ -51,21 +51,24 @@ class Job:
     children: list[str] = field(default_factory=list)
 
 
-def _stage_chain(p: Params) -> list[tuple[Params, object]]:
-    """(params, run) of every stage the run named by ``p`` needs, parents first."""
-    from kdlib.experiment import predistill_run, run_for, teacher_run
+def _stage_chain(p: Params) -> list[tuple[Params, object, list[str]]]:
+    """(params, run, parent run keys) of every stage the run named by ``p`` needs, parents first
+    (the stage registry of kdlib.experiment says what builds on what)."""
+    from kdlib.experiment import parents_of, run_for
 
-    t = p.model_copy(update={"method": "teacher"})
-    chain = [(t, teacher_run(t))]
-    if p.method == "teacher":
-        return chain
-    if p.method == "zeroshot":
-        return chain + [(p, run_for(p))]
-    pre = p.model_copy(update={"method": "predistill"})
-    chain.append((pre, predistill_run(pre)))
-    if p.method != "predistill":
-        chain.append((p, run_for(p)))
-    return chain
+    out, seen = [], set()
+
+    def visit(q: Params) -> str:
+        run = run_for(q)
+        key = str(run.path)
+        if key not in seen:
+            seen.add(key)
+            parent_keys = [visit(par) for par in parents_of(q)]
+            out.append((q, run, parent_keys))
+        return key
+
+    visit(p)
+    return out
 
 
 def _label(p: Params, run) -> str:
@@ -80,16 +83,17 @@ def plan(targets: Iterable[Params]) -> dict[str, Job]:
     """The jobs that finish every target run and the runs they build on, keyed by run path;
     finished runs are left out."""
     jobs: dict[str, Job] = {}
+    edges: list[tuple[str, str]] = []
     for p in targets:
-        prev = None
-        for q, run in _stage_chain(p):
+        for q, run, parent_keys in _stage_chain(p):
             key = str(run.path)
             if not run.finished and key not in jobs:
                 jobs[key] = Job(params=q, key=key, label=_label(q, run), stage=run.stage)
-            if prev is not None and key in jobs and prev in jobs and prev not in jobs[key].parents:
-                jobs[key].parents.append(prev)
-                jobs[prev].children.append(key)
-            prev = key
+            edges += [(par, key) for par in parent_keys]
+    for par, key in edges:
+        if key in jobs and par in jobs and par not in jobs[key].parents:
+            jobs[key].parents.append(par)
+            jobs[par].children.append(key)
     return jobs
 
 

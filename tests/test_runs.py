@@ -122,3 +122,18 @@ def test_plateau_rule_waits_for_the_metric_to_move_then_stops_after_patience():
     again = PlateauRule(patience=2, min_delta=0.0, eval_every=10)
     again.load(lower.state())
     assert again.last_improvement == 10 and again.reference == 80.0
+
+
+def test_reward_watch_flags_a_return_that_rises_while_the_metric_falls():
+    from kdlib.trainers.base import reward_watch
+
+    recs = [{"step": 0, "eval/return": -5.0, "eval/rougeL": 40.0, "eval/length": 14.0, "eval/distinct2": 50.0},
+            {"step": 5, "train/loss": 1.0},
+            {"step": 10, "eval/return": -2.0, "eval/rougeL": 38.0, "eval/length": 10.0, "eval/distinct2": 45.0}]
+    w = reward_watch(recs, "rougeL")
+    assert w["flag"] and w["return_gain"] == 3.0 and w["metric_gain"] == -2.0 and w["length_change"] == -4.0
+    recs[-1]["eval/rougeL"] = 41.0
+    assert not reward_watch(recs, "rougeL")["flag"]
+    ter = [{"step": 0, "eval/return": 1.0, "eval/ter": 50.0}, {"step": 4, "eval/return": 2.0, "eval/ter": 55.0}]
+    assert reward_watch(ter, "ter")["flag"]  # TER is lower-is-better: a rise is a fall in quality
+    assert reward_watch(recs[:1], "rougeL") is None

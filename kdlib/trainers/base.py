@@ -252,6 +252,23 @@ def load_weights(model, folder) -> None:
     load_head(model, folder)  # a critic / reward head, if the model has one and the checkpoint too
 
 
+def reward_watch(records: list[dict], primary: str) -> dict | None:
+    """Reward-hacking watch (seed 000 Sec. 3.2): how the teacher-induced return of greedy dev
+    outputs moved over training against the task metric, the output length and distinct-2, from
+    the first to the last dev evaluation. ``flag`` is True when the return rose while the dev
+    metric fell: the objective was optimised at the task's expense. None without a teacher."""
+    ev = [r for r in records if "eval/return" in r and f"eval/{primary}" in r]
+    if len(ev) < 2:
+        return None
+    first, last = ev[0], ev[-1]
+    higher = metrics.HIGHER_IS_BETTER.get(primary, True)
+    d = {name: float(last[f"eval/{key}"] - first[f"eval/{key}"]) for name, key in
+         (("return_gain", "return"), ("metric_gain", primary), ("length_change", "length"),
+          ("distinct2_change", "distinct2")) if f"eval/{key}" in first and f"eval/{key}" in last}
+    metric_better = d.get("metric_gain", 0.0) * (1 if higher else -1)
+    return {**d, "metric": primary, "flag": bool(d.get("return_gain", 0.0) > 0 and metric_better < 0)}
+
+
 def test_cis(task: Task, preds: list[str], params: Params) -> dict:
     """Bootstrap 95% CIs of the test metrics over test examples (kdlib.metrics.bootstrap_cis)."""
     n = len(preds)
@@ -427,7 +444,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
                    "plateau_rule": {"patience": optim.patience, "min_delta": optim.min_delta, "eval_every": optim.eval_every},
                    "best_is_start": best_step == 0 and optim.steps > 0, "seed": seed, "time_s": round(time.time() - t0, 2),
                    "dev": {k[5:]: v for k, v in dev_best.items() if k.startswith("eval/")}, "test": m_test,
-                   "test_ci": test_cis(task, preds, params), **(extra_summary or {})}
+                   "test_ci": test_cis(task, preds, params), "reward_watch": reward_watch(run.metrics(), task.primary),
+                   **(extra_summary or {})}
         run.finish(summary)
     acc.wait_for_everyone()
     return run.summary()
@@ -507,6 +525,7 @@ def evaluate_only(run: Run, *, params: Params, task: Task, model, teacher=None, 
         save_checkpoint(model, None, run.best_dir, {"step": 0})
         run.finish({"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": 0, "steps": 0,
                     "time_s": round(time.time() - t0, 2), "dev": m_dev, "test": m_test,
-                    "test_ci": test_cis(task, preds, params), **(extra_summary or {})})
+                    "test_ci": test_cis(task, preds, params), "reward_watch": reward_watch(run.metrics(), task.primary),
+                   **(extra_summary or {})})
     acc.wait_for_everyone()
     return run.summary()
