@@ -176,6 +176,9 @@ class OptimParams(_Strict):
     grad_accum: StrictInt = 1
     steps: StrictInt = 500  # optimiser updates
     warmup_steps: StrictInt = 0  # optimiser updates of linear warm-up (not micro-batches)
+    # After the warm-up: "constant", or "linear" decay to 0 at `steps` (transformers'
+    # get_linear_schedule_with_warmup, the Trainer default the papers' code runs with).
+    lr_schedule: Literal["constant", "linear"] = "constant"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # LLMR reference code clips at 1.0
     eval_every: StrictInt = 100  # steps between dev evaluations (model selection)
@@ -364,11 +367,21 @@ class EvalParams(_Strict):
     batch_size: StrictInt = 64
     n_dev: Optional[StrictInt] = 200  # dev examples used for model selection (None = all)
     n_test: Optional[StrictInt] = None  # test examples scored (None = all)
+    # Runs with a teacher (distillation methods) also measure the SAMPLED return (Eq. 10 of outputs
+    # drawn at temperature 1, the quantity REINFORCE maximises) at their first and last dev
+    # evaluation: this many samples per dev input, with the same random numbers at both ends so
+    # the difference is not sampling noise. 0: off.
+    sampled: StrictInt = 4
 
     @field_validator("batch_size", "n_dev", "n_test")
     @classmethod
     def _p(cls, v):
         return _pos(v)
+
+    @field_validator("sampled")
+    @classmethod
+    def _s(cls, v):
+        return _nonneg(v)
 
 
 class JudgeParams(_Strict):

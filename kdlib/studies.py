@@ -102,7 +102,8 @@ def _run_row(task: str, label: str, seed: int, run: Run) -> dict:
 
 
 RL_SERIES = {  # logged key -> (series name in the curves frame)
-    "eval/return": "dev return", "eval/length": "dev length", "train/return": "train return",
+    "eval/return": "dev return", "eval/length": "dev length", "eval/sampled_return": "dev sampled return",
+    "train/return": "train return",
     "train/length": "train length", "train/kl": "train KL",
 }
 
@@ -273,8 +274,11 @@ def return_gains(curves: pd.DataFrame, window: int = 5) -> pd.DataFrame:
 
     * greedy dev return (Eq. 10, the quantity of seed 000 Fig. 1): step 0 (the pre-distilled
       student) vs the last evaluation: ``start``, ``end``, ``gain``, ``raised``;
-    * sampled training return: mean of the first ``window`` logged steps vs the last ``window``:
-      ``train_start``, ``train_end``, ``train_gain``, ``train_raised``;
+    * sampled return (what REINFORCE maximises): ``eval.sampled`` samples per dev input at the
+      first and the last evaluation with the same random numbers (``dev sampled return``); runs
+      without it fall back to the mean of the first ``window`` logged training steps vs the last
+      ``window`` (different prompts every step: noisy): ``train_start``, ``train_end``,
+      ``train_gain``, ``train_raised``, ``train_source``;
     * lengths beside them (greedy dev length at both ends, sampled length in both windows): a rise
       bought only by shorter outputs shows as a falling length;
     * the dev metric at both ends (a rising return with a falling metric is reward hacking's sign).
@@ -288,15 +292,24 @@ def return_gains(curves: pd.DataFrame, window: int = 5) -> pd.DataFrame:
 
         dev, train_r = series("dev return"), series("train return")
         dev_len, train_len = series("dev length"), series("train length")
-        metric = next((n for n in g.series.unique() if n.startswith("dev ") and n not in ("dev return", "dev length")), None)
+        metric = next((n for n in g.series.unique() if n.startswith("dev ") and n not in
+                       ("dev return", "dev length", "dev sampled return")), None)
         row = {"task": task, "method": method, "seed": seed,
                "start": float(dev.iloc[0]), "end": float(dev.iloc[-1]), "gain": float(dev.iloc[-1] - dev.iloc[0]),
                "raised": bool(dev.iloc[-1] > dev.iloc[0])}
-        if len(train_r):
+        sampled = series("dev sampled return")
+        if len(sampled) >= 2:
+            a, b = float(sampled.iloc[0]), float(sampled.iloc[-1])
+            row.update({"train_start": a, "train_end": b, "train_gain": b - a, "train_raised": b > a,
+                        "train_source": "dev samples, common random numbers"})
+        elif len(train_r):
             w = max(1, min(window, len(train_r) // 2))
             a, b = float(train_r.iloc[:w].mean()), float(train_r.iloc[-w:].mean())
             row.update({"train_start": a, "train_end": b, "train_gain": b - a, "train_raised": b > a,
-                        "train_len_start": float(train_len.iloc[:w].mean()), "train_len_end": float(train_len.iloc[-w:].mean())})
+                        "train_source": f"training batches, first vs last {w} steps"})
+        if len(train_len):
+            w = max(1, min(window, len(train_len) // 2))
+            row.update({"train_len_start": float(train_len.iloc[:w].mean()), "train_len_end": float(train_len.iloc[-w:].mean())})
         if len(dev_len):
             row.update({"len_start": float(dev_len.iloc[0]), "len_end": float(dev_len.iloc[-1])})
         if metric is not None:
