@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
@@ -275,7 +275,11 @@ class RLParams(OptimParams):
     ``allow_off_policy`` is true.
     """
 
-    k: StrictInt = 2  # KETCHUP's K; LLMR and its baselines use K = 1
+    k: Union[StrictInt, Literal["auto"]] = 2  # KETCHUP's K; LLMR and its baselines use K = 1
+    # k: auto (a kit extension): per sequence, the largest K of auto_k_grid whose exact optimistic
+    # bias per token stays within auto_k_tol nats (kdlib.returns.adaptive_k).
+    auto_k_grid: list[StrictInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    auto_k_tol: float = 0.1
     tail: Literal["algorithm1", "block", "clamp"] = "algorithm1"
     compat: Literal["paper", "authors_code"] = "paper"
     normalize: Literal["raw", "mean", "log_softmax"] = "mean"  # LLMR code: logits minus vocab mean
@@ -292,9 +296,17 @@ class RLParams(OptimParams):
     @field_validator("k")
     @classmethod
     def _k(cls, v):
-        if v < 1:
-            raise ValueError(f"K must be an integer >= 1, got {v}")
+        if v != "auto" and v < 1:
+            raise ValueError(f"K must be an integer >= 1 or 'auto', got {v}")
         return v
+
+    @field_validator("auto_k_grid")
+    @classmethod
+    def _grid(cls, v):
+        _check_ks(v)
+        if 1 not in v:
+            raise ValueError("the auto-K grid must contain 1 (the unbiased fallback)")
+        return sorted(set(v))
 
     @field_validator("reward_clip", "temperature")
     @classmethod

@@ -76,6 +76,8 @@ def method_run(p: Params) -> Run:
         optim.pop("allow_off_policy")  # a check, not a setting
         if p.method != "ketchup":
             optim.pop("tail")
+        if optim["k"] != "auto":
+            optim.pop("auto_k_grid"), optim.pop("auto_k_tol")
     elif p.method in PPO_METHODS:
         optim = _optim_key(p.ppo)
         if p.method != "ketchup_ppo":

@@ -114,7 +114,7 @@ _METHOD_LABELS = {
     "ketchup_ppo": "KETCHUP + PPO",
 }
 NOT_STUDENTS = ("teacher", "zeroshot")  # excluded when marking the best student (as in the paper)
-_KETCHUP_RE = re.compile(r"^ketchup_k(\d+)$")
+_KETCHUP_RE = re.compile(r"^ketchup_k(\d+|auto)$")
 _KETCHUP_PPO_RE = re.compile(r"^ketchup_ppo_k(\d+)$")
 
 TASK_LABELS: dict[str, str] = {
@@ -139,8 +139,11 @@ METRIC_LABELS: dict[str, str] = {
 
 
 def _ketchup_k(name: str) -> int | None:
+    """K of a KETCHUP run name (``ketchup_k4`` -> 4; ``ketchup_kauto`` -> 10**6, after every fixed K)."""
     m = _KETCHUP_RE.match(str(name))
-    return int(m.group(1)) if m else None
+    if not m:
+        return None
+    return 10**6 if m.group(1) == "auto" else int(m.group(1))
 
 
 def method_label(name: str) -> str:
@@ -148,7 +151,7 @@ def method_label(name: str) -> str:
     ``"ketchup_k4"`` -> ``"KETCHUP (K=4)"``; unknown names are returned unchanged."""
     k = _ketchup_k(name)
     if k is not None:
-        return f"KETCHUP (K={k})"
+        return "KETCHUP (K=auto)" if k == 10**6 else f"KETCHUP (K={k})"
     m = _KETCHUP_PPO_RE.match(str(name))
     if m:
         return f"KETCHUP + PPO (K={m.group(1)})"
@@ -639,6 +642,8 @@ _FIXED_COLORS = {
 def _method_color(name: str):
     """One colour per method, the same in every figure: LLMR family blue, KETCHUP red/orange by K."""
     k = _ketchup_k(name)
+    if k == 10**6:
+        return "#6a3d9a"  # adaptive K
     if k is not None:
         return plt.cm.YlOrRd(min(0.95, 0.35 + 0.13 * math.log2(max(k, 1))))
     if _KETCHUP_PPO_RE.match(str(name)):
