@@ -600,6 +600,36 @@ class PPOStudyParams(NotebookParams):
         return _check_ks([v])[0]
 
 
+class DiagnosticsParams(NotebookParams):
+    """Notebook 11: what nobody publishes about RL-KD (issue 13): exposure bias (LLMR's ExError%)
+    and diversity of every Table 1 method, the reward-hacking watch over every RL run, and
+    adaptive K (rl.k: auto) against the best fixed K chosen on dev."""
+
+    notebook: Literal["11_diagnostics"] = "11_diagnostics"
+    methods: list[str] = Field(default_factory=lambda: ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"])
+    k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
+    n_inputs: StrictInt = 32  # test inputs for ExError% (LLMR used a test set)
+    n_samples: StrictInt = 4  # sampled trajectories per input, student's and teacher's
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v):
+        for m in v:
+            if m not in DIVERGENCE_METHODS + RL_METHODS:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(DIVERGENCE_METHODS + RL_METHODS)}")
+        return v
+
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        return _check_ks(v)
+
+    @field_validator("n_inputs", "n_samples")
+    @classmethod
+    def _pos_n(cls, v):
+        return _pos(v)
+
+
 NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "01_main_results": MainResultsParams,
     "02_returns": ReturnsParams,
@@ -607,6 +637,7 @@ NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "04_model_size": ModelSizeParams,
     "05_llm_eval": LLMEvalParams,
     "06_ppo": PPOStudyParams,
+    "11_diagnostics": DiagnosticsParams,
 }
 
 

@@ -674,10 +674,22 @@ def plot_returns(df: pd.DataFrame) -> Figure:
     are several seeds; each bar is annotated with its mean. Negative returns hang below zero.
     """
     _check_columns(df, ("task", "method", "return"), "plot_returns(df)")
+    handles = [Patch(facecolor=_method_color("llmr"), edgecolor="black", linewidth=0.5,
+                     label="LLMR and its batch baselines (K=1)"),
+               Patch(facecolor=_method_color("ketchup_k4"), edgecolor="black", linewidth=0.5,
+                     label="KETCHUP (K-step return)")]
+    return plot_method_bars(df, "return", "average return, Eq. (10)\n(teacher logit units)",
+                            "Average return on the test set (higher is better)", handles)
+
+
+def plot_method_bars(df: pd.DataFrame, value: str, ylabel: str, title: str, handles: list | None = None) -> Figure:
+    """One panel per task, one bar per method: the mean of ``value`` over seeds (a run's rows are
+    averaged first) with 95% CI error bars (t) when there are several seeds, each bar annotated."""
+    _check_columns(df, ("task", "method", value), "plot_method_bars(df)")
     df = df.copy()
     if "seed" not in df.columns:
         df["seed"] = 0
-    per_run = df.groupby(["task", "method", "seed"], sort=False)["return"].mean().reset_index()
+    per_run = df.groupby(["task", "method", "seed"], sort=False)[value].mean().reset_index()
     tasks = _sort_tasks(per_run["task"])
     n_methods = per_run.groupby("task")["method"].nunique().max()
     width = max(3.2, 0.55 * n_methods + 1.2)
@@ -687,7 +699,7 @@ def plot_returns(df: pd.DataFrame) -> Figure:
     for ax, task in zip(axes[0], tasks):
         sub = per_run[per_run["task"] == task]
         methods = sort_methods(sub["method"])
-        stats = [_mean_hw(sub.loc[sub["method"] == m, "return"]) for m in methods]
+        stats = [_mean_hw(sub.loc[sub["method"] == m, value]) for m in methods]
         means = np.array([s[0] for s in stats])
         hws = np.array([s[1] for s in stats])
         max_seeds = max(max_seeds, max(s[2] for s in stats))
@@ -712,18 +724,61 @@ def plot_returns(df: pd.DataFrame) -> Figure:
                       fontsize=8.5)
         ax.set_title(task_label(task))
         _style_axes(ax)
-    axes[0][0].set_ylabel("average return, Eq. (10)\n(teacher logit units)")
-    handles = [Patch(facecolor=_method_color("llmr"), edgecolor="black", linewidth=0.5,
-                     label="LLMR and its batch baselines (K=1)"),
-               Patch(facecolor=_method_color("ketchup_k4"), edgecolor="black", linewidth=0.5,
-                     label="KETCHUP (K-step return)")]
+    axes[0][0].set_ylabel(ylabel)
+    handles = list(handles or [])
     if max_seeds >= 2:
         handles.append(Line2D([], [], color="black", marker="|", linestyle="-", markersize=8, linewidth=0.9,
                               label=f"95% CI over {max_seeds} seeds (t)"))
     else:
         handles.append(Line2D([], [], linestyle="none", label="single seed: no error bars"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8.5)
-    fig.suptitle("Average return on the test set (higher is better)", fontsize=11)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_exerror(curves: pd.DataFrame) -> Figure:
+    """LLMR's exposure-bias analysis (seed 002 Fig. 2): ExError%(l) against the length l, one
+    panel per task, one line per method. ``curves``: task, method, l, exerror."""
+    _check_columns(curves, ("task", "method", "l", "exerror"), "plot_exerror(curves)")
+    tasks = _sort_tasks(curves["task"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks) + 0.6, 3.9), squeeze=False, layout="constrained")
+    for ax, task in zip(axes[0], tasks):
+        sub = curves[curves["task"] == task]
+        for m in sort_methods(sub["method"]):
+            g = sub[sub["method"] == m].sort_values("l")
+            ax.plot(g["l"], g["exerror"], color=_method_color(m), linewidth=1.5, label=method_label(m))
+        ax.axhline(0.0, color="black", linewidth=0.7)
+        ax.set_title(task_label(task))
+        ax.set_xlabel("length l (tokens)")
+        _style_axes(ax)
+    axes[0][0].set_ylabel("ExError%(l)\n(excess accumulated KL on own trajectories)")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+    return fig
+
+
+def plot_watch(watch: pd.DataFrame) -> Figure:
+    """Reward-hacking watch: for every RL run, the gain of the greedy dev return (x) against the
+    gain of the dev task metric (y), one panel per task; a run in the lower-right quadrant raised
+    the return it optimises while the task metric fell (flagged)."""
+    _check_columns(watch, ("task", "method", "return_gain", "metric_gain"), "plot_watch(watch)")
+    tasks = _sort_tasks(watch["task"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 3.9), squeeze=False, layout="constrained")
+    for ax, task in zip(axes[0], tasks):
+        sub = watch[watch["task"] == task]
+        for m in sort_methods(sub["method"]):
+            g = sub[sub["method"] == m]
+            ax.scatter(g["return_gain"], g["metric_gain"], color=_method_color(m), s=22, label=method_label(m),
+                       edgecolor="black", linewidth=0.3)
+        ax.axhline(0.0, color="black", linewidth=0.7)
+        ax.axvline(0.0, color="black", linewidth=0.7)
+        metric = sub["metric"].iloc[0] if "metric" in sub and len(sub) else "metric"
+        ax.set_title(task_label(task))
+        ax.set_xlabel("gain of the greedy dev return, Eq. (10)")
+        ax.set_ylabel(f"gain of dev {_metric_label(str(metric))}")
+        _style_axes(ax)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
     return fig
 
 

@@ -97,3 +97,37 @@ def format_mean_ci(mean: float, hw: float, digits: int = 2) -> str:
     if hw is None or math.isnan(float(hw)):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {hw:.{digits}f}"
+
+
+def excess_error_percent(kl_student_paths, mask_student, kl_teacher_paths, mask_teacher, max_len: int | None = None):
+    """ExError%(l) of LLMR (seed 002, after Arora et al. 2022): the excess accumulated error when
+    the models follow the student's own trajectories instead of the teacher's::
+
+        D_s(l) = E_{y ~ student} sum_{t <= l} KL(p(.|y_<t, x) || q(.|y_<t, x))
+        D_t(l) = E_{y ~ teacher} sum_{t <= l} KL(p(.|y_<t, x) || q(.|y_<t, x))
+        ExError%(l) = 100 (D_s(l) - D_t(l)) / D_t(l)
+
+    Inputs are per-position forward KLs (teacher p || student q) along sampled trajectories:
+    ``kl_*_paths`` (N, L) with their masks; a trajectory that ended before l keeps its total
+    (no further steps). Positive = exposure bias. Returns (l = 1..max_len, ExError%) arrays."""
+    ks, ms = _as_2d(kl_student_paths), _as_2d(mask_student).astype(bool)
+    kt, mt = _as_2d(kl_teacher_paths), _as_2d(mask_teacher).astype(bool)
+    L = max_len or max(ks.shape[1], kt.shape[1])
+
+    def accumulated(k, m):
+        k = np.where(m, k, 0.0)
+        if k.shape[1] < L:
+            k = np.pad(k, ((0, 0), (0, L - k.shape[1])))
+        return np.cumsum(k[:, :L], axis=1).mean(axis=0)  # (L,)
+
+    d_s, d_t = accumulated(ks, ms), accumulated(kt, mt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ex = np.where(d_t > 0, 100.0 * (d_s - d_t) / d_t, np.nan)
+    return np.arange(1, L + 1), ex
+
+
+def _as_2d(x) -> np.ndarray:
+    a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
+    if a.ndim != 2:
+        raise ValueError(f"expected an (N, L) array, got shape {a.shape}")
+    return a

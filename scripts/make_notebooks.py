@@ -199,4 +199,60 @@ nb("06_ppo", "Seed 001 Figure 3: PPO with a learned critic against PPO with the 
     "          \"shape\": shape.to_dict(orient=\"records\"), \"table\": numeric.to_dict(orient=\"records\")}\n"
     "atomic_write_json(out / \"06_ppo.json\", record)\nprint(len(curves), \"curve points\")"])
 
+nb("11_diagnostics", "Beyond the papers: exposure bias, diversity, reward hacking, adaptive K",
+   "Measurements the papers do not publish, on the students of Table 1 (shared run cache). "
+   "**Exposure bias**: LLMR's ExError%(l) (seed 002, after Arora et al. 2022): the accumulated KL(teacher || student) "
+   "along the student's own sampled trajectories, in excess of the same along the teacher's. **Diversity**: distinct-1/2 "
+   "of the greedy test outputs. **Reward-hacking watch** (seed 000 Sec. 3.2): for every RL run, did the return it "
+   "optimises rise while the task metric fell? **Adaptive K** (a kit extension; seed 001 Sec. 6 leaves it to future "
+   "work): `rl.k: auto` picks, per sampled sequence, the largest K whose exact optimistic bias per token stays within "
+   "`rl.auto_k_tol`, compared with the best fixed K chosen on dev.",
+   'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
+   'methods = ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"]\n'
+   'k_values = [2, 4, 8, 16]\n'
+   'n_inputs = 32\n'
+   'n_samples = 4\n',
+   ["md:## Exposure bias and diversity",
+    "ex_curves, ex_summary, diversity = studies.exposure_and_diversity(nb)\nex_summary.round(1)",
+    "fig = report.plot_exerror(ex_curves)\nreport.save_figure(fig, out, \"11_exerror\")\nfig",
+    "fig = report.plot_method_bars(diversity, \"distinct2\", \"distinct-2 of greedy test outputs (%)\", "
+    "\"Diversity of each method's outputs (higher = more diverse)\")\nreport.save_figure(fig, out, \"11_distinct2\")\nfig",
+    "div_table = diversity.groupby([\"task\", \"method\"])[[\"distinct1\", \"distinct2\"]].mean().round(2).reset_index()\n"
+    "rl_ex = ex_summary[ex_summary.method.str.startswith((\"llmr\", \"ketchup\"))]\n"
+    "div_ex = ex_summary[~ex_summary.method.str.startswith((\"llmr\", \"ketchup\", \"predistill\"))]\n"
+    "ex_line = (f\"Exposure bias (ExError% at the mean output length, mean over tasks): RL methods \"\n"
+    "           f\"{rl_ex.exerror_at_mean_len.mean():.1f}%, divergence methods {div_ex.exerror_at_mean_len.mean():.1f}%, \"\n"
+    "           f\"pre-distilled student {ex_summary[ex_summary.method == 'predistill'].exerror_at_mean_len.mean():.1f}%.\")\n"
+    "display(Markdown(ex_line))\ndiv_table",
+    "md:## Reward-hacking watch",
+    "watch = studies.reward_watch_runs(nb)\ncorr = studies.reward_watch_correlation(watch)\ncorr.round(3)",
+    "fig = report.plot_watch(watch)\nreport.save_figure(fig, out, \"11_reward_watch\")\nfig",
+    "watch_line = (f\"Reward-hacking watch: {int(watch['flag'].sum())} of {len(watch)} RL runs raised the greedy dev return \"\n"
+    "              f\"while the dev metric fell; correlation of return gain with metric gain across runs: \"\n"
+    "              + \", \".join(f\"{r.task} r = {r.pearson_r:.2f}\" for r in corr.itertuples()) + \".\")\n"
+    "display(Markdown(watch_line))",
+    "md:## Adaptive K",
+    "auto_results, auto_choice = studies.adaptive_k_study(nb)\n"
+    "auto_table, auto_numeric = report.main_table(auto_results)\n"
+    "display(auto_choice.round(2))\nauto_table",
+    "auto_lines = []\n"
+    "for r in auto_choice.itertuples():\n"
+    "    sub = auto_numeric[(auto_numeric.task == r.task) & (auto_numeric.metric == r.primary)].set_index(\"method\")\n"
+    "    a, f = sub.loc[\"ketchup_kauto\", \"mean\"], sub.loc[f\"ketchup_k{r.best_fixed_k}\", \"mean\"]\n"
+    "    auto_lines.append(f\"{r.task}: K=auto {a:.2f} vs best fixed K={r.best_fixed_k} (chosen on dev) {f:.2f} test \"\n"
+    "                      f\"{r.primary}; auto used K = {r.auto_mean_k:.1f} on average.\")\n"
+    "display(Markdown(\"\\n\".join(f\"* {x}\" for x in auto_lines)))",
+    "report.write_table(ex_summary.round(2), out, \"11_exerror\", caption=\"ExError% (seed 002) at lengths 5, 10, 20 and at the \"\n"
+    "                   \"mean output length; first seed of each method\", latex=False)\n"
+    "report.write_table(div_table, out, \"11_diversity\", caption=\"Distinct-1/2 of greedy test outputs, mean over seeds\", latex=False)\n"
+    "report.write_table(corr.round(3), out, \"11_reward_watch\", caption=\"Return gain vs metric gain across RL runs\", latex=False)\n"
+    "report.write_table(auto_table, out, \"11_adaptive_k\")\n"
+    "for name, df in ((\"11_exerror_curves\", ex_curves), (\"11_diversity_long\", diversity), (\"11_reward_watch_runs\", watch),\n"
+    "                 (\"11_adaptive_k_choice\", auto_choice)):\n"
+    "    df.to_csv(out / f\"{name}.csv\", index=False)\n"
+    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"headlines\": [ex_line, watch_line] + auto_lines,\n"
+    "          \"exerror\": ex_summary.to_dict(orient=\"records\"), \"reward_watch\": corr.to_dict(orient=\"records\"),\n"
+    "          \"adaptive_k\": auto_choice.to_dict(orient=\"records\"), \"flagged\": int(watch['flag'].sum()), \"rl_runs\": len(watch)}\n"
+    "atomic_write_json(out / \"11_diagnostics.json\", record)\nprint(record[\"headlines\"])"])
+
 print("wrote", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
