@@ -600,6 +600,44 @@ class PPOStudyParams(NotebookParams):
         return _check_ks([v])[0]
 
 
+class GradientVarianceParams(NotebookParams):
+    """Notebook 09: the variance of the policy GRADIENT under K-step returns, measured directly
+    (issue 13), for the students of Figure 2 (pre-distillation stopped after ``student_steps``)."""
+
+    notebook: Literal["09_gradient_variance"] = "09_gradient_variance"
+    task: str = "mini-xsum"
+    k_values: list[StrictInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    student_steps: list[StrictInt] = Field(default_factory=lambda: [30, 100, 300])
+    n_inputs: StrictInt = 16  # inputs; the variance is per input, then averaged
+    n_samples: StrictInt = 16  # sampled outputs per input
+    n_directions: StrictInt = 32  # random projections of each per-sample gradient
+
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        _check_ks(v)
+        if 1 not in v:
+            raise ValueError("k_values must contain 1: the true return (LLMR) the bias is measured against")
+        return v
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v):
+        return _check_tasks([v])[0]
+
+    @field_validator("n_inputs", "n_directions")
+    @classmethod
+    def _pos_n(cls, v):
+        return _pos(v)
+
+    @field_validator("n_samples")
+    @classmethod
+    def _two(cls, v):
+        if v < 2:
+            raise ValueError("need at least 2 samples per input to estimate a variance")
+        return v
+
+
 class DiagnosticsParams(NotebookParams):
     """Notebook 11: what nobody publishes about RL-KD (issue 13): exposure bias (LLMR's ExError%)
     and diversity of every Table 1 method, the reward-hacking watch over every RL run, and
@@ -637,6 +675,7 @@ NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "04_model_size": ModelSizeParams,
     "05_llm_eval": LLMEvalParams,
     "06_ppo": PPOStudyParams,
+    "09_gradient_variance": GradientVarianceParams,
     "11_diagnostics": DiagnosticsParams,
 }
 

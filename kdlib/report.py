@@ -736,6 +736,41 @@ def plot_method_bars(df: pd.DataFrame, value: str, ylabel: str, title: str, hand
     return fig
 
 
+def plot_gradient_variance(df: pd.DataFrame) -> Figure:
+    """Issue 13: the policy gradient's total variance, the return's variance (Figure 2's, same
+    samples), the gradient's bias (1 - cosine with the gradient under the true return) and its
+    signal-to-noise ratio against K; one line per student (KL from the teacher), solid =
+    Algorithm 1, dashed = block form."""
+    _check_columns(df, ("student", "kl", "k", "tail", "trace_var", "return_var", "cosine_to_true", "snr"),
+                   "plot_gradient_variance(df)")
+    panels = (("trace_var", "tr Var of the policy gradient", True), ("return_var", "Var of the return G^_0 (Figure 2)", True),
+              ("bias", "gradient bias: 1 - cos(E g_K, E g_true)", False), ("snr", "SNR = |E g| / sqrt(tr Var g)", False))
+    d = df.copy()
+    d["bias"] = 1.0 - d["cosine_to_true"]
+    fig, axes = plt.subplots(2, 2, figsize=(10.5, 7.4), layout="constrained")
+    students = list(dict.fromkeys(d.sort_values("kl", ascending=False)["student"]))
+    colors = plt.cm.viridis(np.linspace(0.1, 0.85, max(1, len(students))))
+    for ax, (col, title, log) in zip(axes.flat, panels):
+        for c, st in zip(colors, students):
+            for tail, (ls, mk, _) in _TAIL_STYLE.items():
+                g = d[(d["student"] == st) & (d["tail"] == tail)].sort_values("k")
+                kl = g["kl"].iloc[0] if len(g) else float("nan")
+                ax.plot(g["k"], g[col], linestyle=ls, marker=mk, color=c, markersize=4,
+                        label=f"{st} (KL {kl:.2f})" if tail == "algorithm1" else None)
+        ax.set_xscale("log", base=2)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xticks(sorted(d["k"].unique()), [str(k) for k in sorted(d["k"].unique())])
+        ax.set_xlabel("K")
+        ax.set_title(title, fontsize=10)
+        _style_axes(ax)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", linestyle=ls, marker=mk, label=lab) for ls, mk, lab in _TAIL_STYLE.values()]
+    fig.legend(handles, labels + [h.get_label() for h in handles[len(labels):]], loc="outside lower center", ncol=3,
+               fontsize=8, frameon=False)
+    return fig
+
+
 def plot_exerror(curves: pd.DataFrame) -> Figure:
     """LLMR's exposure-bias analysis (seed 002 Fig. 2): ExError%(l) against the length l, one
     panel per task, one line per method. ``curves``: task, method, l, exerror."""
