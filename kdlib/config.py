@@ -638,6 +638,32 @@ class GradientVarianceParams(NotebookParams):
         return v
 
 
+class DecoderOnlyParams(NotebookParams):
+    """Notebook 10: seed 001 App. F, Tables 7-8, on decoder-only (Qwen2-style) teacher and student:
+    ``params_files`` layers a causal-models file over the kit params. KL, TVD, LLMR and KETCHUP
+    for every K of ``k_values``; Table 7 shows KETCHUP at the K chosen on dev, Table 8 the best K
+    per architecture (the T5 column from Table 1's runs, ``t5_params_files``) and task."""
+
+    notebook: Literal["10_decoder_only"] = "10_decoder_only"
+    methods: list[str] = Field(default_factory=lambda: ["kl", "tvd", "llmr"])
+    k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
+    t5_params_files: list[str] = Field(default_factory=lambda: ["params/embedded/kit.yaml"])
+    t5_seeds: list[StrictInt] = Field(default_factory=lambda: [19083, 34007, 84122, 310, 55080])
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v):
+        for m in v:
+            if m not in DIVERGENCE_METHODS + RL_METHODS:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(DIVERGENCE_METHODS + RL_METHODS)}")
+        return v
+
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        return _check_ks(v)
+
+
 class DiagnosticsParams(NotebookParams):
     """Notebook 11: what nobody publishes about RL-KD (issue 13): exposure bias (LLMR's ExError%)
     and diversity of every Table 1 method, the reward-hacking watch over every RL run, and
@@ -676,6 +702,7 @@ NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "05_llm_eval": LLMEvalParams,
     "06_ppo": PPOStudyParams,
     "09_gradient_variance": GradientVarianceParams,
+    "10_decoder_only": DecoderOnlyParams,
     "11_diagnostics": DiagnosticsParams,
 }
 

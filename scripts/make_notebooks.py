@@ -223,6 +223,34 @@ nb("09_gradient_variance", "The variance of the policy gradient, measured direct
     "record = {\"notebook\": notebook, \"profile\": profile, \"rows\": gv.to_dict(orient=\"records\"), \"headlines\": verdicts}\n"
     "atomic_write_json(out / \"09_gradient_variance.json\", record)\nprint(verdicts)"])
 
+nb("10_decoder_only", "Seed 001 Tables 7-8: decoder-only teacher and student",
+   "Seed 001 App. F repeats the comparison with decoder-only models (Qwen1.5-4B -> Qwen1.5-0.5B): KL, TVD, LLMR "
+   "and KETCHUP at its best K (Table 7), and the best K per architecture and task (Table 8; the paper's point: "
+   "the same K for the two tasks of equal horizon, a larger one for GSM8K's longer outputs). Here the teacher and "
+   "student are tiny Qwen2-style models trained from scratch on the embedded tasks, through the same code path as "
+   "the T5 chain (`models.arch: causal`; the layer `params/<profile>/causal.yaml`). KETCHUP's K is chosen on dev "
+   "from `k_values`, as App. G does; Table 8's T5 row reads Table 1's runs from the cache.",
+   'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
+   'methods = ["kl", "tvd", "llmr"]\n'
+   'k_values = [2, 4, 8, 16]\n'
+   't5_params_files = ["params/embedded/kit.yaml"]\n'
+   't5_seeds = [19083, 34007, 84122, 310, 55080]\n',
+   ["results, grid, table8 = studies.decoder_only(nb)\ngrid.round(2)",
+    "table7, numeric7 = report.main_table(results)\n"
+    "display(Markdown(\"**Our Table 7** (decoder-only, \" + f\"seeds {seeds}). \" + table7.attrs[\"caption\"]))\ntable7",
+    "paper7 = report.paper_table7()\npaper7",
+    "display(Markdown(\"**Table 8: best K per architecture and task, chosen on dev.**\"))\ndisplay(table8)\nreport.paper_table8()",
+    "lines = studies.decoder_only_verdicts(numeric7, table8, tasks, len(seeds))\n"
+    "display(Markdown(\"\\n\".join(f\"* {x}\" for x in lines)))",
+    "report.write_table(table7, out, \"10_table7\")\nreport.write_table(paper7, out, \"10_table7_paper_reference\")\n"
+    "report.write_table(table8, out, \"10_table8\", caption=\"Best K per architecture and task, chosen on dev\")\n"
+    "report.write_table(report.paper_table8(), out, \"10_table8_paper_reference\")\n"
+    "results.to_csv(out / \"10_results_long.csv\", index=False)\ngrid.to_csv(out / \"10_k_grid_dev.csv\", index=False)\n"
+    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"headlines\": lines,\n"
+    "          \"table7\": numeric7.to_dict(orient=\"records\"), \"table8\": table8.to_dict(orient=\"records\"),\n"
+    "          \"k_grid\": grid.to_dict(orient=\"records\")}\n"
+    "atomic_write_json(out / \"10_decoder_only.json\", record)\nprint(lines)"])
+
 nb("11_diagnostics", "Beyond the papers: exposure bias, diversity, reward hacking, adaptive K",
    "Measurements the papers do not publish, on the students of Table 1 (shared run cache). "
    "**Exposure bias**: LLMR's ExError%(l) (seed 002, after Arora et al. 2022): the accumulated KL(teacher || student) "
