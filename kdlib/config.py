@@ -293,11 +293,13 @@ class RLParams(OptimParams):
     truncated: Literal["drop", "keep", "bootstrap"] = "drop"
     pg_normalize: Literal["batch", "tokens"] = "batch"
 
-    @field_validator("k")
+    @field_validator("k", mode="before")
     @classmethod
     def _k(cls, v):
-        if v != "auto" and v < 1:
-            raise ValueError(f"K must be an integer >= 1 or 'auto', got {v}")
+        if v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"K must be an integer >= 1 or 'auto', got {v!r}")
         return v
 
     @field_validator("auto_k_grid")
@@ -516,8 +518,10 @@ def _check_ks(v: list[int]) -> list[int]:
     return v
 
 
-class MainResultsParams(NotebookParams):
-    notebook: Literal["01_main_results"] = "01_main_results"
+class _MethodGridParams(NotebookParams):
+    """Notebook params naming Table 1's method rows: ``methods`` (divergence and REINFORCE methods)
+    and KETCHUP's ``k_values`` (one row per K)."""
+
     methods: list[str] = Field(default_factory=lambda: ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"])
     k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
 
@@ -533,6 +537,10 @@ class MainResultsParams(NotebookParams):
     @classmethod
     def _ks(cls, v):
         return _check_ks(v)
+
+
+class MainResultsParams(_MethodGridParams):
+    notebook: Literal["01_main_results"] = "01_main_results"
 
 
 class ReturnsParams(NotebookParams):
@@ -638,7 +646,7 @@ class GradientVarianceParams(NotebookParams):
         return v
 
 
-class DecoderOnlyParams(NotebookParams):
+class DecoderOnlyParams(_MethodGridParams):
     """Notebook 10: seed 001 App. F, Tables 7-8, on decoder-only (Qwen2-style) teacher and student:
     ``params_files`` layers a causal-models file over the kit params. KL, TVD, LLMR and KETCHUP
     for every K of ``k_values``; Table 7 shows KETCHUP at the K chosen on dev, Table 8 the best K
@@ -646,47 +654,20 @@ class DecoderOnlyParams(NotebookParams):
 
     notebook: Literal["10_decoder_only"] = "10_decoder_only"
     methods: list[str] = Field(default_factory=lambda: ["kl", "tvd", "llmr"])
-    k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
     t5_params_files: list[str] = Field(default_factory=lambda: ["params/embedded/kit.yaml"])
     t5_seeds: list[StrictInt] = Field(default_factory=lambda: [19083, 34007, 84122, 310, 55080])
 
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v):
-        for m in v:
-            if m not in DIVERGENCE_METHODS + RL_METHODS:
-                raise ValueError(f"unknown method {m!r}; known: {', '.join(DIVERGENCE_METHODS + RL_METHODS)}")
-        return v
-
-    @field_validator("k_values")
-    @classmethod
-    def _ks(cls, v):
-        return _check_ks(v)
 
 
-class DiagnosticsParams(NotebookParams):
+class DiagnosticsParams(_MethodGridParams):
     """Notebook 11: what nobody publishes about RL-KD (issue 13): exposure bias (LLMR's ExError%)
     and diversity of every Table 1 method, the reward-hacking watch over every RL run, and
     adaptive K (rl.k: auto) against the best fixed K chosen on dev."""
 
     notebook: Literal["11_diagnostics"] = "11_diagnostics"
-    methods: list[str] = Field(default_factory=lambda: ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"])
-    k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
     n_inputs: StrictInt = 32  # test inputs for ExError% (LLMR used a test set)
     n_samples: StrictInt = 4  # sampled trajectories per input, student's and teacher's
 
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v):
-        for m in v:
-            if m not in DIVERGENCE_METHODS + RL_METHODS:
-                raise ValueError(f"unknown method {m!r}; known: {', '.join(DIVERGENCE_METHODS + RL_METHODS)}")
-        return v
-
-    @field_validator("k_values")
-    @classmethod
-    def _ks(cls, v):
-        return _check_ks(v)
 
     @field_validator("n_inputs", "n_samples")
     @classmethod

@@ -931,6 +931,20 @@ def _method_lines(ax, d: pd.DataFrame, methods: list[str], smooth: int = 1) -> i
     return max_seeds
 
 
+def _legend_entries(axes, max_seeds: int) -> tuple[list, list]:
+    """Each label once across panels, plus the CI band's entry when there are several seeds."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if max_seeds >= 2:
+        handles.append(Patch(facecolor="grey", alpha=0.3, label=f"95% CI over {max_seeds} seeds (t)"))
+        labels.append(handles[-1].get_label())
+    return handles, labels
+
+
 RL_PANELS = (("dev return", "greedy dev return, Eq. (10)", 1), ("train return", "sampled return (train)", 5),
              ("dev length", "greedy dev length (tokens)", 1), ("train KL", "KL(student || teacher) / token", 5))
 
@@ -967,15 +981,7 @@ def plot_rl_curves(curves: pd.DataFrame, panels=RL_PANELS) -> Figure:
             if i == len(panels) - 1:
                 ax.set_xlabel("RL training step")
             _style_axes(ax)
-    handles, labels = [], []
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if max_seeds >= 2:
-        handles.append(Patch(facecolor="grey", alpha=0.3, label=f"95% CI over {max_seeds} seeds (t)"))
-        labels.append(handles[-1].get_label())
+    handles, labels = _legend_entries(axes.flat, max_seeds)
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), fontsize=8.5, frameon=False)
     return fig
 
@@ -1004,15 +1010,7 @@ def plot_learning_curves(df: pd.DataFrame, value_label: str = "dev ROUGE-L") -> 
         ax.set_xlabel("RL training step")
         _style_axes(ax)
     axes[0][0].set_ylabel(value_label)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:  # methods missing from the first panel
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if max_seeds >= 2:
-        handles.append(Patch(facecolor="grey", alpha=0.3, label=f"95% CI over {max_seeds} seeds (t)"))
-        labels.append(handles[-1].get_label())
+    handles, labels = _legend_entries(axes[0], max_seeds)
     axes[0][0].legend(handles, labels, fontsize=8.5, frameon=False, loc="best")
     return fig
 
