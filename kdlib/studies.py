@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from kdlib import returns
-from kdlib.config import (LLMEvalParams, MainResultsParams, ModelSizeParams, NotebookParams, Params, PPOStudyParams,
+from kdlib.config import (ConstrainedKDStudyParams, LLMEvalParams, MainResultsParams, ModelSizeParams, NotebookParams, Params, PPOStudyParams,
                           ReturnsParams, VarianceBiasParams, kit_params_for)
 from kdlib.evaluate import teacher_scores
 from kdlib.experiment import (BASE_SEED, _teacher_model, ensure_predistill, ensure_teacher, ensure_zeroshot, load_run_model,
@@ -61,6 +61,10 @@ def plan(nb: NotebookParams) -> list[Params]:
         return [_params(nb, **over) for over in _llm_eval_overrides(nb)]
     if isinstance(nb, PPOStudyParams):
         return [q for t in nb.tasks for q in _chain_targets(nb, t)] + [_params(nb, **o) for o in _ppo_overrides(nb)]
+    if isinstance(nb, ConstrainedKDStudyParams):  # seed 004: its first phase (the rest needs the budget d)
+        from kdlib import cmdp_study
+
+        return cmdp_study.plan(nb)
     return []
 
 
