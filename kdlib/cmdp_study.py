@@ -31,7 +31,10 @@ SURROGATE_JUDGE = "surrogate: calculator-step overlap with the gold chain (no LL
 
 # ----------------------------------------------------------------------------- params of each run
 def _base(nb: ConstrainedKDStudyParams, task: str, **over) -> Params:
-    return kit_params_for(nb, **{"task.name": task, "cmdp.eval_sets": ["dev"] + list(nb.eval_sets), **over})
+    """A run's params. Its worker evaluates it on the notebook's sets after training, and on dev
+    too where dev is read: the KL-only methods (the budget) and the start (its KL against d)."""
+    dev = ["dev"] if over.get("method") in KL_ONLY + ("cmdp_start",) else []
+    return kit_params_for(nb, **{"task.name": task, "cmdp.eval_sets": dev + list(nb.eval_sets), **over})
 
 
 def method_rows(nb: ConstrainedKDStudyParams) -> list[tuple[str, dict]]:
@@ -135,7 +138,7 @@ def constrained_kd(nb: ConstrainedKDStudyParams, judge_cache: str | Path | None 
                             curves.append({"task": task, "method": cmdp_label(p), "seed": seed, "step": r["step"],
                                            "series": name, "value": float(r[key])})
         for role, label, p, seed in roles:
-            got = evaluate_all(p, role, ["dev"] + sets)
+            got = evaluate_all(p, role, sets)
             for name in sets:
                 for r in got[name]:
                     ex_rows.append({"task": task, "set": name, "method": label, "seed": seed, "id": r["id"],
