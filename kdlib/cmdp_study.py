@@ -315,8 +315,16 @@ def verdicts(study: Study, fac_cost: float = 10.0, cs_high: float = 90.0, cs_gap
         where = "several times above d: the constraint binds from the start" if s["ratio_to_d"] >= 2 else (
             "above d on average, but not several times" if s["ratio_to_d"] >= 1 else
             "BELOW d on average: the constraint binds only on the tail of the start's KL distribution")
+        c = study.curves
+        feas = c[(c.task == task) & (c.method == "cmdp") & (c.series == "share within budget d (ours)")] if len(c) else c
+        train_part = ""
+        if len(feas):
+            first = feas.groupby("step")["value"].mean().sort_index().iloc[:10]
+            train_part = (f"; in training, {100 * (1 - first.mean()):.0f}% of ours' sampled outputs exceeded d over its "
+                          f"first {len(first)} iterations (sampled outputs have a higher KL than greedy ones)")
         lines.append(f"{task}: the start student (pre-distilled for {s['start_steps']} updates) has mean per-sample "
-                     f"KL {s['kl_dev_mean']:.3f} on dev = {s['ratio_to_d']:.2f} x d (CS {s['cs_dev']:.0f}%): {where}.")
+                     f"KL {s['kl_dev_mean']:.3f} on dev = {s['ratio_to_d']:.2f} x d (CS {s['cs_dev']:.0f}%): {where}"
+                     f"{train_part}.")
         avg = t[(t.task == task) & ~t.method.isin(["teacher", "start"])].groupby("method")[["fac", "cs", "rwr", "rlr", "kl"]].mean()
         if "cmdp" in avg.index and "grpo" in avg.index:
             o, g = avg.loc["cmdp"], avg.loc["grpo"]
