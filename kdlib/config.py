@@ -38,7 +38,11 @@ TASK_LENGTHS = {"mini-xsum": (160, 40), "mini-europarl": (48, 40), "mini-gsm8k":
 DIVERGENCE_METHODS = ("seqkd", "kl", "js", "tvd")
 RL_METHODS = ("llmr", "llmr_mean", "llmr_minvar", "ketchup")
 PPO_METHODS = ("llmr_ppo", "ketchup_ppo")  # seed 001 App. D: PPO with a critic + GAE, PPO with the K-step return
-METHODS = ("teacher", "zeroshot", "predistill") + DIVERGENCE_METHODS + RL_METHODS + PPO_METHODS
+# Seed 004 (constrained KD, kdlib.cmdp_experiment): its start stage and five methods on one GRPO loop.
+CMDP_METHODS = ("cmdp", "grpo", "gkd_grpo", "gkd", "minillm")
+CMDP_STAGES = ("cmdp_start", "cmdp_teacher") + CMDP_METHODS  # the start student, the teacher's evaluation
+MATH_TASKS = ("mini-gsm8k", "gsm8k")  # seed 004 is math-only, as the paper
+METHODS = ("teacher", "zeroshot", "predistill") + DIVERGENCE_METHODS + RL_METHODS + PPO_METHODS + CMDP_STAGES
 
 
 class ParamsError(ValueError):
@@ -377,6 +381,90 @@ class PPOParams(OptimParams):
         return v
 
 
+class ConstrainedKDParams(PPOParams):
+    """Seed 004, distillation as a constrained MDP (spec seeds003_004 Part B): five methods on
+    the one GRPO loop of kdlib.trainers.ppo (``group_size`` samples per prompt, group-normalised
+    outcome advantages, the clipped surrogate), differing only in their reward and auxiliary loss
+    (kdlib.trainers.cmdp). The PPOParams fields are the GRPO settings (B2/B3/B7.6: eps 0.2,
+    beta = ``kl_coef`` = 0, one update per batch, temperature 1, token-mean aggregation).
+
+    * ``cmdp`` (ours, Eq. 4-5): R (0/1 answer correctness, Eq. 6) while the per-sample KL to the
+      teacher is within ``d``, else ``-(n + KL)`` (``use_phi``); term II of Eq. (5) (``c_ii``
+      times the KL with gradient, on violating rows) as the auxiliary loss. ``granularity``
+      sequence (default, B7.2) or token (the literal per-step Eq. 4-5); ``kl_reduction`` mean
+      (default: per-token mean, B7.1) or sum.
+    * ``grpo`` (R), ``gkd_grpo`` (R - ``gkd_lambda`` KL), ``gkd`` (-KL), ``minillm`` (future log-ratio
+      return + single-step KL, spec B2).
+
+    The KL is the exact full-vocabulary reverse KL of Eq. (7) with the teacher's probabilities
+    floored at ``kl_floor`` (B7.5), over the student's own tokens (calculator insertions excluded).
+    ``vocab: shared_prefix`` slices both vocabularies to the shared prefix (spec B2/B7.10: Qwen2.5-Math
+    1.5B has 151,936 logits, 7B-Instruct 152,064); ``exact`` refuses different sizes.
+    ``start_steps``: every method starts from the student pre-distilled (cross-entropy on the
+    teacher's outputs, the ``predistill`` section) for that many updates (0: the student as
+    loaded, the paper's base checkpoints). ``selection``: which weights are evaluated, ``final``
+    (the paper: after its 20 epochs) or ``best_dev`` (the kit's convention).
+    """
+
+    # GRPO settings of seed 004 (B3: 8 questions x 8 responses, lr 1e-5; B7.6: one update per batch)
+    lr: float = 1e-5
+    batch_size: StrictInt = 8  # prompts per iteration
+    group_size: StrictInt = 8  # responses per prompt
+    epochs: StrictInt = 1
+    minibatches: StrictInt = 1
+    steps: StrictInt = 100
+    truncated: Literal["drop", "keep", "bootstrap"] = "keep"  # a cut response has no answer: R = 0, kept
+    d: float = 0.35  # KL budget [paper]; the notebook may choose it by the paper's procedure (B6)
+    n: float = 20.0  # penalty [paper]
+    use_phi: StrictBool = True  # -(n + phi) (Eq. 4); False: Saute's -n (Eq. 3)
+    granularity: Literal["sequence", "token"] = "sequence"
+    kl_reduction: Literal["mean", "sum"] = "mean"
+    kl_floor: float = 1e-8  # teacher probability floor [choice B7.5]
+    c_ii: float = 1.0  # weight of Eq. (5) term II [choice B7.4]
+    eps_b: float = 0.0  # tolerance of term II's indicator [choice B7.4]
+    gkd_lambda: float = 0.01  # GKD-GRPO lambda (Eq. 1); not PPOParams.lam (GAE)
+    adv_eps: float = 1e-4  # GRPO advantage denominator std + eps (spec B2)
+    kl_chunk: Optional[StrictInt] = None  # positions per chunk of the full-vocabulary KL (None: automatic)
+    score_rows: StrictInt = 64  # rollouts per teacher/student forward when scoring (memory at paper scale)
+    vocab: Literal["exact", "shared_prefix"] = "exact"
+    start_steps: StrictInt = 0
+    selection: Literal["final", "best_dev"] = "final"
+    # Sets evaluated after training (greedy outputs, correctness, KL to the teacher): "dev", "test"
+    # and held-out sets of kdlib.data (EVAL_SETS). None: dev, test and the task's GSM-Symbolic and
+    # MATH analogues (mini-gsm-symbolic, mini-gsm-hard / gsm-symbolic, math). Not part of run keys.
+    eval_sets: Optional[list[str]] = None
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _eval_sets(cls, v):
+        for name in v or []:
+            if name not in ("dev", "test") + EVAL_SETS:
+                raise ValueError(f"unknown evaluation set {name!r}; known: dev, test, {', '.join(EVAL_SETS)}")
+        return v
+
+    @field_validator("d", "kl_floor")
+    @classmethod
+    def _pos_cmdp(cls, v):
+        return _pos(v)
+
+    @field_validator("n", "c_ii", "eps_b", "gkd_lambda", "adv_eps", "start_steps")
+    @classmethod
+    def _nonneg_cmdp(cls, v):
+        return _nonneg(v)
+
+    @field_validator("kl_floor")
+    @classmethod
+    def _floor(cls, v):
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"must be in (0, 1), got {v}")
+        return v
+
+    @field_validator("score_rows", "kl_chunk")
+    @classmethod
+    def _pos_rows(cls, v):
+        return _pos(v)
+
+
 class EvalParams(_Strict):
     batch_size: StrictInt = 64
     n_dev: Optional[StrictInt] = 200  # dev examples used for model selection (None = all)
@@ -433,6 +521,7 @@ class Params(_Strict):
     divergence: DivergenceParams = Field(default_factory=lambda: DivergenceParams(lr=3e-4, steps=300))
     rl: RLParams = Field(default_factory=lambda: RLParams(lr=3e-5, steps=300))
     ppo: PPOParams = Field(default_factory=lambda: PPOParams(lr=3e-5, steps=40))
+    cmdp: ConstrainedKDParams = Field(default_factory=ConstrainedKDParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     judge: JudgeParams = Field(default_factory=JudgeParams)
     # Per-task settings, applied when task.name matches (e.g. GSM8K's own Table 5 values):
@@ -470,6 +559,29 @@ class Params(_Strict):
         if self.method in PPO_METHODS and (self.ppo.batch_size * self.ppo.group_size) % self.ppo.minibatches:
             raise _FieldError("ppo.minibatches", f"batch_size x group_size = {self.ppo.batch_size * self.ppo.group_size} "
                               f"rollouts do not split into {self.ppo.minibatches} equal minibatches")
+        return self
+
+    @model_validator(mode="after")
+    def _cmdp_checks(self):
+        if self.method not in CMDP_STAGES:
+            return self
+        if self.task.name not in MATH_TASKS:
+            raise _FieldError("task.name", f"seed 004 (constrained KD, method {self.method!r}) is math-only, as the "
+                              f"paper: task.name must be one of {', '.join(MATH_TASKS)}, got {self.task.name!r}")
+        c = self.cmdp
+        if self.method in CMDP_METHODS:
+            if c.group_size < 2:
+                raise _FieldError("cmdp.group_size", "GRPO normalises rewards within a group of samples per prompt: "
+                                  f"group_size must be >= 2, got {c.group_size}")
+            if c.grad_accum != 1:
+                raise _FieldError("cmdp.grad_accum", "a GRPO iteration already takes epochs x minibatches updates; "
+                                  "grad_accum must be 1")
+            if (c.batch_size * c.group_size) % c.minibatches:
+                raise _FieldError("cmdp.minibatches", f"batch_size x group_size = {c.batch_size * c.group_size} "
+                                  f"rollouts do not split into {c.minibatches} equal minibatches")
+            if c.kl_coef != 0.0:
+                raise _FieldError("cmdp.kl_coef", "the GRPO loop of seed 004 has no reference model (beta = 0, spec "
+                                  "B7.6: the teacher is the anchor); kl_coef must be 0")
         return self
 
     def k_effective(self) -> int:
@@ -675,6 +787,67 @@ class DiagnosticsParams(_MethodGridParams):
         return _pos(v)
 
 
+class ConstrainedKDStudyParams(NotebookParams):
+    """Notebook 08 (seed 004): five methods on one GRPO loop, the budget d by the paper's procedure."""
+
+    notebook: Literal["08_constrained_kd"] = "08_constrained_kd"
+    tasks: list[str] = Field(default_factory=lambda: ["mini-gsm8k"])
+    methods: list[str] = Field(default_factory=lambda: list(CMDP_METHODS))
+    gkd_lambdas: list[float] = Field(default_factory=lambda: [0.01, 1.0])  # full grid: 0.001, 0.01, 0.1, 1, 10
+    # d: "kl_only_quantile" = the paper's procedure (B6: the KL-only methods reach ~95% CS on dev);
+    # "fixed" = cmdp.d of the kit params (the paper's 0.35)
+    budget: Literal["kl_only_quantile", "fixed"] = "kl_only_quantile"
+    budget_quantile: float = 0.95
+    eval_sets: list[str] = Field(default_factory=lambda: ["test", "mini-gsm-symbolic", "mini-gsm-hard"])
+    judge_examples: Optional[StrictInt] = None  # examples per set judged pairwise (None: all)
+    paper_setting: Literal["qwen", "llama"] = "qwen"  # which of the paper's tables is shown beside ours
+
+    @field_validator("tasks")
+    @classmethod
+    def _math_only(cls, v):
+        for t in v:
+            if t not in MATH_TASKS:
+                raise ValueError(f"seed 004 is math-only, as the paper: tasks must be among {', '.join(MATH_TASKS)}, "
+                                 f"got {t!r}")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _cmdp_methods(cls, v):
+        for m in v:
+            if m not in CMDP_METHODS:
+                raise ValueError(f"unknown seed-004 method {m!r}; known: {', '.join(CMDP_METHODS)}")
+        return v
+
+    @field_validator("gkd_lambdas")
+    @classmethod
+    def _lams(cls, v):
+        for x in v:
+            if x < 0:
+                raise ValueError(f"lambda must be >= 0, got {x}")
+        return v
+
+    @field_validator("budget_quantile")
+    @classmethod
+    def _q(cls, v):
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"must be in (0, 1), got {v}")
+        return v
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _sets(cls, v):
+        for name in v:
+            if name not in ("dev", "test") + EVAL_SETS:
+                raise ValueError(f"unknown evaluation set {name!r}; known: dev, test, {', '.join(EVAL_SETS)}")
+        return v
+
+    @field_validator("judge_examples")
+    @classmethod
+    def _je(cls, v):
+        return _pos(v)
+
+
 NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "01_main_results": MainResultsParams,
     "02_returns": ReturnsParams,
@@ -682,6 +855,7 @@ NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "04_model_size": ModelSizeParams,
     "05_llm_eval": LLMEvalParams,
     "06_ppo": PPOStudyParams,
+    "08_constrained_kd": ConstrainedKDStudyParams,
     "09_gradient_variance": GradientVarianceParams,
     "10_decoder_only": DecoderOnlyParams,
     "11_diagnostics": DiagnosticsParams,

@@ -289,6 +289,11 @@ for _m in DIVERGENCE_METHODS + RL_METHODS + PPO_METHODS:
     register_stage(_m, method_run, ensure_method, lambda p: [as_stage(p, "predistill")])
 
 
+# Stages registered by the rival systems' own modules (seed 004), imported here so that every process
+# that can train (workers of kdlib.schedule included) knows them. Kept at the bottom: they import this module.
+import kdlib.cmdp_experiment  # noqa: E402,F401
+
+
 def load_run_model(p: Params, run: Run, which: str = "best"):
     """The weights of a finished run (``best`` dev checkpoint) with the task's tokenizer."""
     task = load_task_bundle(p)

@@ -97,6 +97,7 @@ METHOD_ORDER: tuple[str, ...] = (
     "llmr", "llmr_mean", "llmr_minvar",
     "ketchup",
     "llmr_ppo", "ketchup_ppo",
+    "cmdp", "grpo", "gkd_grpo", "gkd", "minillm",
 )
 _METHOD_LABELS = {
     "teacher": "Teacher",
@@ -112,6 +113,11 @@ _METHOD_LABELS = {
     "ketchup": "KETCHUP",
     "llmr_ppo": "LLMR + PPO (critic, GAE)",
     "ketchup_ppo": "KETCHUP + PPO",
+    "cmdp": "Ours (constrained KD)",  # seed 004
+    "grpo": "GRPO",
+    "gkd_grpo": "GKD-GRPO",
+    "gkd": "GKD",
+    "minillm": "Mini-LLM",
 }
 NOT_STUDENTS = ("teacher", "zeroshot")  # excluded when marking the best student (as in the paper)
 _KETCHUP_RE = re.compile(r"^ketchup_k(\d+|auto)$")
@@ -656,6 +662,7 @@ _FIXED_COLORS = {
     "seqkd": "#b07aa1", "kl": "#9c755f", "js": "#edc948", "tvd": "#76b7b2",
     "llmr": "#4e79a7", "llmr_mean": "#6b9bd1", "llmr_minvar": "#9ab8de",
     "ketchup": "#e15759", "llmr_ppo": "#1f3b73",
+    "cmdp": "#d62728", "grpo": "#1f77b4", "gkd_grpo": "#2ca02c", "gkd": "#8c564b", "minillm": "#9467bd",
 }
 
 

@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 
 from kdlib import returns
-from kdlib.config import (DecoderOnlyParams, DiagnosticsParams, GradientVarianceParams, LLMEvalParams, MainResultsParams,
-                          ModelSizeParams, NotebookParams, Params, PPOStudyParams, ReturnsParams, VarianceBiasParams,
-                          kit_params_for, load_params)
+from kdlib.config import (ConstrainedKDStudyParams, DecoderOnlyParams, DiagnosticsParams, GradientVarianceParams,
+                          LLMEvalParams, MainResultsParams, ModelSizeParams, NotebookParams, Params, PPOStudyParams,
+                          ReturnsParams, VarianceBiasParams, kit_params_for, load_params)
 from kdlib.evaluate import teacher_scores
 from kdlib.experiment import (BASE_SEED, _teacher_model, ensure_predistill, ensure_teacher, ensure_zeroshot, load_run_model, run_for,
                               train)
@@ -70,6 +70,10 @@ def plan(nb: NotebookParams) -> list[Params]:
         return _method_targets(nb, nb.tasks, nb.seeds, method_plan(nb) + [("ketchup_kauto", {"method": "ketchup", "rl.k": "auto"})])
     if isinstance(nb, PPOStudyParams):
         return [q for t in nb.tasks for q in _chain_targets(nb, t)] + [_params(nb, **o) for o in _ppo_overrides(nb)]
+    if isinstance(nb, ConstrainedKDStudyParams):  # seed 004: its first phase (the rest needs the budget d)
+        from kdlib import cmdp_study
+
+        return cmdp_study.plan(nb)
     return []
 
 

@@ -97,3 +97,23 @@ def test_05_llm_eval(env):
     assert len(rows) == 2 * 3 * 3  # tasks x criteria x methods
     assert all(0 <= r["invalid_rate"] <= 1 for r in rows)
     assert "surrogate" in (out / "05_table2.md").read_text()
+
+
+def test_08_constrained_kd(env):
+    out = _run("08_constrained_kd", env)
+    rec = json.loads((out / "08_constrained_kd.json").read_text())
+    assert set(rec["methods"]) == {"cmdp", "grpo", "gkd_grpo_lam0.01", "gkd_grpo_lam1", "gkd", "minillm", "start",
+                                   "teacher"}
+    budget = rec["budget"]["mini-gsm8k"]
+    assert _finite(budget["d"]) and budget["d"] > 0 and "percentile" in budget["rule"]
+    assert _finite(rec["start"]["mini-gsm8k"]["ratio_to_d"])
+    rows = rec["table"]
+    assert {r["set"] for r in rows} == {"test", "mini-gsm-symbolic", "mini-gsm-hard"}
+    for r in rows:
+        assert 0 <= r["fac"] <= 100
+        if r["method"] != "teacher":
+            assert 0 <= r["cs"] <= 100 and r["kl"] >= 0
+    assert any("trade-off" in h for h in rec["headlines"]) and rec["judge"].startswith("surrogate")
+    assert "surrogate" in (out / "08_table1.md").read_text() and "paper" in (out / "08_table1.md").read_text()
+    for f in ("08_figure2_radar.png", "08_figure3_pareto.png", "08_figure4_wins.png", "08_training_curves.png"):
+        assert (out / f).stat().st_size > 10_000

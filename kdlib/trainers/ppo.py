@@ -58,6 +58,7 @@ class Batch:
     logp_old: Tensor  # (N, T) log pi_old of the sampled tokens
     values_old: Tensor | None = None  # (N, T) critic values V_old(s_t)
     logp_ref: Tensor | None = None  # (N, T) log pi_ref (KL penalty)
+    logits_old: Tensor | None = None  # (N, T, V) pi_old's logits, kept only when the method asks (keep_logits)
     logs: dict = field(default_factory=dict)
 
 
@@ -83,6 +84,7 @@ class Method:
     scorer: Scorer
     critic: bool = False
     aux_loss: AuxLoss | None = None
+    keep_logits: bool = False  # keep the rollout's (N, T, V) logits in Batch.logits_old (a scorer that needs them)
 
 
 # ----------------------------------------------------------------------------- seed 001 App. D
@@ -175,6 +177,8 @@ def ppo_step_fn(method: Method, task: Task, pp: PPOParams, accelerator, seed: in
             logits, hidden = forward_with_hidden(policy, task.arch, src, src_m, roll.tokens, roll.mask)
             b = Batch(idx=idx, src=src, src_m=src_m, tokens=roll.tokens, mask=roll.mask, action_mask=roll.action_mask,
                       ended=roll.ended, logp_old=token_logprobs(logits, roll.tokens) * roll.mask)
+            if method.keep_logits:
+                b.logits_old = logits
             if method.critic:
                 b.values_old = head_values(policy, task.arch, src, src_m, roll.tokens, roll.mask, hidden) * roll.mask
             if reference is not None:
