@@ -373,7 +373,9 @@ class RewardDistillParams(_Strict):
     """Seed 003's pipeline (kdlib.reward_distill; spec seeds003_004 Part A). Defaults are the
     paper's values where it states them (Sec. 3-4, App. B.2; A3 of the spec), [choice] where not.
 
-    Step 1, teacher sampling: each of the first ``n_questions`` train questions is answered at
+    Step 1, teacher sampling: each of the first ``n_questions`` train questions is answered (by the
+    teacher, or with ``sampler: predistill`` by the pre-distilled student: a weaker teacher at no
+    extra training cost, for Figs. 3-4) at
     every ``high_temperatures`` entry ``n_high`` times (temperature 0 is decoded once and counted
     ``n_high`` times) and at every ``low_temperatures`` entry ``n_low`` times. Step 2: voting over
     the high-confidence answers with ``vote_threshold``. Step 3: SFT on the agreeing answers
@@ -388,6 +390,7 @@ class RewardDistillParams(_Strict):
     start point (``base``: "Ours w/o D"). ``rd_eval`` scores the run of stage ``eval_target`` on
     the evaluation set ``eval_set`` (GSM-Plus style)."""
 
+    sampler: Literal["teacher", "predistill"] = "teacher"  # who answers in Step 1 (predistill: a weaker, smaller "teacher")
     n_questions: Optional[StrictInt] = None  # None: every train question
     high_temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3])  # Sec. 4.1
     n_high: StrictInt = 5
@@ -400,6 +403,8 @@ class RewardDistillParams(_Strict):
     dedupe: StrictBool = False  # [choice A7.6] keep duplicate (q, a) pairs in D_sft
     sft: OptimParams = _rd_optim(lr=5e-6, batch_size=84, steps=14000, eval_every=100, patience=5)  # App. B.2
     student_samples: StrictInt = 30  # Sec. 3.3
+    sample_shards: StrictInt = 1  # student sampling split into this many runs (the scheduler runs them in parallel)
+    sample_shard: Optional[StrictInt] = None  # set by the stage graph: which shard an rd_student_samples run is
     student_temperature: float = 0.7
     m_max: StrictInt = 4  # [choice A7.7] triplets per question
     teacher_ratio: float = 1.0  # Fig. 6: teacher positives per student positive
@@ -425,7 +430,8 @@ class RewardDistillParams(_Strict):
             raise ValueError(f"temperatures must be distinct, got {v}")
         return v
 
-    @field_validator("n_questions", "n_high", "n_low", "sample_chunk", "student_samples", "m_max", "eval_n")
+    @field_validator("n_questions", "n_high", "n_low", "sample_chunk", "student_samples", "m_max", "eval_n",
+                     "sample_shards")
     @classmethod
     def _p(cls, v):
         return _pos(v)
@@ -460,6 +466,8 @@ class RewardDistillParams(_Strict):
             raise _FieldError("rm_test_fraction", "rm_val_fraction + rm_test_fraction must stay below 1")
         if not self.high_temperatures:
             raise _FieldError("high_temperatures", "voting needs at least one high-confidence temperature")
+        if self.sample_shard is not None and not 0 <= self.sample_shard < self.sample_shards:
+            raise _FieldError("sample_shard", f"must be in [0, sample_shards = {self.sample_shards})")
         return self
 
 

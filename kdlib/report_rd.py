@@ -12,11 +12,13 @@ Everything takes the frames of ``kdlib.studies.reward_distill`` and returns a Da
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from kdlib.report import _style_axes
 from kdlib.stats import mean_ci
@@ -65,6 +67,10 @@ PAPER_TABLE3.attrs["caption"] = "The paper's Table 3 (seed 003): reward-model pa
 PAPER_TABLE4 = pd.DataFrame([("w/o Reward (S_warmup)", 61.41), ("RM on teacher answers, L_cls (Eq. 4)", 62.85),
                              ("Ours (RM on student answers, Eq. 6)", 64.06)], columns=["method", "GSM8K"])
 PAPER_TABLE4.attrs["caption"] = "The paper's Table 4 (seed 003; 70B -> 1B, GSM8K accuracy %), not ours"
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def _missing(x) -> bool:
@@ -120,7 +126,7 @@ def table2(results: pd.DataFrame, rows=ROW_ORDER) -> tuple[pd.DataFrame, pd.Data
 def plot_dfail(labels: pd.DataFrame) -> Figure:
     """Fig. 3: the share of sampled questions without a reliable pseudo-label (|D_fail| / |D|) per
     teacher, with the share of labelled questions whose label is wrong beside it."""
-    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(labels), 3.2))
+    fig, ax = plt.subplots(figsize=(2.0 + 2.2 * len(labels), 3.4))
     x = np.arange(len(labels))
     fail = 100 * labels["share_fail"].to_numpy(dtype=float)
     wrong = 100 * (1 - labels["label_accuracy"].to_numpy(dtype=float))
@@ -130,7 +136,9 @@ def plot_dfail(labels: pd.DataFrame) -> Figure:
         for b in bars:
             ax.annotate(f"{b.get_height():.1f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
                         va="bottom", fontsize=8)
-    ax.set_xticks(x, [f"{t}\n({int(n)} questions)" for t, n in zip(labels["teacher"], labels["n_questions"])], fontsize=8)
+    ax.set_xticks(x, [_wrap(f"{t} ({int(n)} questions)", 26) for t, n in zip(labels["teacher"], labels["n_questions"])],
+                  fontsize=8)
+    ax.set_ylim(0, max(5.0, 1.25 * float(np.nanmax(np.r_[fail, wrong, 0.0]))))
     ax.set_ylabel("% of questions")
     ax.set_title("Fig. 3: questions the teacher's vote leaves unlabelled", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
@@ -142,43 +150,52 @@ def plot_label_quality(labels: pd.DataFrame) -> Figure:
     """Fig. 4: the teacher's answers on labelled questions, by pseudo-label (labelled incorrect /
     correct) and by the truth (the generator's own answer): stacked shares per teacher."""
     n = len(labels)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.6), squeeze=False)
     for ax, (_, r) in zip(axes[0], labels.iterrows()):
-        cols = [("labelled incorrect", r["labelled_incorrect_true"], r["labelled_incorrect_false"]),
-                ("labelled correct", r["labelled_correct_true"], r["labelled_correct_false"])]
+        cols = [("labelled\nincorrect", r["labelled_incorrect_true"], r["labelled_incorrect_false"]),
+                ("labelled\ncorrect", r["labelled_correct_true"], r["labelled_correct_false"])]
         for i, (name, t, f) in enumerate(cols):
             tot = max(1, t + f)
-            ax.bar(i, 100 * t / tot, color="#59a14f", label="truly correct" if i == 0 else None)
-            ax.bar(i, 100 * f / tot, bottom=100 * t / tot, color="#e15759", label="truly wrong" if i == 0 else None)
-            ax.annotate(f"n={int(t + f)}", (i, 101), ha="center", fontsize=8)
+            ax.bar(i, 100 * t / tot, color="#59a14f", width=0.6)
+            ax.bar(i, 100 * f / tot, bottom=100 * t / tot, color="#e15759", width=0.6)
+            ax.annotate(f"n = {int(t + f)}", (i, 102), ha="center", fontsize=8)
         ax.set_xticks([0, 1], [c[0] for c in cols], fontsize=8)
-        ax.set_ylim(0, 110)
-        ax.set_title(f"{r['teacher']}: label precision {100 * r['precision']:.1f}%", fontsize=9)
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_ylim(0, 112)
+        ax.set_title(_wrap(str(r["teacher"]), 30) + f"\nlabelled correct: {100 * r['precision']:.1f}% truly correct",
+                     fontsize=8.5)
         _style_axes(ax)
     axes[0][0].set_ylabel("% of the teacher's answers")
-    axes[0][-1].legend(fontsize=8, frameon=False, loc="lower right")
-    fig.suptitle("Fig. 4: pseudo-label quality against the generator's true answers", fontsize=10)
-    fig.tight_layout()
+    fig.legend(handles=[Patch(color="#59a14f", label="truly correct"), Patch(color="#e15759", label="truly wrong")],
+               loc="lower center", ncol=2, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Fig. 4: pseudo-labels against the generator's true answers (labelled questions)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
 def plot_lambda_curves(curves: pd.DataFrame) -> Figure:
-    """Fig. 5: RM-val Pos/Neg accuracy over reward-model training steps, one line per lambda (Eq. 6)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    """Fig. 5: RM-val Pos/Neg accuracy (and Pos/Pos over distinct teacher/student texts) over
+    reward-model training steps, one line per lambda (Eq. 6). Step 0 (the zero-initialised head:
+    every score ties, counted wrong) is left out."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
     cmap = plt.cm.viridis
+    curves = curves[curves.step > 0] if len(curves) else curves
     lams = sorted(curves["lam"].unique()) if len(curves) else []
     for j, lam in enumerate(lams):
         g = curves[curves.lam == lam].sort_values("step")
-        c = cmap(j / max(1, len(lams) - 1))
+        c = cmap(0.85 * j / max(1, len(lams) - 1))
         axes[0].plot(g.step, g.pos_neg, marker="o", ms=3, color=c, label=f"λ = {lam:g}")
-        axes[1].plot(g.step, g.pos_pos, marker="o", ms=3, color=c, label=f"λ = {lam:g}")
-    for ax, name in zip(axes, ("Pos/Neg (S+ over S-)", "Pos/Pos (T+ over S+)")):
+        axes[1].plot(g.step, g.pos_pos_distinct, marker="o", ms=3, color=c, label=f"λ = {lam:g}")
+    for ax, name in zip(axes, ("Pos/Neg: correct over wrong student answer",
+                               "Pos/Pos: teacher over student (distinct texts)")):
         ax.set_xlabel("reward-model training step")
-        ax.set_ylabel(f"RM-val {name} accuracy (%)")
+        ax.set_ylabel("RM-val accuracy (%)")
+        ax.set_title(name, fontsize=9)
         ax.axhline(50, color="#999999", lw=0.8, ls=":")
+        ax.set_ylim(-3, 103)
         _style_axes(ax)
     axes[0].legend(fontsize=8, frameon=False)
-    fig.suptitle("Fig. 5: reward-model accuracy over training for each λ", fontsize=10)
+    fig.suptitle("Fig. 5: reward-model accuracy over training for each λ of Eq. (6)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -188,15 +205,17 @@ def plot_ratio(rm: pd.DataFrame) -> Figure:
     RM training data, with bootstrap 95% intervals over test triplets."""
     d = rm[rm.variant == "rm_ratio"].sort_values("value")
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    for key, color, name in (("pos_neg", "#e15759", "Pos/Neg"), ("pos_pos", "#4e79a7", "Pos/Pos")):
+    for key, lk, color, name in (("pos_neg", "pos_neg", "#e15759", "Pos/Neg"),
+                                 ("pos_pos_distinct", "ppd", "#4e79a7", "Pos/Pos (distinct texts)")):
         y = d[key].to_numpy(dtype=float)
-        lo = y - d[f"{key}_low"].to_numpy(dtype=float)
-        hi = d[f"{key}_high"].to_numpy(dtype=float) - y
+        lo = np.clip(y - d[f"{lk}_low"].to_numpy(dtype=float), 0, None)
+        hi = np.clip(d[f"{lk}_high"].to_numpy(dtype=float) - y, 0, None)
         ax.errorbar(d["value"], y, yerr=[lo, hi], marker="o", capsize=3, color=color, label=name)
     ax.set_xscale("log", base=2)
     ax.set_xticks(d["value"], [f"{v:g}:1" for v in d["value"]])
     ax.set_xlabel("teacher : student answers in RM training data")
     ax.set_ylabel("RM-test accuracy (%)")
+    ax.set_ylim(-3, 103)
     ax.axhline(50, color="#999999", lw=0.8, ls=":")
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("Fig. 6: RM data ratio vs pairwise accuracy", fontsize=10)
@@ -204,10 +223,11 @@ def plot_ratio(rm: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_shaping(curves: pd.DataFrame, rows=("ours", "minus1")) -> Figure:
+def plot_shaping(curves: pd.DataFrame, rows=("ours", "minus1"), smooth: int = 5) -> Figure:
     """Fig. 7: PPO with min(r, 0) (Eq. 7) against r - 1 ("Minus"): dev accuracy, the shaped
     reward and the true accuracy of the sampled answers over PPO steps (mean over the seeds both
-    rows have)."""
+    rows have); the per-iteration training series are smoothed by a ``smooth``-iteration moving
+    average (each iteration scores only ``ppo.batch_size`` samples)."""
     series = ("dev accuracy", "shaped reward (Eq. 7)", "sample accuracy (true answers)")
     curves = curves[curves.row.isin(rows)]
     common = set.intersection(*[set(curves[curves.row == r].seed) for r in rows]) if len(curves) else set()
@@ -218,15 +238,19 @@ def plot_shaping(curves: pd.DataFrame, rows=("ours", "minus1")) -> Figure:
             g = curves[(curves.row == row) & (curves.series == name)]
             if g.empty:
                 continue
-            m = g.groupby("step").value.mean()
+            m = g.groupby("step").value.mean().sort_index()
+            if name != series[0] and smooth > 1:
+                m = m.rolling(smooth, min_periods=1).mean()
             ax.plot(m.index, (100 * m if "sample accuracy" in name else m).values, marker="o" if name == series[0] else None,
                     ms=3, color=ROW_COLORS.get(row), label=ROW_LABELS.get(row, row))
         ax.set_xlabel("PPO iteration")
-        ax.set_title(name + (" (%)" if "accuracy" in name else ""), fontsize=9)
+        title = name + (" (%)" if "accuracy" in name else "")
+        ax.set_title(title if name == series[0] else f"{title}, {smooth}-iteration mean", fontsize=9)
         _style_axes(ax)
-    axes[0].legend(fontsize=8, frameon=False)
-    fig.suptitle("Fig. 7: reward correction min(r, 0) vs r - 1 during PPO", fontsize=10)
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(rows), fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Fig. 7: reward correction min(r, 0) vs r - 1 during PPO (training prompts: D_R and D_fail)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
@@ -237,7 +261,9 @@ def table3(rm: pd.DataFrame) -> pd.DataFrame:
     d = rm[rm.variant == "rm"]
     return pd.DataFrame([{"teacher": r.teacher, "student": r.student,
                           "Pos/Neg": _fmt(r.pos_neg, r.pos_neg_low, r.pos_neg_high),
-                          "Pos/Pos": _fmt(r.pos_pos, r.pos_pos_low, r.pos_pos_high),
+                          "Pos/Pos (all; ties wrong)": _fmt(r.pos_pos, r.pos_pos_low, r.pos_pos_high),
+                          "Pos/Pos (distinct texts)": _fmt(r.pos_pos_distinct, r.ppd_low, r.ppd_high),
+                          "T+ = S+ as text (%)": f"{r.identical_pos:.0f}",
                           "RM triplets (train / test)": f"{r.n_train} / {r.n_test}"} for r in d.itertuples()])
 
 
@@ -261,7 +287,8 @@ def table4(results: pd.DataFrame, rm: pd.DataFrame) -> pd.DataFrame:
         r = rms.get(rm_key)
         out.append({"method": ROW_LABELS[row] if row != "sft_voted" else "w/o Reward (S_warmup)",
                     "accuracy": _fmt(m, lo, hi), "seeds": n,
-                    "RM Pos/Neg": "" if r is None else f"{r.pos_neg:.1f}", "RM Pos/Pos": "" if r is None else f"{r.pos_pos:.1f}"})
+                    "RM Pos/Neg": "" if r is None else f"{r.pos_neg:.1f}",
+                    "RM Pos/Pos (distinct texts)": "" if r is None else f"{r.pos_pos_distinct:.1f}"})
     return pd.DataFrame(out)
 
 
@@ -278,8 +305,9 @@ def headlines(res: dict, verdicts: list[str]) -> list[str]:
     if len(main):
         r = main.iloc[0]
         out.append(f"Reward model (RM-test, {int(r.n_test)} triplets): Pos/Neg "
-                   f"{_fmt(r.pos_neg, r.pos_neg_low, r.pos_neg_high)}%, Pos/Pos "
-                   f"{_fmt(r.pos_pos, r.pos_pos_low, r.pos_pos_high)}% (the paper's 70B->1B GSM8K: 70.4% / 72.2%).")
+                   f"{_fmt(r.pos_neg, r.pos_neg_low, r.pos_neg_high)}%, Pos/Pos over distinct texts "
+                   f"{_fmt(r.pos_pos_distinct, r.ppd_low, r.ppd_high)}% ({r.identical_pos:.0f}% of the teacher/student "
+                   f"positive pairs are the same text) (the paper's 70B->1B GSM8K: 70.4% / 72.2%).")
     curves = res["ppo_curves"]
     dev = curves[curves.series == "dev accuracy"] if len(curves) else curves
     if len(dev) and {"ours", "minus1"} <= set(dev.row):

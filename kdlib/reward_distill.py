@@ -7,7 +7,7 @@ share them like the kit's own stages:
 ============================  ==========================================================  ==========
 stage (``method``)            what it computes                                            parents
 ============================  ==========================================================  ==========
-``rd_samples``                Step 1: the teacher answers each of the first               teacher
+``rd_samples``                Step 1: the teacher (``rd.sampler``) answers each of the    teacher
                               ``rd.n_questions`` train questions at high (greedy decoded
                               once, counted ``n_high`` times) and low temperatures;
                               JSONL parts written atomically (a killed run resumes by part)
@@ -77,9 +77,10 @@ def _sampling_key(p: Params) -> dict:
 
 
 def samples_run(p: Params) -> Run:
-    key = {"v": (TRAINER_VERSION, RD_VERSION), "stage": "rd_samples", "parent": teacher_run(p).key,
+    parent = teacher_run(p).key if p.rd.sampler == "teacher" else {"predistill": predistill_run(p).key}
+    key = {"v": (TRAINER_VERSION, RD_VERSION), "stage": "rd_samples", "parent": parent,
            "sampling": _sampling_key(p), "seed": BASE_SEED}
-    return Run(p.cache_dir, p.task.name, "rd_samples", key)
+    return Run(p.cache_dir, p.task.name, "rd_samples" if p.rd.sampler == "teacher" else "rd_samples_predistill", key)
 
 
 def _init_key(p: Params) -> dict:
@@ -102,10 +103,21 @@ def _warmup(p: Params) -> Params:
 
 
 def student_samples_run(p: Params) -> Run:
+    """S_warmup's samples; with ``rd.sample_shards`` > 1 either one shard (``rd.sample_shard`` = k:
+    the chunks c with c mod shards = k) or, with ``sample_shard`` None, the run that joins them."""
     r = p.rd
     key = {"parent": sft_run(_warmup(p)).key, "stage": "rd_student_samples", "n": r.student_samples,
            "temperature": r.student_temperature, "chunk": r.sample_chunk, "seed": BASE_SEED}
+    if r.sample_shards > 1:
+        key["shards"] = r.sample_shards
+        if r.sample_shard is not None:
+            key["shard"] = r.sample_shard
+            return Run(p.cache_dir, p.task.name, f"rd_student_samples_shard{r.sample_shard}of{r.sample_shards}", key)
     return Run(p.cache_dir, p.task.name, "rd_student_samples", key)
+
+
+def _shards(p: Params) -> list[Params]:
+    return [as_stage(p, "rd_student_samples", **{"rd.sample_shard": k}) for k in range(p.rd.sample_shards)]
 
 
 def rm_run(p: Params) -> Run:
@@ -193,8 +205,9 @@ def teacher_samples(p: Params) -> TeacherSamples:
 
 
 def student_samples(p: Params) -> dict[int, list[str]]:
-    """S_warmup's samples per train index (labelled questions only)."""
-    return {row["i"]: row["samples"] for row in _parts(student_samples_run(p))}
+    """S_warmup's samples per train index (labelled questions only), from every shard."""
+    runs = [student_samples_run(q) for q in _shards(p)] if p.rd.sample_shards > 1 else [student_samples_run(p)]
+    return {row["i"]: row["samples"] for run in runs for row in _parts(run)}
 
 
 @dataclass
@@ -282,7 +295,11 @@ def ensure_samples(p: Params) -> Run:
     acc = get_accelerator()
     dev = acc.device
     r = p.rd
-    teacher = _teacher_model(p, task).to(dev)
+    if r.sampler == "teacher":
+        teacher, which = _teacher_model(p, task).to(dev), "teacher"
+    else:  # the pre-distilled student answers with its own prompt
+        teacher = frozen(load_model(p, task, p.models.student, checkpoint=str(predistill_run(p).best_dir))).to(dev)
+        which = "student"
     run.start()
     n = _n_questions(p, task)
     chunks = math.ceil(n / r.sample_chunk)
@@ -296,7 +313,7 @@ def ensure_samples(p: Params) -> Run:
             for ti, temp in enumerate(temps):
                 reps = 1 if temp == 0 else k  # greedy: decoded once, counted n_high times when read
                 batch = [i for i in idx for _ in range(reps)]
-                texts = _sample(teacher, task, batch, "teacher", temp, _generator(dev, BASE_SEED, c, ti, kind == "high"), dev)
+                texts = _sample(teacher, task, batch, which, temp, _generator(dev, BASE_SEED, c, ti, kind == "high"), dev)
                 for i, x in zip(batch, texts):
                     rows[i][kind].append([temp, x])
         write_jsonl(part, list(rows.values()))
@@ -345,23 +362,29 @@ def ensure_sft(p: Params) -> Run:
 
 # ----------------------------------------------------------------------------- stage 4: student samples
 def ensure_student_samples(p: Params) -> Run:
-    """Step 4 (Sec. 3.3): S_warmup answers every labelled question ``rd.student_samples`` times."""
+    """Step 4 (Sec. 3.3): S_warmup answers every labelled question ``rd.student_samples`` times
+    (a shard: the chunks it owns; the joining run of several shards only summarises them)."""
     task = load_task_bundle(p)
     run = student_samples_run(p)
     if run.finished:
         return run
     r = p.rd
+    sharded = r.sample_shards > 1
+    mine = (lambda c: c % r.sample_shards == r.sample_shard) if sharded and r.sample_shard is not None else \
+        (lambda c: not sharded)  # the joining run samples nothing
     dev = get_accelerator().device
     ts = teacher_samples(p)
     ys = ts.votes(r.vote_threshold)
     lab = [i for i, y in zip(ts.idx, ys) if y is not None]
-    model = frozen(load_model(p, task, p.models.student, checkpoint=str(sft_run(_warmup(p)).best_dir))).to(dev)
     run.start()
     chunks = math.ceil(len(lab) / r.sample_chunk)
+    model = None
     for c in range(chunks):
         part = run.path / "samples" / f"part-{c:05d}.jsonl"
-        if part.is_file():
+        if part.is_file() or not mine(c):
             continue
+        if model is None:
+            model = frozen(load_model(p, task, p.models.student, checkpoint=str(sft_run(_warmup(p)).best_dir))).to(dev)
         idx = lab[c * r.sample_chunk: (c + 1) * r.sample_chunk]
         batch = [i for i in idx for _ in range(r.student_samples)]
         texts = _sample(model, task, batch, "student", r.student_temperature, _generator(dev, BASE_SEED, c, 7), dev)
@@ -370,6 +393,9 @@ def ensure_student_samples(p: Params) -> Run:
             rows[i]["samples"].append(x)
         write_jsonl(part, list(rows.values()))
         report_progress(run, c + 1, chunks)
+    if sharded and r.sample_shard is not None:
+        run.finish({"task": task.name, "kind": task.kind, "shard": r.sample_shard, "shards": r.sample_shards})
+        return run
     st = student_samples(p)
     y_of = dict(zip(ts.idx, ys))
     truth = {i: answer_of(task.targets["train"][i]) for i in st}
@@ -602,9 +628,11 @@ def _parents_ppo(p: Params) -> list[Params]:
     return out
 
 
-register_stage("rd_samples", samples_run, ensure_samples, lambda p: [as_stage(p, "teacher")])
+register_stage("rd_samples", samples_run, ensure_samples,
+               lambda p: [as_stage(p, "teacher" if p.rd.sampler == "teacher" else "predistill")])
 register_stage("rd_sft", sft_run, ensure_sft, _parents_sft)
-register_stage("rd_student_samples", student_samples_run, ensure_student_samples, lambda p: [_warmup(p)])
+register_stage("rd_student_samples", student_samples_run, ensure_student_samples,
+               lambda p: _shards(p) if p.rd.sample_shards > 1 and p.rd.sample_shard is None else [_warmup(p)])
 register_stage("rd_rm", rm_run, ensure_rm, lambda p: [as_stage(p, "rd_student_samples")])
 register_stage("rd_ppo", ppo_run, ensure_ppo, _parents_ppo)
 register_stage("rd_eval", eval_run, ensure_eval, lambda p: [as_stage(p, p.rd.eval_target)])

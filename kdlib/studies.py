@@ -443,6 +443,9 @@ def reward_distill(nb: RewardDistillStudyParams) -> dict[str, pd.DataFrame]:
             rms.append({**where, "variant": r.role, "value": r.value, "rm_data": s.get("rm_data", r.params.rd.rm_data),
                         "lam": r.params.rd.lam, "teacher_ratio": r.params.rd.teacher_ratio,
                         "pos_neg": s["test"]["pos_neg"], "pos_pos": s["test"]["pos_pos"],
+                        "pos_pos_distinct": s["test"].get("pos_pos_distinct"), "identical_pos": s["test"].get("identical_pos"),
+                        "ppd_low": ci.get("pos_pos_distinct", {}).get("low"),
+                        "ppd_high": ci.get("pos_pos_distinct", {}).get("high"),
                         "pos_neg_low": ci.get("pos_neg", {}).get("low"), "pos_neg_high": ci.get("pos_neg", {}).get("high"),
                         "pos_pos_low": ci.get("pos_pos", {}).get("low"), "pos_pos_high": ci.get("pos_pos", {}).get("high"),
                         "n_train": s.get("n_train"), "n_test": s.get("n_test"), "best_step": s.get("best_step")})
@@ -450,7 +453,9 @@ def reward_distill(nb: RewardDistillStudyParams) -> dict[str, pd.DataFrame]:
                 for rec in run.metrics():
                     if "eval/pos_neg" in rec:
                         rm_curves.append({**where, "lam": r.value, "step": rec["step"], "pos_neg": rec["eval/pos_neg"],
-                                          "pos_pos": rec["eval/pos_pos"], "loss": rec["eval/loss"]})
+                                          "pos_pos": rec["eval/pos_pos"],
+                                          "pos_pos_distinct": rec.get("eval/pos_pos_distinct", float("nan")),
+                                          "loss": rec["eval/loss"]})
             if r.role == "rm":
                 sft = train(rd.as_stage(r.params, "rd_sft", **{"rd.sft_data": "voted"})).summary()
                 sft_all = train(rd.as_stage(r.params, "rd_sft", **{"rd.sft_data": "all"})).summary()
@@ -514,6 +519,7 @@ def rd_verdicts(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         if any(x is None for x in steps):
             continue
         holds = all(x["diff"] >= 0 for x in steps)
+        ties = holds and any(x["diff"] == 0 for x in steps)
         sig = [x["low"] > 0 or x["high"] < 0 for x in steps]
 
         def fmt(x, sg):
@@ -521,7 +527,8 @@ def rd_verdicts(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
         lines.append(f"{ev} ({teacher} -> {student}): SFT {m.get('sft_all', float('nan')):.2f}, w/o R "
                      f"{m.get('sft_voted', float('nan')):.2f}, Ours {m.get('ours', float('nan')):.2f} (mean over seeds): "
-                     f"the paper's ordering SFT <= w/o R <= Ours {'HOLDS' if holds else 'does NOT hold'} "
+                     f"the paper's ordering SFT <= w/o R <= Ours "
+                     f"{('HOLDS only through a tie' if ties else 'HOLDS') if holds else 'does NOT hold'} "
                      f"(w/o R - SFT {fmt(steps[0], sig[0])}; Ours - w/o R {fmt(steps[1], sig[1])}, paired bootstrap "
                      f"over {steps[0]['n']} examples).")
     return diffs, lines

@@ -121,8 +121,11 @@ def all_triplet_scores(model, task: Task, rows: Sequence[Triplet], device, batch
 def rm_evaluator(task: Task, sets: dict[str, Sequence[Triplet]], device, lam: float = 0.5, loss: str = "rm",
                  batch_size: int = 64) -> Evaluator:
     """Model selection on ``sets["dev"]`` (RM-val) by ``pos_neg``; ``test`` scores ``sets["test"]``
-    (RM-test: Table 3). Metrics: pos_neg, pos_pos (Table 3's pairwise accuracies, %), the loss,
-    the mean score of each role, the number of triplets; CIs: bootstrap over test triplets."""
+    (RM-test: Table 3). Metrics: pos_neg, pos_pos (Table 3's pairwise accuracies, %; a tie counts as
+    wrong), pos_pos_distinct (Pos/Pos over the triplets whose teacher and student answers differ as
+    texts: on the generated tasks a correct student answer is often the teacher's, character for
+    character, and no model can rank a text above itself) with identical_pos (their share, %), the
+    loss, the mean score of each role, the number of triplets; CIs: bootstrap over test triplets."""
 
     def score(model, split: str) -> dict:
         rows = sets[split]
@@ -131,7 +134,10 @@ def rm_evaluator(task: Task, sets: dict[str, Sequence[Triplet]], device, lam: fl
         s = all_triplet_scores(model, task, rows, device, batch_size)  # (M, 3)
         acc = rm_pairwise_accuracy(s)
         L = rm_loss(s, lam) if loss == "rm" else rm_cls_loss(s)
-        return {"pos_neg": 100 * acc["pos_neg"], "pos_pos": 100 * acc["pos_pos"], "loss": float(L), "n": len(rows),
+        distinct = torch.tensor([r[1] != r[2] for r in rows])  # T+ and S+ differ as texts
+        pp_distinct = rm_pairwise_accuracy(s[distinct])["pos_pos"] if bool(distinct.any()) else float("nan")
+        return {"pos_neg": 100 * acc["pos_neg"], "pos_pos": 100 * acc["pos_pos"], "pos_pos_distinct": 100 * pp_distinct,
+                "identical_pos": 100 * float((~distinct).float().mean()), "loss": float(L), "n": len(rows),
                 "score_teacher_pos": float(s[:, 0].mean()), "score_student_pos": float(s[:, 1].mean()),
                 "score_student_neg": float(s[:, 2].mean())}
 
@@ -140,8 +146,10 @@ def rm_evaluator(task: Task, sets: dict[str, Sequence[Triplet]], device, lam: fl
         if len(rows) < 2:
             return {}
         s = all_triplet_scores(model, task, rows, device, batch_size).numpy()
+        distinct = np.array([r[1] != r[2] for r in rows])
         out = {}
-        for name, hits in (("pos_neg", s[:, 1] > s[:, 2]), ("pos_pos", s[:, 0] > s[:, 1])):
+        for name, hits in (("pos_neg", s[:, 1] > s[:, 2]), ("pos_pos", s[:, 0] > s[:, 1]),
+                           ("pos_pos_distinct", (s[:, 0] > s[:, 1])[distinct])):
             lo, hi = bootstrap_ci(100.0 * hits.astype(float))
             out[name] = {"low": float(lo), "high": float(hi), "method": "percentile bootstrap over test triplets"}
         return out
