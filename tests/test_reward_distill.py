@@ -125,7 +125,7 @@ def test_rm_trainer_learns_ranks_and_saves_its_head(smoke, tmp_path):
                   micro_loss=rmod.rm_micro_loss(task, trip, dev, lam=0.5), evaluator=ev)
     assert s["primary"] == "pos_neg" and s["test"]["pos_neg"] == 100.0 and s["test"]["pos_pos"] == 100.0
     assert s["test"]["loss"] < 2.5 * math.log(2)  # below the all-zero value of Eq. (6)
-    assert set(s["test_ci"]) == {"pos_neg", "pos_pos"}
+    assert set(s["test_ci"]) == {"pos_neg", "pos_pos", "pos_pos_distinct"} and s["test"]["identical_pos"] == 0.0
     first, last = [r for r in run.metrics() if "eval/loss" in r][0], [r for r in run.metrics() if "eval/loss" in r][-1]
     assert last["eval/loss"] < first["eval/loss"]
     # the best checkpoint carries the head: reloaded, it gives the same scores
@@ -219,3 +219,28 @@ def test_notebook_params_check_labels_and_every_variants_overrides():
         validate_notebook(notebook="07_reward_distill", params_files=[SMOKE], teachers={"bad": {"teacher.stepz": 3}})
     with pytest.raises(ParamsError, match="pair_overrides"):
         validate_notebook(notebook="07_reward_distill", params_files=[SMOKE], pair_overrides={"x|y": {}})
+
+
+def test_sharded_student_sampling_gives_the_unsharded_samples(tmp_path):
+    """rd.sample_shards splits S_warmup's sampling into runs the scheduler can run side by side;
+    every chunk keeps its own RNG, so the samples are those of one run."""
+    from kdlib import reward_distill as rd
+    from kdlib.experiment import train
+
+    over = {"task.name": "mini-gsm8k", "task.n_train": 24, "rd.n_questions": 10, "rd.sample_chunk": 3,
+            "rd.student_samples": 2, "rd.high_temperatures": [0.0], "rd.low_temperatures": [], "rd.n_high": 2}
+    p = load_params(SMOKE, "params/smoke/seed003.yaml", cache_dir=str(tmp_path), **over)
+    # hand-written teacher samples (the smoke teacher never answers): 8 labelled questions, 2 in D_fail
+    run = rd.samples_run(p)
+    run.start()
+    rows = [{"i": i, "high": [[0.0, f"#### {i}"]] if i < 8 else [[0.0, "no answer"]], "low": []} for i in range(10)]
+    from kdlib.runs import write_jsonl
+    write_jsonl(run.path / "samples" / "part-00000.jsonl", rows)
+    run.finish({"n_questions": 10})
+    one = as_stage(p, "rd_student_samples")
+    two = as_stage(p, "rd_student_samples", **{"rd.sample_shards": 2})
+    train(one), train(two)
+    assert [run_for(q).stage for q in parents_of(two)] == ["rd_student_samples_shard0of2", "rd_student_samples_shard1of2"]
+    a, b = rd.student_samples(one), rd.student_samples(two)
+    assert sorted(a) == list(range(8)) and a == b and all(len(v) == 2 for v in a.values())
+    assert run_for(two).summary()["n_samples"] == 16
