@@ -204,7 +204,7 @@ def plot_ratio(rm: pd.DataFrame) -> Figure:
     """Fig. 6: RM-test Pos/Neg and Pos/Pos accuracy against the teacher:student answer ratio in the
     RM training data, with bootstrap 95% intervals over test triplets."""
     d = rm[rm.variant == "rm_ratio"].sort_values("value")
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    fig, ax = plt.subplots(figsize=(5.0, 3.5))
     for key, lk, color, name in (("pos_neg", "pos_neg", "#e15759", "Pos/Neg"),
                                  ("pos_pos_distinct", "ppd", "#4e79a7", "Pos/Pos (distinct texts)")):
         y = d[key].to_numpy(dtype=float)
@@ -212,12 +212,18 @@ def plot_ratio(rm: pd.DataFrame) -> Figure:
         hi = np.clip(d[f"{lk}_high"].to_numpy(dtype=float) - y, 0, None)
         ax.errorbar(d["value"], y, yerr=[lo, hi], marker="o", capsize=3, color=color, label=name)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(d["value"], [f"{v:g}:1" for v in d["value"]])
+    ax.set_xticks(d["value"], [f"{v:g}:1\n({int(n)} triplets)" for v, n in zip(d["value"], d["n_train"])], fontsize=8)
+    ax.minorticks_off()
     ax.set_xlabel("teacher : student answers in RM training data")
+    if len(d):
+        n_test = int(d["n_test"].iloc[0])
+        n_distinct = int(round(n_test * (1 - float(d["identical_pos"].iloc[0]) / 100)))
+        ax.text(0.02, 0.02, f"RM-test: {n_test} triplets, {n_distinct} with T+ and S+ distinct", transform=ax.transAxes,
+                fontsize=7.5, color="#555555")
     ax.set_ylabel("RM-test accuracy (%)")
     ax.set_ylim(-3, 103)
     ax.axhline(50, color="#999999", lw=0.8, ls=":")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper right")
     ax.set_title("Fig. 6: RM data ratio vs pairwise accuracy", fontsize=10)
     _style_axes(ax)
     return fig

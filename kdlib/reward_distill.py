@@ -39,6 +39,7 @@ student (``rd.student_init: predistill``), which stands in for the paper's pretr
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,6 +293,7 @@ def ensure_samples(p: Params) -> Run:
     run = samples_run(p)
     if run.finished:
         return run
+    t0 = time.time()
     acc = get_accelerator()
     dev = acc.device
     r = p.rd
@@ -321,7 +323,7 @@ def ensure_samples(p: Params) -> Run:
     ts = read_teacher_samples(run, r.n_high)
     q = label_quality(ts.answers, ts.votes(r.vote_threshold), [answer_of(task.targets["train"][i]) for i in ts.idx])
     run.finish({"task": task.name, "kind": task.kind, "n_questions": n, "n_responses": sum(map(len, ts.responses)),
-                "vote_threshold": r.vote_threshold, **q})
+                "vote_threshold": r.vote_threshold, "time_s": round(time.time() - t0, 2), **q})
     return run
 
 
@@ -369,6 +371,7 @@ def ensure_student_samples(p: Params) -> Run:
     if run.finished:
         return run
     r = p.rd
+    t0 = time.time()
     sharded = r.sample_shards > 1
     mine = (lambda c: c % r.sample_shards == r.sample_shard) if sharded and r.sample_shard is not None else \
         (lambda c: not sharded)  # the joining run samples nothing
@@ -394,7 +397,8 @@ def ensure_student_samples(p: Params) -> Run:
         write_jsonl(part, list(rows.values()))
         report_progress(run, c + 1, chunks)
     if sharded and r.sample_shard is not None:
-        run.finish({"task": task.name, "kind": task.kind, "shard": r.sample_shard, "shards": r.sample_shards})
+        run.finish({"task": task.name, "kind": task.kind, "shard": r.sample_shard, "shards": r.sample_shards,
+                    "time_s": round(time.time() - t0, 2)})
         return run
     st = student_samples(p)
     y_of = dict(zip(ts.idx, ys))
@@ -404,7 +408,8 @@ def ensure_student_samples(p: Params) -> Run:
     d_s = select_failed([[answer_of(x) for x in st[i]] for i in lab], [y_of[i] for i in lab])
     run.finish({"task": task.name, "kind": task.kind, "n_questions": len(lab), "n_samples": len(agree),
                 "agree_ystar": float(np.mean(agree)) if agree else float("nan"),
-                "true_accuracy": float(np.mean(true)) if true else float("nan"), "n_d_s": len(d_s)})
+                "true_accuracy": float(np.mean(true)) if true else float("nan"), "n_d_s": len(d_s),
+                "time_s": round(time.time() - t0, 2)})
     return run
 
 
@@ -508,6 +513,7 @@ def ensure_eval(p: Params) -> Run:
     if kdata.EVAL_SET_TASK[r.eval_set] != p.task.name:
         raise ValueError(f"evaluation set {r.eval_set!r} is for models trained on {kdata.EVAL_SET_TASK[r.eval_set]!r}, "
                          f"not {p.task.name!r}")
+    t0 = time.time()
     target = run_for(as_stage(p, r.eval_target))
     which = "teacher" if r.eval_target == "teacher" else "student"
     spec = p.models.teacher if which == "teacher" else p.models.student
@@ -531,7 +537,8 @@ def ensure_eval(p: Params) -> Run:
                  for i in range(len(preds))])
     run.finish({"task": task.name, "kind": task.kind, "primary": task.primary, "eval_set": r.eval_set,
                 "target": str(target.path), "target_stage": r.eval_target, "test": m,
-                "test_ci": metrics.bootstrap_cis(task.kind, preds, refs), "by_perturbation": by, "n": len(preds)})
+                "test_ci": metrics.bootstrap_cis(task.kind, preds, refs), "by_perturbation": by, "n": len(preds),
+                "time_s": round(time.time() - t0, 2)})
     return run
 
 

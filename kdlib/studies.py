@@ -405,17 +405,20 @@ def reward_distill(nb: RewardDistillStudyParams) -> dict[str, pd.DataFrame]:
     * ``rm_curves``: Fig. 5: RM-val Pos/Neg accuracy over RM training steps per lambda;
     * ``ppo_curves``: Fig. 7 and the PPO diagnostics, per PPO row and seed;
     * ``pipeline``: the sizes of D, D_fail, D_sft, D_S, D_R and the PPO prompt pool;
-    * ``perturbations``: held-out accuracy per perturbation type (GSM-Plus style sets).
+    * ``perturbations``: held-out accuracy per perturbation type (GSM-Plus style sets);
+    * ``runs``: every run read, with its role and wall time (``time_s``; parents not listed).
     """
     from kdlib import reward_distill as rd
 
     ensure_runs(nb)
     planned = rd.study_plan(nb, lambda **o: _params(nb, **o))
-    results, labels, rms, rm_curves, ppo_curves, pipeline, perturbations = [], [], [], [], [], [], []
+    results, labels, rms, rm_curves, ppo_curves, pipeline, perturbations, runs = [], [], [], [], [], [], [], []
     for r in planned:
         run = train(r.params)
         s = run.summary()
         where = {"task": r.task, "teacher": r.teacher, "student": r.student}
+        runs.append({**where, "role": r.role, "seed": r.seed, "value": r.value, "run": run.path.name,
+                     "time_s": s.get("time_s")})
         if r.role in rd.ROW_LABELS:
             ci = s.get("test_ci", {}).get("accuracy", {})
             results.append({**where, "row": r.role, "seed": r.seed, "eval": r.task, "accuracy": s["test"]["accuracy"],
@@ -469,7 +472,7 @@ def reward_distill(nb: RewardDistillStudyParams) -> dict[str, pd.DataFrame]:
                                  "PPO prompts (D_R + D_fail)": s["n_d_r"] + s["n_fail"]})
     return {"results": pd.DataFrame(results), "labels": pd.DataFrame(labels), "rm": pd.DataFrame(rms),
             "rm_curves": pd.DataFrame(rm_curves), "ppo_curves": pd.DataFrame(ppo_curves), "pipeline": pd.DataFrame(pipeline),
-            "perturbations": pd.DataFrame(perturbations)}
+            "perturbations": pd.DataFrame(perturbations), "runs": pd.DataFrame(runs)}
 
 
 def rd_paired(results: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
