@@ -77,6 +77,10 @@ def _missing(x) -> bool:
     return x is None or (isinstance(x, (float, np.floating)) and math.isnan(x))
 
 
+def _num(x, digits: int = 1) -> str:
+    return "n/a" if _missing(x) else f"{x:.{digits}f}"
+
+
 def _fmt(mean: float, low: float, high: float) -> str:
     """"63.20 [58.1, 68.3]"; just the mean without an interval; "n/a" without a mean."""
     if _missing(mean):
@@ -215,7 +219,7 @@ def plot_ratio(rm: pd.DataFrame) -> Figure:
     ax.set_xticks(d["value"], [f"{v:g}:1\n({int(n)} triplets)" for v, n in zip(d["value"], d["n_train"])], fontsize=8)
     ax.minorticks_off()
     ax.set_xlabel("teacher : student answers in RM training data")
-    if len(d):
+    if len(d) and not _missing(d["identical_pos"].iloc[0]):
         n_test = int(d["n_test"].iloc[0])
         n_distinct = int(round(n_test * (1 - float(d["identical_pos"].iloc[0]) / 100)))
         ax.text(0.02, 0.02, f"RM-test: {n_test} triplets, {n_distinct} with T+ and S+ distinct", transform=ax.transAxes,
@@ -269,7 +273,7 @@ def table3(rm: pd.DataFrame) -> pd.DataFrame:
                           "Pos/Neg": _fmt(r.pos_neg, r.pos_neg_low, r.pos_neg_high),
                           "Pos/Pos (all; ties wrong)": _fmt(r.pos_pos, r.pos_pos_low, r.pos_pos_high),
                           "Pos/Pos (distinct texts)": _fmt(r.pos_pos_distinct, r.ppd_low, r.ppd_high),
-                          "T+ = S+ as text (%)": f"{r.identical_pos:.0f}",
+                          "T+ = S+ as text (%)": _num(r.identical_pos, 0),
                           "RM triplets (train / test)": f"{r.n_train} / {r.n_test}"} for r in d.itertuples()])
 
 
@@ -293,8 +297,8 @@ def table4(results: pd.DataFrame, rm: pd.DataFrame) -> pd.DataFrame:
         r = rms.get(rm_key)
         out.append({"method": ROW_LABELS[row] if row != "sft_voted" else "w/o Reward (S_warmup)",
                     "accuracy": _fmt(m, lo, hi), "seeds": n,
-                    "RM Pos/Neg": "" if r is None else f"{r.pos_neg:.1f}",
-                    "RM Pos/Pos (distinct texts)": "" if r is None else f"{r.pos_pos_distinct:.1f}"})
+                    "RM Pos/Neg": "" if r is None else _num(r.pos_neg),
+                    "RM Pos/Pos (distinct texts)": "" if r is None else _num(r.pos_pos_distinct)})
     return pd.DataFrame(out)
 
 
@@ -312,7 +316,7 @@ def headlines(res: dict, verdicts: list[str]) -> list[str]:
         r = main.iloc[0]
         out.append(f"Reward model (RM-test, {int(r.n_test)} triplets): Pos/Neg "
                    f"{_fmt(r.pos_neg, r.pos_neg_low, r.pos_neg_high)}%, Pos/Pos over distinct texts "
-                   f"{_fmt(r.pos_pos_distinct, r.ppd_low, r.ppd_high)}% ({r.identical_pos:.0f}% of the teacher/student "
+                   f"{_fmt(r.pos_pos_distinct, r.ppd_low, r.ppd_high)}% ({_num(r.identical_pos, 0)}% of the teacher/student "
                    f"positive pairs are the same text) (the paper's 70B->1B GSM8K: 70.4% / 72.2%).")
     curves = res["ppo_curves"]
     dev = curves[curves.series == "dev accuracy"] if len(curves) else curves

@@ -130,7 +130,8 @@ def rm_evaluator(task: Task, sets: dict[str, Sequence[Triplet]], device, lam: fl
     def score(model, split: str) -> dict:
         rows = sets[split]
         if not rows:
-            return {"pos_neg": float("nan"), "pos_pos": float("nan"), "loss": float("nan"), "n": 0}
+            return {"pos_neg": float("nan"), "pos_pos": float("nan"), "pos_pos_distinct": float("nan"),
+                    "identical_pos": float("nan"), "loss": float("nan"), "n": 0}
         s = all_triplet_scores(model, task, rows, device, batch_size)  # (M, 3)
         acc = rm_pairwise_accuracy(s)
         L = rm_loss(s, lam) if loss == "rm" else rm_cls_loss(s)
