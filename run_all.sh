@@ -61,9 +61,11 @@ else
   done
 fi
 
+t_start=$(date +%s)
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export KDLIB_PROGRESS=1 MPLBACKEND=Agg PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
+t_setup=$(( $(date +%s) - t_start ))
 if [ "$profile" != "paper" ]; then
   export HF_HUB_OFFLINE=1  # embedded and smoke never touch the hub; paper downloads models and data
 fi
@@ -84,13 +86,23 @@ out="outputs/$profile"
 mkdir -p "$out"
 log="$out/run_all.log"
 t_all=$(date +%s)
-echo "[run_all] profile $profile: ${notebooks[*]} -> $out/"
+echo "[run_all] profile $profile: ${notebooks[*]} -> $out/ (set-up took ${t_setup}s)" | tee -a "$log"
 
 for nb in "${notebooks[@]}"; do
   pf=$(params_of "$nb")
   out_nb="$out/$nb.ipynb"
-  echo "[run_all] $nb  (params $pf)"
+  echo "[run_all] $nb  (params $pf)" | tee -a "$log"
   t0=$(date +%s)
+  # Train every run the notebook reads, in parallel single-thread worker processes (KDLIB_WORKERS,
+  # default: the CPUs), printing which runs are training, their step and an ETA (also to the log).
+  # The notebook then only reads the run cache (it would train what is missing itself).
+  if ! python -m kdlib prepare -f "$pf" --log "$log" --every "${KDLIB_STATUS_EVERY:-30}"; then
+    secs=$(( $(date +%s) - t0 ))
+    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) profile=$profile notebook=$nb status=FAILED(training) seconds=$secs params=$pf" >> "$log"
+    echo "run_all.sh: training the runs of $nb FAILED after ${secs}s (finished runs are kept; re-running resumes)." >&2
+    exit 1
+  fi
+  t_train=$(( $(date +%s) - t0 ))
   # The kernel gets the inline backend (no window either, like Agg) so that figures are embedded
   # in the executed notebook and its HTML copy; under plain Agg they would be missing there.
   if ! MPLBACKEND=module://matplotlib_inline.backend_inline \
@@ -126,9 +138,9 @@ EOF
     echo "run_all.sh: warning: could not convert $out_nb to HTML (the notebook itself ran fine)" >&2
   fi
   secs=$(( $(date +%s) - t0 ))
-  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) profile=$profile notebook=$nb status=ok seconds=$secs params=$pf" >> "$log"
-  echo "[run_all] $nb done in ${secs}s"
+  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) profile=$profile notebook=$nb status=ok seconds=$secs training_seconds=$t_train params=$pf" >> "$log"
+  echo "[run_all] $nb done in ${secs}s (${t_train}s training)" | tee -a "$log"
 done
 
 index=$(python -m kdlib.report index "$out")
-echo "[run_all] all done in $(( $(date +%s) - t_all ))s; open $index"
+echo "[run_all] all done in $(( $(date +%s) - t_all ))s (+${t_setup}s set-up); open $index" | tee -a "$log"

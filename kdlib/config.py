@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
@@ -181,6 +181,9 @@ class OptimParams(_Strict):
     grad_accum: StrictInt = 1
     steps: StrictInt = 500  # optimiser updates
     warmup_steps: StrictInt = 0  # optimiser updates of linear warm-up (not micro-batches)
+    # After the warm-up: "constant", or "linear" decay to 0 at `steps` (transformers'
+    # get_linear_schedule_with_warmup, the Trainer default the papers' code runs with).
+    lr_schedule: Literal["constant", "linear"] = "constant"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # LLMR reference code clips at 1.0
     eval_every: StrictInt = 100  # steps between dev evaluations (model selection)
@@ -277,7 +280,11 @@ class RLParams(OptimParams):
     ``allow_off_policy`` is true.
     """
 
-    k: StrictInt = 2  # KETCHUP's K; LLMR and its baselines use K = 1
+    k: Union[StrictInt, Literal["auto"]] = 2  # KETCHUP's K; LLMR and its baselines use K = 1
+    # k: auto (a kit extension): per sequence, the largest K of auto_k_grid whose exact optimistic
+    # bias per token stays within auto_k_tol nats (kdlib.returns.adaptive_k).
+    auto_k_grid: list[StrictInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    auto_k_tol: float = 0.1
     tail: Literal["algorithm1", "block", "clamp"] = "algorithm1"
     compat: Literal["paper", "authors_code"] = "paper"
     normalize: Literal["raw", "mean", "log_softmax"] = "mean"  # LLMR code: logits minus vocab mean
@@ -294,9 +301,17 @@ class RLParams(OptimParams):
     @field_validator("k")
     @classmethod
     def _k(cls, v):
-        if v < 1:
-            raise ValueError(f"K must be an integer >= 1, got {v}")
+        if v != "auto" and v < 1:
+            raise ValueError(f"K must be an integer >= 1 or 'auto', got {v}")
         return v
+
+    @field_validator("auto_k_grid")
+    @classmethod
+    def _grid(cls, v):
+        _check_ks(v)
+        if 1 not in v:
+            raise ValueError("the auto-K grid must contain 1 (the unbiased fallback)")
+        return sorted(set(v))
 
     @field_validator("reward_clip", "temperature")
     @classmethod
@@ -475,11 +490,21 @@ class EvalParams(_Strict):
     batch_size: StrictInt = 64
     n_dev: Optional[StrictInt] = 200  # dev examples used for model selection (None = all)
     n_test: Optional[StrictInt] = None  # test examples scored (None = all)
+    # Runs with a teacher (distillation methods) also measure the SAMPLED return (Eq. 10 of outputs
+    # drawn at temperature 1, the quantity REINFORCE maximises) at their first and last dev
+    # evaluation: this many samples per dev input, with the same random numbers at both ends so
+    # the difference is not sampling noise. 0: off.
+    sampled: StrictInt = 4
 
     @field_validator("batch_size", "n_dev", "n_test")
     @classmethod
     def _p(cls, v):
         return _pos(v)
+
+    @field_validator("sampled")
+    @classmethod
+    def _s(cls, v):
+        return _nonneg(v)
 
 
 class JudgeParams(_Strict):
@@ -783,6 +808,100 @@ class RewardDistillStudyParams(NotebookParams):
         return [(f, {"task.name": t, **v}) for t in self.tasks for f, v in out]
 
 
+class GradientVarianceParams(NotebookParams):
+    """Notebook 09: the variance of the policy GRADIENT under K-step returns, measured directly
+    (issue 13), for the students of Figure 2 (pre-distillation stopped after ``student_steps``)."""
+
+    notebook: Literal["09_gradient_variance"] = "09_gradient_variance"
+    task: str = "mini-xsum"
+    k_values: list[StrictInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    student_steps: list[StrictInt] = Field(default_factory=lambda: [30, 100, 300])
+    n_inputs: StrictInt = 16  # inputs; the variance is per input, then averaged
+    n_samples: StrictInt = 16  # sampled outputs per input
+    n_directions: StrictInt = 32  # random projections of each per-sample gradient
+
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        _check_ks(v)
+        if 1 not in v:
+            raise ValueError("k_values must contain 1: the true return (LLMR) the bias is measured against")
+        return v
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v):
+        return _check_tasks([v])[0]
+
+    @field_validator("n_inputs", "n_directions")
+    @classmethod
+    def _pos_n(cls, v):
+        return _pos(v)
+
+    @field_validator("n_samples")
+    @classmethod
+    def _two(cls, v):
+        if v < 2:
+            raise ValueError("need at least 2 samples per input to estimate a variance")
+        return v
+
+
+class DecoderOnlyParams(NotebookParams):
+    """Notebook 10: seed 001 App. F, Tables 7-8, on decoder-only (Qwen2-style) teacher and student:
+    ``params_files`` layers a causal-models file over the kit params. KL, TVD, LLMR and KETCHUP
+    for every K of ``k_values``; Table 7 shows KETCHUP at the K chosen on dev, Table 8 the best K
+    per architecture (the T5 column from Table 1's runs, ``t5_params_files``) and task."""
+
+    notebook: Literal["10_decoder_only"] = "10_decoder_only"
+    methods: list[str] = Field(default_factory=lambda: ["kl", "tvd", "llmr"])
+    k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
+    t5_params_files: list[str] = Field(default_factory=lambda: ["params/embedded/kit.yaml"])
+    t5_seeds: list[StrictInt] = Field(default_factory=lambda: [19083, 34007, 84122, 310, 55080])
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v):
+        for m in v:
+            if m not in DIVERGENCE_METHODS + RL_METHODS:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(DIVERGENCE_METHODS + RL_METHODS)}")
+        return v
+
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        return _check_ks(v)
+
+
+class DiagnosticsParams(NotebookParams):
+    """Notebook 11: what nobody publishes about RL-KD (issue 13): exposure bias (LLMR's ExError%)
+    and diversity of every Table 1 method, the reward-hacking watch over every RL run, and
+    adaptive K (rl.k: auto) against the best fixed K chosen on dev."""
+
+    notebook: Literal["11_diagnostics"] = "11_diagnostics"
+    methods: list[str] = Field(default_factory=lambda: ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"])
+    k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
+    n_inputs: StrictInt = 32  # test inputs for ExError% (LLMR used a test set)
+    n_samples: StrictInt = 4  # sampled trajectories per input, student's and teacher's
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v):
+        for m in v:
+            if m not in DIVERGENCE_METHODS + RL_METHODS:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(DIVERGENCE_METHODS + RL_METHODS)}")
+        return v
+
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        return _check_ks(v)
+
+    @field_validator("n_inputs", "n_samples")
+    @classmethod
+    def _pos_n(cls, v):
+        return _pos(v)
+
+
 NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "01_main_results": MainResultsParams,
     "02_returns": ReturnsParams,
@@ -791,6 +910,9 @@ NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "05_llm_eval": LLMEvalParams,
     "06_ppo": PPOStudyParams,
     "07_reward_distill": RewardDistillStudyParams,
+    "09_gradient_variance": GradientVarianceParams,
+    "10_decoder_only": DecoderOnlyParams,
+    "11_diagnostics": DiagnosticsParams,
 }
 
 

@@ -35,6 +35,12 @@ def _optim_key(optim) -> dict:
     return d
 
 
+def _eval_key(p: Params) -> dict:
+    """What of the evaluation settings changes a run's numbers (dev set size: model selection;
+    test set size; batch size: padding). Not what it only logs (eval.sampled)."""
+    return {k: getattr(p.eval, k) for k in ("batch_size", "n_dev", "n_test")}
+
+
 def _models_key(p: Params) -> dict:
     m = p.models
     return {"arch": m.arch, "tokenizer": m.tokenizer, "dtype": m.dtype, "dropout": m.dropout}
@@ -43,7 +49,7 @@ def _models_key(p: Params) -> dict:
 def teacher_run(p: Params) -> Run:
     key = {"v": TRAINER_VERSION, "stage": "teacher", "data": data_key(p),
            "fingerprint": load_task_bundle(p).fingerprint, "teacher": p.models.teacher,
-           "models": _models_key(p), "optim": _optim_key(p.teacher), "eval": p.eval.model_dump(), "seed": BASE_SEED}
+           "models": _models_key(p), "optim": _optim_key(p.teacher), "eval": _eval_key(p), "seed": BASE_SEED}
     return Run(p.cache_dir, p.task.name, "teacher", key)
 
 
@@ -70,6 +76,8 @@ def method_run(p: Params) -> Run:
         optim.pop("allow_off_policy")  # a check, not a setting
         if p.method != "ketchup":
             optim.pop("tail")
+        if optim["k"] != "auto":
+            optim.pop("auto_k_grid"), optim.pop("auto_k_tol")
     elif p.method in PPO_METHODS:
         optim = _optim_key(p.ppo)
         if p.method != "ketchup_ppo":
@@ -260,13 +268,17 @@ def ensure_method(p: Params) -> Run:
 
 
 def train(p: Params) -> Run:
-    """Finish the run named by ``p.method`` (and every run it builds on); return it."""
+    """Finish the run named by ``p.method`` (and every run it builds on); return it. A run another
+    process is training is waited for (its folder is locked), not trained twice."""
     run = run_for(p)
     if run.finished:
         return run
     for parent in parents_of(p):
         train(parent)
-    return _stage(p).train(p)
+    with run.lock():
+        if run.finished:  # finished by the process we waited for
+            return run
+        return _stage(p).train(p)
 
 
 _TEACHER = lambda p: [as_stage(p, "teacher")]  # noqa: E731

@@ -114,7 +114,7 @@ _METHOD_LABELS = {
     "ketchup_ppo": "KETCHUP + PPO",
 }
 NOT_STUDENTS = ("teacher", "zeroshot")  # excluded when marking the best student (as in the paper)
-_KETCHUP_RE = re.compile(r"^ketchup_k(\d+)$")
+_KETCHUP_RE = re.compile(r"^ketchup_k(\d+|auto)$")
 _KETCHUP_PPO_RE = re.compile(r"^ketchup_ppo_k(\d+)$")
 
 TASK_LABELS: dict[str, str] = {
@@ -139,8 +139,11 @@ METRIC_LABELS: dict[str, str] = {
 
 
 def _ketchup_k(name: str) -> int | None:
+    """K of a KETCHUP run name (``ketchup_k4`` -> 4; ``ketchup_kauto`` -> 10**6, after every fixed K)."""
     m = _KETCHUP_RE.match(str(name))
-    return int(m.group(1)) if m else None
+    if not m:
+        return None
+    return 10**6 if m.group(1) == "auto" else int(m.group(1))
 
 
 def method_label(name: str) -> str:
@@ -148,7 +151,7 @@ def method_label(name: str) -> str:
     ``"ketchup_k4"`` -> ``"KETCHUP (K=4)"``; unknown names are returned unchanged."""
     k = _ketchup_k(name)
     if k is not None:
-        return f"KETCHUP (K={k})"
+        return "KETCHUP (K=auto)" if k == 10**6 else f"KETCHUP (K={k})"
     m = _KETCHUP_PPO_RE.match(str(name))
     if m:
         return f"KETCHUP + PPO (K={m.group(1)})"
@@ -260,6 +263,26 @@ def paper_table1() -> pd.DataFrame:
     display["Source"] = "KETCHUP paper (not reproduced)"
     display.attrs["caption"] = PAPER_TABLE1_CAPTION
     return display
+
+
+def paper_table7() -> pd.DataFrame:
+    """Seed 001 App. F, Table 7 (Qwen1.5-4B teacher -> Qwen1.5-0.5B student), verbatim, labelled."""
+    rows = [("Teacher (Qwen1.5-4B)", 38.15, 21.32, 42.08), ("Student (Qwen1.5-0.5B)", 8.80, 0.02, 0.00),
+            ("KL", 31.29, 15.76, 26.31), ("TVD", 31.18, 16.22, 26.99), ("LLMR", 31.61, 15.90, 27.29),
+            ("BRIM / KETCHUP (best K = 2/2/16)", 32.28, 16.46, 28.13)]
+    df = pd.DataFrame(rows, columns=["Method", "XSum R-1", "Europarl BLEU", "GSM8K Acc."])
+    df["Source"] = "BRIM paper, Table 7 (not reproduced)"
+    df.attrs["caption"] = ("Seed 001 Table 7 as printed (decoder-only Qwen1.5-4B -> Qwen1.5-0.5B, full datasets, single "
+                           "runs as far as the paper says): for reference, not what this kit ran.")
+    return df
+
+
+def paper_table8() -> pd.DataFrame:
+    """Seed 001 Table 8: the best K per architecture and task, verbatim."""
+    df = pd.DataFrame([("T5 (paper)", 2, 2, 8), ("Qwen (paper)", 2, 2, 16)],
+                      columns=["Architecture", "XSum (T=64)", "Europarl (T=64)", "GSM8K (T=256)"])
+    df.attrs["caption"] = "Seed 001 Table 8 as printed: best K per architecture and task (not reproduced)."
+    return df
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,6 +662,8 @@ _FIXED_COLORS = {
 def _method_color(name: str):
     """One colour per method, the same in every figure: LLMR family blue, KETCHUP red/orange by K."""
     k = _ketchup_k(name)
+    if k == 10**6:
+        return "#6a3d9a"  # adaptive K
     if k is not None:
         return plt.cm.YlOrRd(min(0.95, 0.35 + 0.13 * math.log2(max(k, 1))))
     if _KETCHUP_PPO_RE.match(str(name)):
@@ -669,10 +694,22 @@ def plot_returns(df: pd.DataFrame) -> Figure:
     are several seeds; each bar is annotated with its mean. Negative returns hang below zero.
     """
     _check_columns(df, ("task", "method", "return"), "plot_returns(df)")
+    handles = [Patch(facecolor=_method_color("llmr"), edgecolor="black", linewidth=0.5,
+                     label="LLMR and its batch baselines (K=1)"),
+               Patch(facecolor=_method_color("ketchup_k4"), edgecolor="black", linewidth=0.5,
+                     label="KETCHUP (K-step return)")]
+    return plot_method_bars(df, "return", "average return, Eq. (10)\n(teacher logit units)",
+                            "Average return on the test set (higher is better)", handles)
+
+
+def plot_method_bars(df: pd.DataFrame, value: str, ylabel: str, title: str, handles: list | None = None) -> Figure:
+    """One panel per task, one bar per method: the mean of ``value`` over seeds (a run's rows are
+    averaged first) with 95% CI error bars (t) when there are several seeds, each bar annotated."""
+    _check_columns(df, ("task", "method", value), "plot_method_bars(df)")
     df = df.copy()
     if "seed" not in df.columns:
         df["seed"] = 0
-    per_run = df.groupby(["task", "method", "seed"], sort=False)["return"].mean().reset_index()
+    per_run = df.groupby(["task", "method", "seed"], sort=False)[value].mean().reset_index()
     tasks = _sort_tasks(per_run["task"])
     n_methods = per_run.groupby("task")["method"].nunique().max()
     width = max(3.2, 0.55 * n_methods + 1.2)
@@ -682,7 +719,7 @@ def plot_returns(df: pd.DataFrame) -> Figure:
     for ax, task in zip(axes[0], tasks):
         sub = per_run[per_run["task"] == task]
         methods = sort_methods(sub["method"])
-        stats = [_mean_hw(sub.loc[sub["method"] == m, "return"]) for m in methods]
+        stats = [_mean_hw(sub.loc[sub["method"] == m, value]) for m in methods]
         means = np.array([s[0] for s in stats])
         hws = np.array([s[1] for s in stats])
         max_seeds = max(max_seeds, max(s[2] for s in stats))
@@ -707,18 +744,96 @@ def plot_returns(df: pd.DataFrame) -> Figure:
                       fontsize=8.5)
         ax.set_title(task_label(task))
         _style_axes(ax)
-    axes[0][0].set_ylabel("average return, Eq. (10)\n(teacher logit units)")
-    handles = [Patch(facecolor=_method_color("llmr"), edgecolor="black", linewidth=0.5,
-                     label="LLMR and its batch baselines (K=1)"),
-               Patch(facecolor=_method_color("ketchup_k4"), edgecolor="black", linewidth=0.5,
-                     label="KETCHUP (K-step return)")]
+    axes[0][0].set_ylabel(ylabel)
+    handles = list(handles or [])
     if max_seeds >= 2:
         handles.append(Line2D([], [], color="black", marker="|", linestyle="-", markersize=8, linewidth=0.9,
                               label=f"95% CI over {max_seeds} seeds (t)"))
     else:
         handles.append(Line2D([], [], linestyle="none", label="single seed: no error bars"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8.5)
-    fig.suptitle("Average return on the test set (higher is better)", fontsize=11)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_gradient_variance(df: pd.DataFrame) -> Figure:
+    """Issue 13: the policy gradient's total variance, the return's variance (Figure 2's, same
+    samples), the gradient's bias (1 - cosine with the gradient under the true return) and its
+    signal-to-noise ratio against K; one line per student (KL from the teacher), solid =
+    Algorithm 1, dashed = block form."""
+    _check_columns(df, ("student", "kl", "k", "tail", "trace_var", "return_var", "cosine_to_true", "snr"),
+                   "plot_gradient_variance(df)")
+    panels = (("trace_var", "tr Var of the policy gradient", True), ("return_var", "Var of the return G^_0 (Figure 2)", True),
+              ("bias", "gradient bias: 1 - cos(E g_K, E g_true)", False), ("snr", "SNR = |E g| / sqrt(tr Var g)", False))
+    d = df.copy()
+    d["bias"] = 1.0 - d["cosine_to_true"]
+    fig, axes = plt.subplots(2, 2, figsize=(10.5, 7.4), layout="constrained")
+    students = list(dict.fromkeys(d.sort_values("kl", ascending=False)["student"]))
+    colors = plt.cm.viridis(np.linspace(0.1, 0.85, max(1, len(students))))
+    for ax, (col, title, log) in zip(axes.flat, panels):
+        for c, st in zip(colors, students):
+            for tail, (ls, mk, _) in _TAIL_STYLE.items():
+                g = d[(d["student"] == st) & (d["tail"] == tail)].sort_values("k")
+                kl = g["kl"].iloc[0] if len(g) else float("nan")
+                ax.plot(g["k"], g[col], linestyle=ls, marker=mk, color=c, markersize=4,
+                        label=f"{st} (KL {kl:.2f})" if tail == "algorithm1" else None)
+        ax.set_xscale("log", base=2)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xticks(sorted(d["k"].unique()), [str(k) for k in sorted(d["k"].unique())])
+        ax.set_xlabel("K")
+        ax.set_title(title, fontsize=10)
+        _style_axes(ax)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", linestyle=ls, marker=mk, label=lab) for ls, mk, lab in _TAIL_STYLE.values()]
+    fig.legend(handles, labels + [h.get_label() for h in handles[len(labels):]], loc="outside lower center", ncol=3,
+               fontsize=8, frameon=False)
+    return fig
+
+
+def plot_exerror(curves: pd.DataFrame) -> Figure:
+    """LLMR's exposure-bias analysis (seed 002 Fig. 2): ExError%(l) against the length l, one
+    panel per task, one line per method. ``curves``: task, method, l, exerror."""
+    _check_columns(curves, ("task", "method", "l", "exerror"), "plot_exerror(curves)")
+    tasks = _sort_tasks(curves["task"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks) + 0.6, 3.9), squeeze=False, layout="constrained")
+    for ax, task in zip(axes[0], tasks):
+        sub = curves[curves["task"] == task]
+        for m in sort_methods(sub["method"]):
+            g = sub[sub["method"] == m].sort_values("l")
+            ax.plot(g["l"], g["exerror"], color=_method_color(m), linewidth=1.5, label=method_label(m))
+        ax.axhline(0.0, color="black", linewidth=0.7)
+        ax.set_title(task_label(task))
+        ax.set_xlabel("length l (tokens)")
+        _style_axes(ax)
+    axes[0][0].set_ylabel("ExError%(l)\n(excess accumulated KL on own trajectories)")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+    return fig
+
+
+def plot_watch(watch: pd.DataFrame) -> Figure:
+    """Reward-hacking watch: for every RL run, the gain of the greedy dev return (x) against the
+    gain of the dev task metric (y), one panel per task; a run in the lower-right quadrant raised
+    the return it optimises while the task metric fell (flagged)."""
+    _check_columns(watch, ("task", "method", "return_gain", "metric_gain"), "plot_watch(watch)")
+    tasks = _sort_tasks(watch["task"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 3.9), squeeze=False, layout="constrained")
+    for ax, task in zip(axes[0], tasks):
+        sub = watch[watch["task"] == task]
+        for m in sort_methods(sub["method"]):
+            g = sub[sub["method"] == m]
+            ax.scatter(g["return_gain"], g["metric_gain"], color=_method_color(m), s=22, label=method_label(m),
+                       edgecolor="black", linewidth=0.3)
+        ax.axhline(0.0, color="black", linewidth=0.7)
+        ax.axvline(0.0, color="black", linewidth=0.7)
+        metric = sub["metric"].iloc[0] if "metric" in sub and len(sub) else "metric"
+        ax.set_title(task_label(task))
+        ax.set_xlabel("gain of the greedy dev return, Eq. (10)")
+        ax.set_ylabel(f"gain of dev {_metric_label(str(metric))}")
+        _style_axes(ax)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
     return fig
 
 

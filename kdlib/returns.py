@@ -35,6 +35,8 @@ __all__ = [
     "kstep_returns",
     "kstep_returns_loop",
     "truncated_kstep_returns",
+    "adaptive_k",
+    "kstep_returns_per_row",
     "clip_rewards",
     "batch_mean_baseline",
     "authors_code_baseline",
@@ -336,6 +338,41 @@ def kstep_returns_loop(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str 
     return torch.tensor(out, dtype=torch.float64).reshape(shape).to(q_sa.dtype)
 
 
+def adaptive_k(q_sa: Tensor, v: Tensor, mask: Tensor, grid: tuple[int, ...] = (1, 2, 4, 8, 16), tol: float = 0.1,
+               tail: str = "algorithm1") -> Tensor:
+    """Per-sequence K for ``rl.k: auto`` (a kit extension; seed 001 Sec. 6 leaves adaptive K as
+    future work). The K-step return is optimistic: ``G^_0 - G_0`` is the sum of the teacher's logit
+    gaps ``d_t = v_t - q_sa_t`` at the positions its blocks skip (App. B), and for a sampled
+    sequence those gaps are known exactly. Row b gets the largest K of ``grid`` whose bias per
+    token, ``(G^_0(K) - G_0) / T_b``, is at most ``tol`` (nats): where the student took the
+    teacher's argmax the gaps are 0 and a long block costs no bias (so K grows and the variance
+    falls), where it did not, K shrinks towards LLMR (K = 1, no bias). ``grid`` must contain 1.
+
+    q_sa, v, mask: (B, T). Returns (B,) long.
+    """
+    if 1 not in grid:
+        raise ValueError(f"the K grid must contain 1 (the unbiased fallback), got {grid}")
+    G0 = full_returns(q_sa, v, mask)[..., 0]  # (B,)
+    length = mask.bool().sum(-1).clamp(min=1).to(G0.dtype)  # (B,)
+    k_row = torch.ones_like(G0, dtype=torch.long)
+    for k in sorted(grid):
+        if k == 1:
+            continue
+        bias = (kstep_returns(q_sa, v, mask, k, tail=tail)[..., 0] - G0) / length  # (B,) >= 0
+        k_row = torch.where(bias <= tol, torch.full_like(k_row, k), k_row)  # larger K wins while within tol
+    return k_row
+
+
+def kstep_returns_per_row(q_sa: Tensor, v: Tensor, mask: Tensor, k_row: Tensor, tail: str = "algorithm1") -> Tensor:
+    """K-step returns with a K per row (``k_row`` (B,)): one vectorised pass per distinct K,
+    each row taking its own. (B, T) -> (B, T)."""
+    out = torch.zeros_like(q_sa)
+    for k in torch.unique(k_row).tolist():
+        rows = k_row == k
+        out[rows] = kstep_returns(q_sa[rows], v[rows], mask[rows], int(k), tail=tail)
+    return out
+
+
 TRUNCATION = ("keep", "drop", "bootstrap")
 
 
@@ -354,16 +391,22 @@ def truncated_kstep_returns(q_sa: Tensor, v: Tensor, mask: Tensor, ended: Tensor
       end, so blocks that cross the cut keep jumping: on cut rows the return is the block form of
       Eq. (7) (``tail="block"``), on finished rows the requested ``tail``.
 
+    ``k``: an int, or a (B,) tensor of per-row K (``rl.k: auto``, :func:`adaptive_k`).
     q_sa, v, mask: (B, T); ended: (B,) bool. Returns (B, T), 0 after each row's end.
     """
     if truncated not in TRUNCATION:
         raise ValueError(f"truncated must be one of {TRUNCATION}, got {truncated!r}")
-    G = kstep_returns(q_sa, v, mask, k, tail=tail)
+    per_row = isinstance(k, Tensor)
+
+    def ret(tail_):
+        return kstep_returns_per_row(q_sa, v, mask, k, tail=tail_) if per_row else kstep_returns(q_sa, v, mask, k, tail=tail_)
+
+    G = ret(tail)
     ended = ended.bool().reshape(*G.shape[:-1], 1)  # (B, 1)
     if truncated == "drop":
         return torch.where(ended, G, G.new_zeros(()))
-    if truncated == "bootstrap" and k > 1 and tail != "block":
-        return torch.where(ended, G, kstep_returns(q_sa, v, mask, k, tail="block"))
+    if truncated == "bootstrap" and (per_row or k > 1) and tail != "block":
+        return torch.where(ended, G, ret("block"))
     return G
 
 

@@ -49,7 +49,7 @@ import torch
 from kdlib import data as kdata
 from kdlib import metrics
 from kdlib.config import Params
-from kdlib.experiment import (BASE_SEED, _models_key, _optim_key, _teacher_model, as_stage, predistill_run,
+from kdlib.experiment import (BASE_SEED, _eval_key, _models_key, _optim_key, _teacher_model, as_stage, predistill_run,
                               register_stage, run_for, teacher_run)
 from kdlib.generation import generate
 from kdlib.models import attach_head, decode, load_head, pad
@@ -94,7 +94,7 @@ def _init_key(p: Params) -> dict:
 def sft_run(p: Params) -> Run:
     r = p.rd
     key = {"parent": samples_run(p).key, "stage": "rd_sft", "init": _init_key(p), "sft_data": r.sft_data,
-           "threshold": r.vote_threshold, "dedupe": r.dedupe, "optim": _optim_key(r.sft), "eval": p.eval.model_dump(),
+           "threshold": r.vote_threshold, "dedupe": r.dedupe, "optim": _optim_key(r.sft), "eval": _eval_key(p),
            "seed": BASE_SEED}
     return Run(p.cache_dir, p.task.name, f"rd_sft_{r.sft_data}", key)
 
@@ -148,7 +148,7 @@ def ppo_run(p: Params) -> Run:
     r = p.rd
     init = sft_run(_warmup(p)).key if r.policy_init == "warmup" else _init_key(p)
     key = {"parent": rm_run(p).key, "stage": "rd_ppo", "policy_init": init, "optim": _ppo_key(p),
-           "shaping": r.shaping, "no_answer_reward": r.no_answer_reward, "eval": p.eval.model_dump(), "seed": p.seed}
+           "shaping": r.shaping, "no_answer_reward": r.no_answer_reward, "eval": _eval_key(p), "seed": p.seed}
     return Run(p.cache_dir, p.task.name, ppo_label(p), key)
 
 

@@ -90,6 +90,39 @@ class Run:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path / "params.json", self.key_data)
 
+    def lock(self, wait_s: float = 3600.0):
+        """An exclusive lock on this run's folder while it trains (``with run.lock(): ...``): a
+        second process asked to train the same run waits for the first, then finds it finished,
+        instead of both writing the same checkpoints. Released when the process exits, even killed."""
+        import contextlib
+        import fcntl
+        import time
+
+        @contextlib.contextmanager
+        def held():
+            self.path.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path / ".lock", "a+")
+            t0, told = time.time(), False
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not told:
+                        print(f"[kdlib] {self.path} is being trained by another process; waiting", flush=True)
+                        told = True
+                    if time.time() - t0 > wait_s:
+                        fh.close()
+                        raise TimeoutError(f"{self.path}: still locked by another process after {wait_s:.0f} s")
+                    time.sleep(1.0)
+            try:
+                yield self
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                fh.close()
+
+        return held()
+
     def finish(self, summary: dict) -> None:
         atomic_write_json(self.path / "summary.json", {"run": self.key, "stage": self.stage, **summary})
 

@@ -97,3 +97,77 @@ def format_mean_ci(mean: float, hw: float, digits: int = 2) -> str:
     if hw is None or math.isnan(float(hw)):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {hw:.{digits}f}"
+
+
+def excess_error_percent(kl_student_paths, mask_student, kl_teacher_paths, mask_teacher, max_len: int | None = None):
+    """ExError%(l) of LLMR (seed 002, after Arora et al. 2022): the excess accumulated error when
+    the models follow the student's own trajectories instead of the teacher's::
+
+        D_s(l) = E_{y ~ student} sum_{t <= l} KL(p(.|y_<t, x) || q(.|y_<t, x))
+        D_t(l) = E_{y ~ teacher} sum_{t <= l} KL(p(.|y_<t, x) || q(.|y_<t, x))
+        ExError%(l) = 100 (D_s(l) - D_t(l)) / D_t(l)
+
+    Inputs are per-position forward KLs (teacher p || student q) along sampled trajectories:
+    ``kl_*_paths`` (N, L) with their masks; a trajectory that ended before l keeps its total
+    (no further steps). Positive = exposure bias. Returns (l = 1..max_len, ExError%) arrays."""
+    ks, ms = _as_2d(kl_student_paths), _as_2d(mask_student).astype(bool)
+    kt, mt = _as_2d(kl_teacher_paths), _as_2d(mask_teacher).astype(bool)
+    L = max_len or max(ks.shape[1], kt.shape[1])
+
+    def accumulated(k, m):
+        k = np.where(m, k, 0.0)
+        if k.shape[1] < L:
+            k = np.pad(k, ((0, 0), (0, L - k.shape[1])))
+        return np.cumsum(k[:, :L], axis=1).mean(axis=0)  # (L,)
+
+    d_s, d_t = accumulated(ks, ms), accumulated(kt, mt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ex = np.where(d_t > 0, 100.0 * (d_s - d_t) / d_t, np.nan)
+    return np.arange(1, L + 1), ex
+
+
+def _as_2d(x) -> np.ndarray:
+    a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
+    if a.ndim != 2:
+        raise ValueError(f"expected an (N, L) array, got shape {a.shape}")
+    return a
+
+
+def projected_gradient_stats(P, directions: str = "gaussian") -> dict:
+    """Variance and signal of a stochastic gradient from its random projections (issue 13; a
+    measurement the KETCHUP papers do not make: they measure the variance of the return).
+
+    ``P`` (r, N): ``P[j, n] = g_n . v_j``, N per-sample gradients g_n (e.g. one sampled output's
+    ``sum_t G^_t grad log pi(y_t|s_t)``) projected on r directions v_j ~ N(0, I). Because
+    ``E_v[(a . v)^2] = |a|^2``:
+
+    * ``trace_var`` = mean_j of the unbiased sample variance over n of P[j, :]: an unbiased estimate
+      of tr Cov(g) (the total variance of the single-sample gradient);
+    * ``mean_sq`` = mean_j (mean_n P[j, n])^2 - trace_var / N: an unbiased estimate of |E g|^2
+      (the plug-in estimate is biased up by the noise of the mean; clipped at 0);
+    * ``snr`` = sqrt(mean_sq / trace_var): |E g| / sqrt(tr Var g).
+
+    ``directions="basis"``: the v_j are an orthonormal basis of the gradient's space (r = dim g);
+    then sum_j (a . v_j)^2 = |a|^2 exactly, so the means over j above become sums and the
+    estimates are exact (tests/test_gradient_variance.py checks this against per-sample gradients
+    computed by backward). Returns floats."""
+    if directions not in ("gaussian", "basis"):
+        raise ValueError(f"directions must be 'gaussian' or 'basis', got {directions!r}")
+    P = _as_2d(P)
+    r, n = P.shape
+    if n < 2:
+        raise ValueError("need at least two samples per input")
+    scale = float(r) if directions == "basis" else 1.0
+    tv = scale * float(P.var(axis=1, ddof=1).mean())
+    ms = max(0.0, scale * float((P.mean(axis=1) ** 2).mean()) - tv / n)
+    return {"trace_var": tv, "mean_sq": ms, "snr": math.sqrt(ms / tv) if tv > 0 else float("nan")}
+
+
+def projected_cosine(PA, PB) -> float:
+    """Cosine between the mean gradients E g_A and E g_B of two estimators measured on the same
+    samples and directions (``P*`` (r, N) as in :func:`projected_gradient_stats`): the plug-in
+    estimate ``<mean_A, mean_B> / (|mean_A| |mean_B|)`` over the projected means (directions
+    v ~ N(0, I) preserve inner products in expectation). 1 = same direction."""
+    A, B = _as_2d(PA).mean(axis=1), _as_2d(PB).mean(axis=1)
+    den = float(np.sqrt((A ** 2).sum() * (B ** 2).sum()))
+    return float((A * B).sum() / den) if den > 0 else float("nan")

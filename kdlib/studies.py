@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import torch
 
 from kdlib import returns
-from kdlib.config import (LLMEvalParams, MainResultsParams, ModelSizeParams, NotebookParams, Params, PPOStudyParams,
-                          ReturnsParams, RewardDistillStudyParams, VarianceBiasParams, kit_params_for)
+from kdlib.config import (DecoderOnlyParams, DiagnosticsParams, GradientVarianceParams, LLMEvalParams, MainResultsParams,
+                          ModelSizeParams, NotebookParams, Params, PPOStudyParams, ReturnsParams,
+                          RewardDistillStudyParams, VarianceBiasParams, kit_params_for, load_params)
 from kdlib.evaluate import teacher_scores
-from kdlib.experiment import (BASE_SEED, _teacher_model, ensure_predistill, ensure_teacher, ensure_zeroshot, load_run_model,
+from kdlib.experiment import (BASE_SEED, _teacher_model, ensure_predistill, ensure_teacher, ensure_zeroshot, load_run_model, run_for,
                               train)
 from kdlib.generation import generate
+from kdlib.metrics import HIGHER_IS_BETTER
 from kdlib.models import pad, token_logprobs, forward_logits
 from kdlib.runs import Run
 from kdlib.trainers.base import frozen, get_accelerator, load_task_bundle
@@ -59,6 +62,12 @@ def plan(nb: NotebookParams) -> list[Params]:
         return [_params(nb, **over) for over in _model_size_overrides(nb)]
     if isinstance(nb, LLMEvalParams):
         return [_params(nb, **over) for over in _llm_eval_overrides(nb)]
+    if isinstance(nb, DecoderOnlyParams):
+        return [q for t in nb.tasks for q in _chain_targets(nb, t)] + _method_targets(nb, nb.tasks, nb.seeds, method_plan(nb))
+    if isinstance(nb, GradientVarianceParams):
+        return [_variance_bias_params(nb, steps) for steps in nb.student_steps]
+    if isinstance(nb, DiagnosticsParams):
+        return _method_targets(nb, nb.tasks, nb.seeds, method_plan(nb) + [("ketchup_kauto", {"method": "ketchup", "rl.k": "auto"})])
     if isinstance(nb, PPOStudyParams):
         return [q for t in nb.tasks for q in _chain_targets(nb, t)] + [_params(nb, **o) for o in _ppo_overrides(nb)]
     if isinstance(nb, RewardDistillStudyParams):
@@ -106,8 +115,9 @@ def _run_row(task: str, label: str, seed: int, run: Run) -> dict:
 
 
 RL_SERIES = {  # logged key -> (series name in the curves frame)
-    "eval/return": "dev return", "eval/length": "dev length", "train/return": "train return",
-    "train/length": "train length", "train/kl": "train KL",
+    "eval/return": "dev return", "eval/length": "dev length", "eval/sampled_return": "dev sampled return",
+    "train/return": "train return",
+    "train/length": "train length", "train/kl": "train KL", "eval/distinct2": "dev distinct-2",
 }
 
 
@@ -172,7 +182,7 @@ def sample_q(p: Params, run: Run, n_inputs: int, n_samples: int, seed: int = 0):
             torch.stack([padT(m) for m in ms]).bool(), sum(kls) / len(kls))
 
 
-def _variance_bias_params(nb: VarianceBiasParams, steps: int) -> Params:
+def _variance_bias_params(nb: VarianceBiasParams | GradientVarianceParams, steps: int) -> Params:
     """The pre-distilled student stopped after ``steps`` updates (no plateau rule): students at
     several KL distances from the teacher."""
     return _params(nb, **{"task.name": nb.task, "method": "predistill", "predistill.steps": steps,
@@ -277,8 +287,11 @@ def return_gains(curves: pd.DataFrame, window: int = 5) -> pd.DataFrame:
 
     * greedy dev return (Eq. 10, the quantity of seed 000 Fig. 1): step 0 (the pre-distilled
       student) vs the last evaluation: ``start``, ``end``, ``gain``, ``raised``;
-    * sampled training return: mean of the first ``window`` logged steps vs the last ``window``:
-      ``train_start``, ``train_end``, ``train_gain``, ``train_raised``;
+    * sampled return (what REINFORCE maximises): ``eval.sampled`` samples per dev input at the
+      first and the last evaluation with the same random numbers (``dev sampled return``); runs
+      without it fall back to the mean of the first ``window`` logged training steps vs the last
+      ``window`` (different prompts every step: noisy): ``train_start``, ``train_end``,
+      ``train_gain``, ``train_raised``, ``train_source``;
     * lengths beside them (greedy dev length at both ends, sampled length in both windows): a rise
       bought only by shorter outputs shows as a falling length;
     * the dev metric at both ends (a rising return with a falling metric is reward hacking's sign).
@@ -292,15 +305,24 @@ def return_gains(curves: pd.DataFrame, window: int = 5) -> pd.DataFrame:
 
         dev, train_r = series("dev return"), series("train return")
         dev_len, train_len = series("dev length"), series("train length")
-        metric = next((n for n in g.series.unique() if n.startswith("dev ") and n not in ("dev return", "dev length")), None)
+        metric = next((n for n in g.series.unique() if n.startswith("dev ") and n not in
+                       ("dev return", "dev length", "dev sampled return", "dev distinct-2")), None)
         row = {"task": task, "method": method, "seed": seed,
                "start": float(dev.iloc[0]), "end": float(dev.iloc[-1]), "gain": float(dev.iloc[-1] - dev.iloc[0]),
                "raised": bool(dev.iloc[-1] > dev.iloc[0])}
-        if len(train_r):
+        sampled = series("dev sampled return")
+        if len(sampled) >= 2:
+            a, b = float(sampled.iloc[0]), float(sampled.iloc[-1])
+            row.update({"train_start": a, "train_end": b, "train_gain": b - a, "train_raised": b > a,
+                        "train_source": "dev samples, common random numbers"})
+        elif len(train_r):
             w = max(1, min(window, len(train_r) // 2))
             a, b = float(train_r.iloc[:w].mean()), float(train_r.iloc[-w:].mean())
             row.update({"train_start": a, "train_end": b, "train_gain": b - a, "train_raised": b > a,
-                        "train_len_start": float(train_len.iloc[:w].mean()), "train_len_end": float(train_len.iloc[-w:].mean())})
+                        "train_source": f"training batches, first vs last {w} steps"})
+        if len(train_len):
+            w = max(1, min(window, len(train_len) // 2))
+            row.update({"train_len_start": float(train_len.iloc[:w].mean()), "train_len_end": float(train_len.iloc[-w:].mean())})
         if len(dev_len):
             row.update({"len_start": float(dev_len.iloc[0]), "len_end": float(dev_len.iloc[-1])})
         if metric is not None:
@@ -535,3 +557,317 @@ def rd_verdicts(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                      f"(w/o R - SFT {fmt(steps[0], sig[0])}; Ours - w/o R {fmt(steps[1], sig[1])}, paired bootstrap "
                      f"over {steps[0]['n']} examples).")
     return diffs, lines
+
+
+# ----------------------------------------------------------------------------- 11: diagnostics (issue 13)
+@torch.no_grad()
+def trajectory_kls(p: Params, run: Run, n_inputs: int, n_samples: int, seed: int = 0) -> dict:
+    """Per-position forward KL(teacher || student) along trajectories SAMPLED by the student and by
+    the teacher (temperature 1) on the first ``n_inputs`` test inputs, ``n_samples`` each: the
+    ingredients of LLMR's ExError% (kdlib.stats.excess_error_percent). Returns
+    ``{"student": (kl (N, L), mask), "teacher": (kl, mask)}`` as CPU tensors."""
+    from kdlib.losses import full_vocab_kl
+
+    acc = get_accelerator()
+    task = load_task_bundle(p)
+    teacher = _teacher_model(p, task).to(acc.device)
+    student = frozen(load_run_model(p, run)[0]).to(acc.device)
+    g = torch.Generator(device=acc.device).manual_seed(seed)
+    out = {"student": ([], []), "teacher": ([], [])}
+    M = min(n_inputs, task.split_size("test"))
+    left = task.arch == "causal"
+    for lo in range(0, M, max(1, 64 // n_samples)):
+        idx = [i for i in range(lo, min(M, lo + max(1, 64 // n_samples))) for _ in range(n_samples)]
+        src, sm = pad([task.student_src["test"][i] for i in idx], task.tok.pad_token_id, left=left, device=acc.device)
+        tsrc, tsm = pad([task.teacher_src["test"][i] for i in idx], task.tok.pad_token_id, left=left, device=acc.device)
+        for who, model, s_, m_ in (("student", student, src, sm), ("teacher", teacher, tsrc, tsm)):
+            roll = generate(model, task.tok, s_, m_, arch=task.arch, max_new_tokens=task.max_target_len, do_sample=True,
+                            use_calculator=task.use_calculator, generator=g)
+            t_logits = forward_logits(teacher, task.arch, tsrc, tsm, roll.tokens, roll.mask)
+            s_logits = forward_logits(student, task.arch, src, sm, roll.tokens, roll.mask)
+            kl = full_vocab_kl(t_logits, s_logits, roll.action_mask)  # KL(p || q) per position
+            out[who][0].append(kl.cpu())
+            out[who][1].append(roll.action_mask.cpu())
+    T = max(k.shape[1] for k, _ in (pair for who in out for pair in zip(*out[who])))
+    padT = lambda x: torch.nn.functional.pad(x, (0, T - x.shape[1]))  # noqa: E731
+    return {who: (torch.cat([padT(k) for k in ks]), torch.cat([padT(m) for m in ms])) for who, (ks, ms) in out.items()}
+
+
+def exposure_and_diversity(nb: DiagnosticsParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Exposure bias (ExError%(l), seed 002) of every Table 1 method's student on each task (the
+    first seed), and distinct-1/2 of its greedy test outputs (every seed). Returns (ExError curves:
+    task, method, l, exerror; ExError summary at l = 5, 10, 20 and at the mean length; diversity:
+    task, method, seed, distinct1, distinct2)."""
+    from kdlib.metrics import distinct_n
+    from kdlib.stats import excess_error_percent
+
+    ensure_runs(nb)
+    curves, summary, div = [], [], []
+    for task in nb.tasks:
+        rows = [("predistill", {"method": "predistill"})] + method_plan(nb)
+        for label, over in rows:
+            for seed in (nb.seeds if label != "predistill" else [BASE_SEED]):
+                p = _params(nb, **{"task.name": task, "seed": seed, **over})
+                run = train(p)
+                texts = [r["output"] for r in run.outputs("test")]
+                div.append({"task": task, "method": label, "seed": seed, "distinct1": distinct_n(texts, 1),
+                            "distinct2": distinct_n(texts, 2)})
+                if seed != (nb.seeds[0] if label != "predistill" else BASE_SEED):
+                    continue
+                kl = trajectory_kls(p, run, nb.n_inputs, nb.n_samples, seed=nb.seeds[0])
+                ls, ex = excess_error_percent(kl["student"][0], kl["student"][1], kl["teacher"][0], kl["teacher"][1])
+                curves += [{"task": task, "method": label, "l": int(li), "exerror": float(e)} for li, e in zip(ls, ex)]
+                mean_len = float(kl["student"][1].sum(1).float().mean())
+                at = {f"exerror_at_{n}": float(ex[n - 1]) for n in (5, 10, 20) if n <= len(ex)}
+                at["exerror_at_mean_len"] = float(ex[min(len(ex), max(1, round(mean_len))) - 1])
+                summary.append({"task": task, "method": label, "mean_length": mean_len, **at})
+    return pd.DataFrame(curves), pd.DataFrame(summary), pd.DataFrame(div)
+
+
+def reward_watch_runs(nb: DiagnosticsParams) -> pd.DataFrame:
+    """The reward-hacking watch of every RL run of Table 1 (all seeds): how the greedy dev return,
+    the dev metric, the length and distinct-2 moved over training, and the run's flag (return up
+    while the metric went down; recorded in its summary.json)."""
+    ensure_runs(nb)
+    rows = []
+    for task in nb.tasks:
+        for seed in nb.seeds:
+            for label, over in method_plan(nb):
+                if over["method"] not in ("llmr", "llmr_mean", "llmr_minvar", "ketchup"):
+                    continue
+                s = train(_params(nb, **{"task.name": task, "seed": seed, **over})).summary()
+                w = s.get("reward_watch") or {}
+                rows.append({"task": task, "method": label, "seed": seed, **w})
+    return pd.DataFrame(rows)
+
+
+def reward_watch_correlation(watch: pd.DataFrame) -> pd.DataFrame:
+    """Per task: Pearson and Spearman correlation, across RL runs, between the gain in the return
+    RL optimises and the gain in the task metric; and how many runs were flagged."""
+    from scipy.stats import pearsonr, spearmanr
+
+    rows = []
+    for task, g in watch.groupby("task", sort=False):
+        g = g.dropna(subset=["return_gain", "metric_gain"])
+        r = pearsonr(g.return_gain, g.metric_gain) if len(g) > 2 else None
+        rho = spearmanr(g.return_gain, g.metric_gain) if len(g) > 2 else None
+        rows.append({"task": task, "runs": len(g), "flagged": int(g["flag"].sum()) if "flag" in g else 0,
+                     "pearson_r": float(r.statistic) if r else float("nan"), "pearson_p": float(r.pvalue) if r else float("nan"),
+                     "spearman_rho": float(rho.statistic) if rho else float("nan"),
+                     "mean_return_gain": float(g.return_gain.mean()), "mean_metric_gain": float(g.metric_gain.mean())})
+    return pd.DataFrame(rows)
+
+
+def adaptive_k_study(nb: DiagnosticsParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """rl.k: auto against the best fixed K of Table 1, chosen per task on DEV (mean over seeds of
+    the primary metric at the best checkpoint). Returns (long test results of ketchup_kauto and
+    the chosen fixed K, with ``role``; a table of the choice: task, best fixed K, its dev score,
+    auto's dev score, the mean K auto used in training)."""
+    ensure_runs(nb)
+    results, choice = [], []
+    for task in nb.tasks:
+        dev = {}
+        for k in nb.k_values:
+            vals = []
+            for seed in nb.seeds:
+                s = train(_params(nb, **{"task.name": task, "seed": seed, "method": "ketchup", "rl.k": k})).summary()
+                vals.append(s["dev"][s["primary"]])
+            dev[k] = sum(vals) / len(vals)
+        primary = s["primary"]
+        higher = HIGHER_IS_BETTER.get(primary, True)
+        best_k = max(dev, key=lambda k: dev[k] if higher else -dev[k])
+        auto_dev, k_means = [], []
+        for seed in nb.seeds:
+            run = train(_params(nb, **{"task.name": task, "seed": seed, "method": "ketchup", "rl.k": "auto"}))
+            s = run.summary()
+            auto_dev.append(s["dev"][primary])
+            k_means += run.curve("train/k_mean")[1]
+            results += _rows(task, "ketchup_kauto", seed, s)
+            fixed = train(_params(nb, **{"task.name": task, "seed": seed, "method": "ketchup", "rl.k": best_k})).summary()
+            results += _rows(task, f"ketchup_k{best_k}", seed, fixed)
+        choice.append({"task": task, "primary": primary, "best_fixed_k": best_k, "best_fixed_dev": dev[best_k],
+                       "auto_dev": sum(auto_dev) / len(auto_dev), "auto_mean_k": sum(k_means) / max(1, len(k_means)),
+                       **{f"dev_k{k}": v for k, v in dev.items()}})
+    return pd.DataFrame(results), pd.DataFrame(choice)
+
+
+# ----------------------------------------------------------------------------- 09: gradient variance (issue 13)
+def logprob_jvps(model, arch: str, src, src_m, tokens, mask, directions: list[dict]) -> torch.Tensor:
+    """Directional derivatives of every sampled token's log-probability: ``out[j, b, t] =
+    grad_theta log pi(y_bt | s_bt) . v_j`` for each direction ``v_j`` (a dict of parameter name ->
+    tensor; parameters it does not name are held fixed). One forward-mode pass (``torch.func.jvp``)
+    per direction, whatever the batch: memory O(params + r B T), never a per-sample gradient.
+    Needs the kit's fast forward (the library's attention has no forward-mode derivative).
+    Returns (r, B, T)."""
+    from torch.func import jvp
+    from torch.nn.utils.stateless import _reparametrize_module
+
+    names = list(directions[0])
+    base = {n: t.detach() for n, t in model.named_parameters() if n in names}
+
+    def logp(params):
+        with _reparametrize_module(model, params, tie_weights=True):
+            logits = forward_logits(model, arch, src, src_m, tokens, mask)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # at least float32
+        return torch.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+    return torch.stack([jvp(logp, (base,), ({n: v[n] for n in names},))[1] for v in directions])
+
+
+def random_directions(model, n: int, seed: int, names=None) -> list[dict]:
+    """``n`` directions v ~ N(0, I) over the named parameters (all of them by default)."""
+    g = torch.Generator().manual_seed(seed)
+    params = [(k, t) for k, t in model.named_parameters() if names is None or k in names]
+    return [{k: torch.randn(t.shape, generator=g).to(t.device, t.dtype) for k, t in params} for _ in range(n)]
+
+
+def gradient_variance(nb: GradientVarianceParams) -> pd.DataFrame:
+    """Issue 13: the policy gradient's variance, signal-to-noise ratio and bias (cosine with the
+    gradient under the true return) for K-step returns, measured directly. For each student of
+    Figure 2, ``n_samples`` outputs per input are sampled, scored by the teacher, and each
+    per-sample gradient ``g_n = sum_t G^_t grad log pi(y_t|s_t)`` (over the policy's own tokens) is
+    projected on ``n_directions`` Gaussian directions through forward-mode derivatives of the
+    log-probabilities (kdlib.stats.projected_gradient_stats). Beside it, the return variance of
+    Figure 2 on the same samples. One row per (student, K, tail), averaged over inputs."""
+    from kdlib.stats import projected_cosine, projected_gradient_stats
+
+    ensure_runs(nb)
+    acc = get_accelerator()
+    rows = []
+    for steps in nb.student_steps:
+        p = _variance_bias_params(nb, steps)
+        task = load_task_bundle(p)
+        teacher = _teacher_model(p, task).to(acc.device)
+        student = frozen(load_run_model(p, ensure_predistill(p))[0]).to(acc.device)
+        dirs = random_directions(student, nb.n_directions, seed=nb.seeds[0])
+        M, N = min(nb.n_inputs, task.split_size("test")), nb.n_samples
+        g = torch.Generator(device=acc.device).manual_seed(nb.seeds[0])
+        idx = [i for i in range(M) for _ in range(N)]
+        left = task.arch == "causal"
+        src, sm = pad([task.student_src["test"][i] for i in idx], task.tok.pad_token_id, left=left, device=acc.device)
+        tsrc, tsm = pad([task.teacher_src["test"][i] for i in idx], task.tok.pad_token_id, left=left, device=acc.device)
+        roll = generate(student, task.tok, src, sm, arch=task.arch, max_new_tokens=task.max_target_len, do_sample=True,
+                        use_calculator=task.use_calculator, generator=g)
+        q_sa, v, t_logp = teacher_scores(teacher, task.arch, tsrc, tsm, roll.tokens, roll.mask, p.rl.normalize)
+        s_logp = token_logprobs(forward_logits(student, task.arch, src, sm, roll.tokens, roll.mask), roll.tokens)
+        kl = float(((s_logp - t_logp) * roll.mask).sum() / roll.mask.sum())
+        tan = logprob_jvps(student, task.arch, src, sm, roll.tokens, roll.mask, dirs)  # (r, M N, T)
+        act = roll.action_mask.float()
+        proj = {}
+        for k in nb.k_values:
+            for tail in ("algorithm1", "block"):  # K = 1 is the same estimator (LLMR) under both
+                G = returns.kstep_returns(q_sa, v, roll.mask, k, tail=tail) * act  # (M N, T)
+                proj[(k, tail)] = (tan * G.unsqueeze(0)).sum(-1).reshape(len(dirs), M, N).cpu().numpy()  # (r, M, N)
+        true = proj[(1, "algorithm1")]
+        for (k, tail), P in proj.items():
+            per_input = [projected_gradient_stats(P[:, m, :]) for m in range(M)]
+            ret = returns.kstep_returns(q_sa, v, roll.mask, k, tail=tail)[:, 0].reshape(M, N).double()
+            rows.append({"student": f"pre-distilled {steps} steps", "steps": steps, "kl": kl, "k": k, "tail": tail,
+                         "trace_var": float(np.mean([s["trace_var"] for s in per_input])),
+                         "snr": float(np.nanmean([s["snr"] for s in per_input])),
+                         "cosine_to_true": projected_cosine(P.reshape(len(dirs), -1), true.reshape(len(dirs), -1)),
+                         "return_var": float(ret.var(dim=1, unbiased=True).mean())})
+    return pd.DataFrame(rows)
+
+
+def curve_shape(k, y) -> str:
+    """'falls monotonically', 'U-shaped (lowest at K=k)', 'rises' or 'flat/mixed' for a curve y(K)."""
+    order = np.argsort(np.asarray(k))
+    k, y = np.asarray(k)[order], np.asarray(y, dtype=float)[order]
+    d = np.diff(y)
+    if np.all(d <= 0):
+        return "falls monotonically"
+    i = int(np.argmin(y))
+    if 0 < i < len(y) - 1 and np.all(np.diff(y[: i + 1]) <= 0) and y[-1] > y[i]:
+        return f"U-shaped (lowest at K={int(k[i])})"
+    if y[-1] > y[0] and i == 0:
+        return "rises"
+    return f"mixed (lowest at K={int(k[i])})"
+
+
+def gradient_variance_verdicts(df: pd.DataFrame) -> list[str]:
+    """Does the gradient variance fall with K as the return variance does? Per tail and student:
+    the shape of both curves over K and the ratio at the lowest point to K = 1."""
+    lines = []
+    for tail, g in df.groupby("tail", sort=False):
+        for st, h in g.groupby("student", sort=False):
+            h = h.sort_values("k")
+            parts = []
+            for col, name in (("return_var", "return variance"), ("trace_var", "gradient variance")):
+                ratio = float(h[col].min() / h[col].iloc[0])
+                parts.append(f"{name} {curve_shape(h['k'], h[col])}, lowest / K=1 = {ratio:.2f}")
+            lines.append(f"{tail} tail, {st} (KL {h['kl'].iloc[0]:.2f}): " + "; ".join(parts) + ".")
+    return lines
+
+
+# ----------------------------------------------------------------------------- 10: decoder-only (seed 001 App. F)
+def best_k_on_dev(p_of, tasks, seeds, k_values) -> pd.DataFrame:
+    """The K of KETCHUP with the best mean dev score (primary metric at the best checkpoint) per
+    task: seed 001 App. G's "lightweight grid search ... tuned by validation". ``p_of(task, seed,
+    k)`` gives the run's params. Runs must exist (or are trained). One row per task."""
+    rows = []
+    for task in tasks:
+        dev = {}
+        for k in k_values:
+            vals = []
+            for seed in seeds:
+                s = train(p_of(task, seed, k)).summary()
+                vals.append(s["dev"][s["primary"]])
+            dev[k] = float(np.mean(vals))
+        higher = HIGHER_IS_BETTER.get(s["primary"], True)
+        best = max(dev, key=lambda k: dev[k] if higher else -dev[k])
+        rows.append({"task": task, "primary": s["primary"], "best_k": best, **{f"dev_k{k}": v for k, v in dev.items()}})
+    return pd.DataFrame(rows)
+
+
+def decoder_only(nb: DecoderOnlyParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Seed 001 Tables 7-8 on decoder-only models. Returns (long test results for Table 7: teacher,
+    zero-shot and pre-distilled students, KL, TVD, LLMR and KETCHUP at its dev-chosen K as
+    ``ketchup_best``; the causal K grid on dev; Table 8: best K per architecture and task)."""
+    ensure_runs(nb)
+    results = []
+    for task in nb.tasks:
+        for label in ("teacher", "zeroshot", "predistill"):
+            results += _rows(task, label, BASE_SEED, train(_params(nb, **{"task.name": task, "method": label})).summary())
+        for seed in nb.seeds:
+            for label, over in method_plan(nb):
+                if over["method"] != "ketchup":
+                    results += _rows(task, label, seed, train(_params(nb, **{"task.name": task, "seed": seed, **over})).summary())
+    grid = best_k_on_dev(lambda t, s, k: _params(nb, **{"task.name": t, "seed": s, "method": "ketchup", "rl.k": k}),
+                         nb.tasks, nb.seeds, nb.k_values)
+    for r in grid.itertuples():
+        for seed in nb.seeds:
+            s = train(_params(nb, **{"task.name": r.task, "seed": seed, "method": "ketchup", "rl.k": r.best_k})).summary()
+            results += _rows(r.task, f"ketchup_k{r.best_k}", seed, s)
+    t5 = None
+    runs_t5 = [load_params(*nb.t5_params_files, **{"task.name": t, "seed": s, "method": "ketchup", "rl.k": k})
+               for t in nb.tasks for s in nb.t5_seeds for k in nb.k_values]
+    if all(run_for(q).finished for q in runs_t5):  # Table 1's T5 runs, when 01_main_results has run
+        t5 = best_k_on_dev(lambda t, s, k: load_params(*nb.t5_params_files, **{"task.name": t, "seed": s, "method": "ketchup",
+                                                                                 "rl.k": k}), nb.tasks, nb.t5_seeds, nb.k_values)
+    table8 = [{"architecture": "decoder-only (this run)", **{r.task: r.best_k for r in grid.itertuples()}}]
+    if t5 is not None:
+        table8.insert(0, {"architecture": "T5 (Table 1's runs)", **{r.task: r.best_k for r in t5.itertuples()}})
+    return pd.DataFrame(results), grid, pd.DataFrame(table8)
+
+
+def decoder_only_verdicts(numeric7: pd.DataFrame, table8: pd.DataFrame, tasks: list[str], n_seeds: int) -> list[str]:
+    """One line per task (KETCHUP at its dev-chosen K minus LLMR on the task's primary metric, with
+    the paired test when there are seeds for one) and one for Table 8."""
+    from kdlib.report import PRIMARY_METRIC, task_kind
+
+    lines = []
+    for task in tasks:
+        prim = PRIMARY_METRIC.get(task_kind(task) or "")
+        sub = numeric7[(numeric7.task == task) & (numeric7.metric == prim)].set_index("method")
+        ket = [m for m in sub.index if str(m).startswith("ketchup_k")]
+        if not ket or "llmr" not in sub.index:
+            continue
+        d = float(sub.loc[ket[0], "mean"] - sub.loc["llmr", "mean"])
+        p = sub.loc[ket[0]].get("p_vs_llmr", float("nan"))
+        test = f", p = {p:.3f}" if isinstance(p, float) and p == p else " (one seed: no significance test)"
+        lines.append(f"decoder-only {task}: KETCHUP at its dev-chosen K={ket[0].split('_k')[1]} minus LLMR = {d:+.2f} "
+                     f"test {prim}{test}.")
+    lines.append("Table 8 (best K on dev): " + "; ".join(
+        f"{r['architecture']}: " + ", ".join(f"{t} K={r[t]}" for t in tasks if t in r) for r in table8.to_dict(orient="records")) + ".")
+    return lines

@@ -206,7 +206,7 @@ nb("07_reward_distill", "Seed 003: distilling data and rewards (Tables 2-4, Figu
    "(S_warmup + a scalar head) learns from triplets of correct student, wrong student and correct teacher answers "
    "(Eq. 6); and **PPO** refines the student against the shaped reward of Eq. (7) (-5 without an answer, min(r, 0) "
    "when the answer disagrees with y*). Here on mini-GSM8K, and evaluated on the kit's GSM-Plus-style perturbed test "
-   "set. Scale (spec A6): 600 questions, fewer samples per temperature than the paper's 20 + 35, 8 student samples; "
+   "set. Scale (spec A6): 600 questions, 14 teacher decodes per question (the paper: 20 + 35 answers), the paper's 30 student samples; "
    "the embedded students are not pretrained, so SFT starts from the kit's pre-distilled student (Table 1's), which "
    "stands in for the paper's pretrained base student, and \"Ours w/o D\" is PPO from that same start. "
    "Every learning rate and step count is the embedded kit's method-stage setting, not tuned here. The method needs "
@@ -283,5 +283,114 @@ nb("07_reward_distill", "Seed 003: distilling data and rewards (Tables 2-4, Figu
     "          \"rm\": res[\"rm\"].to_dict(orient=\"records\"), \"labels\": res[\"labels\"].to_dict(orient=\"records\"),\n"
     "          \"pipeline\": res[\"pipeline\"].to_dict(orient=\"records\")}\n"
     "atomic_write_json(out / \"07_reward_distill.json\", record)\nprint(len(res[\"results\"]), \"result rows\")"])
+
+
+nb("09_gradient_variance", "The variance of the policy gradient, measured directly",
+   "The papers' central claim is about the variance of the policy **gradient**, but Theorem 1 and Figure 2 measure "
+   "the variance of the **return**, under an i.i.d. assumption text does not satisfy. Here the gradient itself is "
+   "measured (a kit extension; issue 13): for the students of Figure 2, `n_samples` outputs per input are sampled, "
+   "each per-sample gradient `sum_t G^_t grad log pi(y_t|s_t)` is projected on `n_directions` Gaussian random "
+   "directions (forward-mode derivatives of the token log-probabilities, so memory stays O(params)), and from the "
+   "projections come the total variance tr Var(g), the signal-to-noise ratio |E g| / sqrt(tr Var g), and the bias "
+   "in gradient space: the cosine between E g under the K-step return and under the true return (Eq. 26's bias, "
+   "seen by the gradient).",
+   'task = "mini-xsum"\n'
+   'k_values = [1, 2, 4, 8, 16]\n'
+   'student_steps = [30, 100, 300]\n'
+   'n_inputs = 16\n'
+   'n_samples = 16\n'
+   'n_directions = 32\n',
+   ["gv = studies.gradient_variance(nb)\ngv.round(4)",
+    "fig = report.plot_gradient_variance(gv)\nreport.save_figure(fig, out, \"09_gradient_variance\")\nfig",
+    "verdicts = studies.gradient_variance_verdicts(gv)\ndisplay(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))",
+    "gv.to_csv(out / \"09_gradient_variance.csv\", index=False)\n"
+    "report.write_table(gv.round(4), out, \"09_gradient_variance\", caption=\"Policy-gradient variance, SNR and \"\n"
+    "                   \"cosine to the true-return gradient, and the return variance, per student, K and tail\", latex=False)\n"
+    "record = {\"notebook\": notebook, \"profile\": profile, \"rows\": gv.to_dict(orient=\"records\"), \"headlines\": verdicts}\n"
+    "atomic_write_json(out / \"09_gradient_variance.json\", record)\nprint(verdicts)"])
+
+nb("10_decoder_only", "Seed 001 Tables 7-8: decoder-only teacher and student",
+   "Seed 001 App. F repeats the comparison with decoder-only models (Qwen1.5-4B -> Qwen1.5-0.5B): KL, TVD, LLMR "
+   "and KETCHUP at its best K (Table 7), and the best K per architecture and task (Table 8; the paper's point: "
+   "the same K for the two tasks of equal horizon, a larger one for GSM8K's longer outputs). Here the teacher and "
+   "student are tiny Qwen2-style models trained from scratch on the embedded tasks, through the same code path as "
+   "the T5 chain (`models.arch: causal`; the layer `params/<profile>/causal.yaml`). KETCHUP's K is chosen on dev "
+   "from `k_values`, as App. G does; Table 8's T5 row reads Table 1's runs from the cache.",
+   'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
+   'methods = ["kl", "tvd", "llmr"]\n'
+   'k_values = [2, 4, 8, 16]\n'
+   't5_params_files = ["params/embedded/kit.yaml"]\n'
+   't5_seeds = [19083, 34007, 84122, 310, 55080]\n',
+   ["results, grid, table8 = studies.decoder_only(nb)\ngrid.round(2)",
+    "table7, numeric7 = report.main_table(results)\n"
+    "display(Markdown(\"**Our Table 7** (decoder-only, \" + f\"seeds {seeds}). \" + table7.attrs[\"caption\"]))\ntable7",
+    "paper7 = report.paper_table7()\npaper7",
+    "display(Markdown(\"**Table 8: best K per architecture and task, chosen on dev.**\"))\ndisplay(table8)\nreport.paper_table8()",
+    "lines = studies.decoder_only_verdicts(numeric7, table8, tasks, len(seeds))\n"
+    "display(Markdown(\"\\n\".join(f\"* {x}\" for x in lines)))",
+    "report.write_table(table7, out, \"10_table7\")\nreport.write_table(paper7, out, \"10_table7_paper_reference\")\n"
+    "report.write_table(table8, out, \"10_table8\", caption=\"Best K per architecture and task, chosen on dev\")\n"
+    "report.write_table(report.paper_table8(), out, \"10_table8_paper_reference\")\n"
+    "results.to_csv(out / \"10_results_long.csv\", index=False)\ngrid.to_csv(out / \"10_k_grid_dev.csv\", index=False)\n"
+    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"headlines\": lines,\n"
+    "          \"table7\": numeric7.to_dict(orient=\"records\"), \"table8\": table8.to_dict(orient=\"records\"),\n"
+    "          \"k_grid\": grid.to_dict(orient=\"records\")}\n"
+    "atomic_write_json(out / \"10_decoder_only.json\", record)\nprint(lines)"])
+
+nb("11_diagnostics", "Beyond the papers: exposure bias, diversity, reward hacking, adaptive K",
+   "Measurements the papers do not publish, on the students of Table 1 (shared run cache). "
+   "**Exposure bias**: LLMR's ExError%(l) (seed 002, after Arora et al. 2022): the accumulated KL(teacher || student) "
+   "along the student's own sampled trajectories, in excess of the same along the teacher's. **Diversity**: distinct-1/2 "
+   "of the greedy test outputs. **Reward-hacking watch** (seed 000 Sec. 3.2): for every RL run, did the return it "
+   "optimises rise while the task metric fell? **Adaptive K** (a kit extension; seed 001 Sec. 6 leaves it to future "
+   "work): `rl.k: auto` picks, per sampled sequence, the largest K whose exact optimistic bias per token stays within "
+   "`rl.auto_k_tol`, compared with the best fixed K chosen on dev.",
+   'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
+   'methods = ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"]\n'
+   'k_values = [2, 4, 8, 16]\n'
+   'n_inputs = 32\n'
+   'n_samples = 4\n',
+   ["md:## Exposure bias and diversity",
+    "ex_curves, ex_summary, diversity = studies.exposure_and_diversity(nb)\nex_summary.round(1)",
+    "fig = report.plot_exerror(ex_curves)\nreport.save_figure(fig, out, \"11_exerror\")\nfig",
+    "fig = report.plot_method_bars(diversity, \"distinct2\", \"distinct-2 of greedy test outputs (%)\", "
+    "\"Diversity of each method's outputs (higher = more diverse)\")\nreport.save_figure(fig, out, \"11_distinct2\")\nfig",
+    "div_table = diversity.groupby([\"task\", \"method\"])[[\"distinct1\", \"distinct2\"]].mean().round(2).reset_index()\n"
+    "rl_ex = ex_summary[ex_summary.method.str.startswith((\"llmr\", \"ketchup\"))]\n"
+    "div_ex = ex_summary[~ex_summary.method.str.startswith((\"llmr\", \"ketchup\", \"predistill\"))]\n"
+    "ex_line = (f\"Exposure bias (ExError% at the mean output length, mean over tasks): RL methods \"\n"
+    "           f\"{rl_ex.exerror_at_mean_len.mean():.1f}%, divergence methods {div_ex.exerror_at_mean_len.mean():.1f}%, \"\n"
+    "           f\"pre-distilled student {ex_summary[ex_summary.method == 'predistill'].exerror_at_mean_len.mean():.1f}%.\")\n"
+    "display(Markdown(ex_line))\ndiv_table",
+    "md:## Reward-hacking watch",
+    "watch = studies.reward_watch_runs(nb)\ncorr = studies.reward_watch_correlation(watch)\ncorr.round(3)",
+    "fig = report.plot_watch(watch)\nreport.save_figure(fig, out, \"11_reward_watch\")\nfig",
+    "watch_line = (f\"Reward-hacking watch: {int(watch['flag'].sum())} of {len(watch)} RL runs raised the greedy dev return \"\n"
+    "              f\"while the dev metric fell; correlation of return gain with metric gain across runs: \"\n"
+    "              + \", \".join(f\"{r.task} r = {r.pearson_r:.2f}\" for r in corr.itertuples()) + \".\")\n"
+    "display(Markdown(watch_line))",
+    "md:## Adaptive K",
+    "auto_results, auto_choice = studies.adaptive_k_study(nb)\n"
+    "auto_table, auto_numeric = report.main_table(auto_results)\n"
+    "display(auto_choice.round(2))\nauto_table",
+    "auto_lines = []\n"
+    "for r in auto_choice.itertuples():\n"
+    "    sub = auto_numeric[(auto_numeric.task == r.task) & (auto_numeric.metric == r.primary)].set_index(\"method\")\n"
+    "    a, f = sub.loc[\"ketchup_kauto\", \"mean\"], sub.loc[f\"ketchup_k{r.best_fixed_k}\", \"mean\"]\n"
+    "    auto_lines.append(f\"{r.task}: K=auto {a:.2f} vs best fixed K={r.best_fixed_k} (chosen on dev) {f:.2f} test \"\n"
+    "                      f\"{r.primary}; auto used K = {r.auto_mean_k:.1f} on average.\")\n"
+    "display(Markdown(\"\\n\".join(f\"* {x}\" for x in auto_lines)))",
+    "report.write_table(ex_summary.round(2), out, \"11_exerror\", caption=\"ExError% (seed 002) at lengths 5, 10, 20 and at the \"\n"
+    "                   \"mean output length; first seed of each method\", latex=False)\n"
+    "report.write_table(div_table, out, \"11_diversity\", caption=\"Distinct-1/2 of greedy test outputs, mean over seeds\", latex=False)\n"
+    "report.write_table(corr.round(3), out, \"11_reward_watch\", caption=\"Return gain vs metric gain across RL runs\", latex=False)\n"
+    "report.write_table(auto_table, out, \"11_adaptive_k\")\n"
+    "for name, df in ((\"11_exerror_curves\", ex_curves), (\"11_diversity_long\", diversity), (\"11_reward_watch_runs\", watch),\n"
+    "                 (\"11_adaptive_k_choice\", auto_choice)):\n"
+    "    df.to_csv(out / f\"{name}.csv\", index=False)\n"
+    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"headlines\": [ex_line, watch_line] + auto_lines,\n"
+    "          \"exerror\": ex_summary.to_dict(orient=\"records\"), \"reward_watch\": corr.to_dict(orient=\"records\"),\n"
+    "          \"adaptive_k\": auto_choice.to_dict(orient=\"records\"), \"flagged\": int(watch['flag'].sum()), \"rl_runs\": len(watch)}\n"
+    "atomic_write_json(out / \"11_diagnostics.json\", record)\nprint(record[\"headlines\"])"])
 
 print("wrote", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))

@@ -185,3 +185,12 @@ def test_brim_layer_has_seed001_tables_5_and_6(task, monkeypatch):
 def test_paper_main_results_uses_seed001_seeds(monkeypatch):
     monkeypatch.chdir(ROOT)
     assert load_any("params/paper/main_results.yaml").seeds == [19083, 34007, 84122, 310, 55080]
+
+
+def test_k_auto_and_its_grid_are_validated():
+    p = load_params(ROOT / "params/embedded/kit.yaml", **{"method": "ketchup", "rl.k": "auto"})
+    assert p.rl.k == "auto" and p.k_effective() == "auto" and 1 in p.rl.auto_k_grid
+    with pytest.raises(ParamsError, match="rl.k"):
+        load_params(ROOT / "params/embedded/kit.yaml", **{"rl.k": "banana"})
+    with pytest.raises(ParamsError, match="auto_k_grid"):
+        load_params(ROOT / "params/embedded/kit.yaml", **{"rl.auto_k_grid": [2, 4]})

@@ -571,3 +571,27 @@ def test_bootstrap_equals_an_explicit_teacher_optimal_continuation(k, tail):
     assert (drop[~ended] == 0).all() and torch.allclose(drop[ended], keep[ended])
     with pytest.raises(ValueError, match="truncated must be"):
         truncated_kstep_returns(q_sa, v, mask, ended, k, tail, "cut")
+
+
+# --------------------------------------------------------------------------- adaptive K
+def test_adaptive_k_follows_the_exact_bias_of_each_sequence():
+    from kdlib.returns import adaptive_k, kstep_returns_loop, kstep_returns_per_row
+
+    T = 20
+    mask = torch.ones(3, T, dtype=torch.bool)
+    v = torch.randn(3, T, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 5
+    q = v.clone()  # row 0: the student took the teacher's argmax everywhere (every gap 0)
+    q[1] = v[1] - 2.0  # row 1: large gaps everywhere
+    q[2, 10:] = v[2, 10:] - 0.05  # row 2: small gaps in the second half
+    k = adaptive_k(q, v, mask, grid=(1, 2, 4, 8, 16), tol=0.1)
+    assert k[0] == 16 and k[1] == 1  # no bias -> the largest K; any skipped gap too costly -> LLMR
+    assert 1 < k[2] <= 16
+    for row in range(3):  # the chosen K keeps the bias per token within tol, and the next K does not
+        G0 = kstep_returns_loop(q[row:row + 1], v[row:row + 1], mask[row:row + 1], 1)[0, 0]
+        chosen = kstep_returns_loop(q[row:row + 1], v[row:row + 1], mask[row:row + 1], int(k[row]))[0, 0]
+        assert (chosen - G0) / T <= 0.1 + 1e-12
+    got = kstep_returns_per_row(q, v, mask, k)
+    for row in range(3):
+        assert torch.allclose(got[row], kstep_returns_loop(q[row:row + 1], v[row:row + 1], mask[row:row + 1], int(k[row]))[0])
+    with pytest.raises(ValueError, match="must contain 1"):
+        adaptive_k(q, v, mask, grid=(2, 4))

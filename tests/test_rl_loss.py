@@ -57,3 +57,37 @@ def test_authors_code_switch_uses_clamp_tail_and_the_rho_weighted_signal():
     G1 = returns.kstep_returns(q, v, mask, 1) * mask
     b = returns.authors_code_baseline(logp.detach().exp() * G1, mask)
     assert torch.allclose(loss_mean, authors_code_pg_loss(logp, G1, mask, 50.0, baseline=b))
+
+
+def test_sampling_generators_live_on_the_accelerators_device(monkeypatch, tmp_path):
+    """Every sampled rollout used a CPU torch.Generator, which crashes torch.multinomial / rand on
+    CUDA logits: the REINFORCE and divergence families must build theirs on accelerator.device."""
+    from types import SimpleNamespace
+
+    from kdlib.config import load_params
+    from kdlib.experiment import _teacher_model, ensure_predistill
+    from kdlib.trainers import divergence as div_mod
+    from kdlib.trainers import rl as rl_mod
+    from kdlib.trainers.base import load_model, load_task_bundle, micro_generator
+
+    assert micro_generator(1, 2, 3, 0, "cpu").device.type == "cpu"
+    p = load_params("params/smoke/kit.yaml", cache_dir=str(tmp_path), **{"task.n_train": 32, "teacher.steps": 2,
+                                                                        "predistill.steps": 2})
+    pre = ensure_predistill(p)
+    task = load_task_bundle(p)
+    teacher = _teacher_model(p, task)
+    model = load_model(p, task, p.models.student, checkpoint=str(pre.best_dir))
+    seen = []
+
+    def spy(seed, step, micro, rank, device=None):  # None: the caller did not say where
+        seen.append(None if device is None else torch.device(device))
+        return micro_generator(seed, step, micro, rank, device or "cpu")
+
+    # "cpu:0" stands in for an accelerator: it differs from the default "cpu", so a family that
+    # does not pass its device is caught (a CUDA machine is not needed for that).
+    acc = SimpleNamespace(device=torch.device("cpu", 0), process_index=0, unwrap_model=lambda m: m)
+    monkeypatch.setattr(rl_mod, "micro_generator", spy)
+    monkeypatch.setattr(div_mod, "micro_generator", spy)
+    rl_mod.rl_micro_loss("llmr", teacher, task, p.rl, acc, 0)(model, [0, 1], 0, 0)
+    div_mod.divergence_micro_loss("js", teacher, task, [""] * 32, p.divergence, acc, 0)(model, [0, 1], 0, 0)
+    assert seen == [acc.device, acc.device]

@@ -137,3 +137,81 @@ def test_reward_watch_flags_a_return_that_rises_while_the_metric_falls():
     ter = [{"step": 0, "eval/return": 1.0, "eval/ter": 50.0}, {"step": 4, "eval/return": 2.0, "eval/ter": 55.0}]
     assert reward_watch(ter, "ter")["flag"]  # TER is lower-is-better: a rise is a fall in quality
     assert reward_watch(recs[:1], "rougeL") is None
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    from kdlib.config import OptimParams
+    from kdlib.trainers.base import lr_factor
+
+    o = OptimParams(lr=1.0, steps=10, warmup_steps=2, lr_schedule="linear")
+    f = [lr_factor(o, s) for s in range(10)]
+    assert f[0] == 0.5 and f[1] == 1.0 and f[2] == 1.0  # warm-up, then the decay starts from 1
+    assert all(a > b for a, b in zip(f[2:], f[3:])) and abs(f[-1] - 1 / 8) < 1e-12  # reaches 0 after `steps`
+    c = OptimParams(lr=1.0, steps=10, warmup_steps=2)
+    assert [lr_factor(c, s) for s in range(10)] == [0.5] + [1.0] * 9  # constant after the warm-up
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
+    import multiprocessing as mp
+    import time
+
+    from kdlib.runs import Run
+
+    run = Run(tmp_path, "t", "stage", {"a": 1})
+    ctx = mp.get_context("spawn")
+    with run.lock():
+        p = ctx.Process(target=_hold_lock, args=(str(tmp_path), str(tmp_path / "got")))
+        p.start()
+        time.sleep(1.5)
+        assert not (tmp_path / "got").exists()  # the second process waits while we hold the lock
+    p.join(20)
+    assert (tmp_path / "got").exists() and p.exitcode == 0
+
+
+def _hold_lock(cache, marker):
+    from pathlib import Path
+
+    from kdlib.runs import Run
+
+    with Run(cache, "t", "stage", {"a": 1}).lock():
+        Path(marker).write_text("ok")
+
+
+def test_sampled_return_uses_common_random_numbers(prepared, tmp_path):
+    """The same policy measured twice gives the same sampled return (the random numbers depend on
+    the seed only), so a start-vs-end difference is the policy's, not the sampling's."""
+    from kdlib.experiment import _teacher_model, load_run_model
+    from kdlib.trainers.base import load_task_bundle, sampled_return
+
+    cache = _copy(prepared, tmp_path)
+    p = _params(cache, method="predistill")
+    task = load_task_bundle(p)
+    teacher = _teacher_model(p, task)
+    student, _ = load_run_model(p, predistill_run(p))
+    a = sampled_return(student, task, "dev", 8, p, teacher, "cpu", seed=3)
+    b = sampled_return(student, task, "dev", 8, p, teacher, "cpu", seed=3)
+    c = sampled_return(student, task, "dev", 8, p, teacher, "cpu", seed=4)
+    assert a == b and a != c
+
+
+@pytest.mark.slow
+def test_same_machine_same_numbers_whatever_the_number_of_workers(tmp_path):
+    """The scheduler trains every run single-threaded in its own process, so a plan's numbers do
+    not depend on how many workers share the machine (nor on the order runs finish in)."""
+    import json
+
+    from kdlib.schedule import ensure
+
+    def targets(cache):
+        return [_params(cache, **{"task.name": t, "method": m, "seed": 7}) for t in ("mini-xsum", "mini-europarl")
+                for m in ("kl", "llmr", "ketchup")]
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    ensure(targets(a), workers=2, log=lambda s: None)
+    ensure(targets(b), workers=1, log=lambda s: None)
+    sa = {p.relative_to(a): json.loads(p.read_text()) for p in a.glob("runs/*/*/summary.json")}
+    sb = {p.relative_to(b): json.loads(p.read_text()) for p in b.glob("runs/*/*/summary.json")}
+    assert sa.keys() == sb.keys() and len(sa) == 2 * (1 + 1 + 3)  # teacher, pre-distilled student, 3 methods
+    for k in sa:
+        assert sa[k]["test"] == sb[k]["test"], k
+        assert sa[k]["dev"] == sb[k]["dev"], k

@@ -73,3 +73,18 @@ def test_format_mean_ci():
     assert format_mean_ci(28.5612, 0.3149) == "28.56 ± 0.31"
     assert format_mean_ci(1.0, 0.25, digits=1) == "1.0 ± 0.2"
     assert format_mean_ci(28.5612, float("nan")) == "28.56"
+
+
+def test_excess_error_percent_by_hand():
+    from kdlib.stats import excess_error_percent
+
+    ks = np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])  # student paths; the second ended after one step
+    ms = np.array([[1, 1, 1], [1, 0, 0]])
+    kt = np.array([[1.0, 0.5, 0.5]])
+    mt = np.array([[1, 1, 1]])
+    l, ex = excess_error_percent(ks, ms, kt, mt)
+    # D_s = mean([1, 2, 3], [3, 3, 3]) = [2, 2.5, 3]; D_t = [1, 1.5, 2]
+    assert l.tolist() == [1, 2, 3]
+    assert np.allclose(ex, [100.0, 100 * 1.0 / 1.5, 50.0])
+    _, same = excess_error_percent(kt, mt, kt, mt)
+    assert np.allclose(same, 0.0)  # no exposure bias when both follow the same trajectories

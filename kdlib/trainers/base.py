@@ -23,10 +23,11 @@ from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from kdlib import data as kdata
-from kdlib import metrics
+from kdlib import metrics, returns
 from kdlib.config import OptimParams, Params, params_hash
 from kdlib.engines import has_active_dropout  # noqa: F401  (re-exported for the families)
-from kdlib.evaluate import evaluate
+from kdlib.evaluate import evaluate, teacher_scores
+from kdlib.generation import generate
 from kdlib.models import (EncoderCache, build_model, encode_targets, encoder_states, is_tiny, load_head, load_hub_tokenizer,
                           load_or_train_tokenizer, load_pretrained, pad, save_checkpoint, tiny_arch)
 from kdlib.runs import Run, atomic_write_json, write_jsonl
@@ -252,6 +253,33 @@ def load_weights(model, folder) -> None:
     load_head(model, folder)  # a critic / reward head, if the model has one and the checkpoint too
 
 
+@torch.no_grad()
+def sampled_return(model, task: Task, split: str, n: int | None, params: Params, teacher, device,
+                   teacher_cache=None, seed: int = 0) -> float:
+    """Mean return (Eq. 10) of outputs SAMPLED at temperature 1 (``eval.sampled`` per input) on the
+    first ``n`` inputs of ``split``: the objective REINFORCE maximises, measured on fixed prompts.
+    The sampling generator is seeded by ``seed`` only, so two calls on different policies use the
+    same random numbers (common random numbers: their difference is not sampling noise)."""
+    n = task.split_size(split) if n is None else min(n, task.split_size(split))
+    k = params.eval.sampled
+    g = torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+    total, count = 0.0, 0
+    bs = max(1, params.eval.batch_size // k)
+    for lo in range(0, n, bs):
+        idx = [i for i in range(lo, min(n, lo + bs)) for _ in range(k)]
+        src, src_m = batch_src(task, split, idx, "student", device)
+        t_src, t_src_m = batch_src(task, split, idx, "teacher", device)
+        roll = generate(model, task.tok, src, src_m, arch=task.arch, max_new_tokens=task.max_target_len, do_sample=True,
+                        use_calculator=task.use_calculator, generator=g)
+        t_enc = None
+        if teacher_cache is not None:
+            t_enc, t_src_m = teacher_cache.get(idx)
+        q_sa, v, _ = teacher_scores(teacher, task.arch, t_src, t_src_m, roll.tokens, roll.mask, params.rl.normalize, t_enc)
+        total += float(returns.full_returns(q_sa, v, roll.mask)[:, 0].sum())
+        count += len(idx)
+    return total / max(1, count)
+
+
 def reward_watch(records: list[dict], primary: str) -> dict | None:
     """Reward-hacking watch (seed 000 Sec. 3.2): how the teacher-induced return of greedy dev
     outputs moved over training against the task metric, the output length and distinct-2, from
@@ -295,10 +323,20 @@ def make_optimizer(model, optim: OptimParams) -> torch.optim.Optimizer:
 MicroLoss = Callable[..., tuple[Tensor, dict]]  # (model, indices, step, micro) -> (loss, logs)
 
 
+def lr_factor(optim: OptimParams, step: int) -> float:
+    """The learning-rate multiplier of update ``step`` (0-based): linear warm-up over
+    ``warmup_steps`` updates, then constant or (``lr_schedule: linear``) a linear decay that
+    reaches 0 after ``steps`` updates, as transformers' ``get_linear_schedule_with_warmup``."""
+    if step < optim.warmup_steps:
+        return (step + 1) / max(1, optim.warmup_steps)
+    if optim.lr_schedule == "linear":
+        return max(0.0, (optim.steps - step) / max(1, optim.steps - optim.warmup_steps))
+    return 1.0
+
+
 def set_lr(opt, optim: OptimParams, step: int) -> None:
-    """Linear warm-up over ``warmup_steps`` optimiser updates, then constant (the paper's AdamW set-up)."""
     for g in opt.param_groups:
-        g["lr"] = optim.lr * min(1.0, (step + 1) / max(1, optim.warmup_steps))
+        g["lr"] = optim.lr * lr_factor(optim, step)
 
 
 def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, step: int, seed: int,
@@ -383,7 +421,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
 
     dev_cache = teacher_encoder_cache(params, task, teacher, "dev", params.eval.n_dev) if acc.is_main_process else None
 
-    def dev_eval(step: int) -> bool:
+    def dev_eval(step: int, last: bool = False) -> bool:
         """Score dev, keep the best checkpoint; True when the plateau rule says stop."""
         nonlocal best, best_step
         stop = False
@@ -394,6 +432,9 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
                 else:
                     m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev,
                                       dev_cache)
+                    if teacher is not None and params.eval.sampled and (step == 0 or last):
+                        m["sampled_return"] = sampled_return(acc.unwrap_model(model), task, "dev", params.eval.n_dev,
+                                                             params, teacher, dev, dev_cache, seed=seed)
             run.log({"step": step, **{f"eval/{k}": v for k, v in m.items()}})
             score = m[primary]
             # Ties go to the later checkpoint (it has trained more); matters when a metric is flat.
@@ -433,7 +474,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
             bar.set_postfix(loss=f"{logs['loss']:.3g}")
         report_progress(run, done, optim.steps)
         if done % optim.eval_every == 0 or done == optim.steps:
-            if dev_eval(done) and done < optim.steps:
+            if dev_eval(done, last=done == optim.steps) and done < optim.steps:
                 stopped_early = True
                 break
         if done % optim.checkpoint_every == 0 and done < optim.steps:

@@ -27,6 +27,7 @@ Rollouts cut at the length limit follow ``ppo.truncated`` (drop: no loss on them
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -188,9 +189,12 @@ def ppo_step_fn(method: Method, task: Task, pp: PPOParams, accelerator, seed: in
         return b
 
     def step_fn(model, opt, step: int, amp) -> dict:
+        t0 = time.perf_counter()
         b = rollout(model, step, amp)
+        t1 = time.perf_counter()
         with torch.no_grad(), amp():
             sc = method.scorer(b)
+        t2 = time.perf_counter()
         loss_mask = sc.loss_mask if sc.loss_mask is not None else b.action_mask
         if pp.truncated == "drop":
             loss_mask = loss_mask & b.ended[:, None]
@@ -234,7 +238,9 @@ def ppo_step_fn(method: Method, task: Task, pp: PPOParams, accelerator, seed: in
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_updates += 1
-        out = {**b.logs, **sc.logs, **{k: v / max(1, n_updates) for k, v in sums.items()}}
+        t3 = time.perf_counter()
+        out = {**b.logs, **sc.logs, **{k: v / max(1, n_updates) for k, v in sums.items()},
+               "time_rollout_s": t1 - t0, "time_score_s": t2 - t1, "time_update_s": t3 - t2}
         out["loss"] = out.get("policy_loss", 0.0) + pp.vf_coef * out.get("value_loss", 0.0)
         out["adv_mean"] = float((adv * loss_mask).sum() / loss_mask.sum().clamp(min=1))
         return out

@@ -30,9 +30,19 @@ from kdlib.models import forward_logits, token_logprobs
 from kdlib.trainers.base import MicroLoss, Task, batch_src, micro_generator, shared_encoder
 
 
+def method_k(method: str, q_sa, v, mask, rp: RLParams):
+    """K of the return estimator: 1 for LLMR and its baselines, ``rl.k`` for KETCHUP, or a (B,)
+    tensor of per-sequence K for ``rl.k: auto`` (kdlib.returns.adaptive_k)."""
+    if method != "ketchup":
+        return 1
+    if rp.k == "auto":
+        return returns.adaptive_k(q_sa, v, mask, tuple(rp.auto_k_grid), rp.auto_k_tol, tail=rp.tail)
+    return rp.k
+
+
 def estimate_returns(method: str, q_sa, v, mask, ended, rp: RLParams, student_logits=None, tokens=None):
     """The return each method multiplies with grad log pi (paper semantics). Shapes (B, T)."""
-    G = returns.truncated_kstep_returns(q_sa, v, mask, ended, rp.k if method == "ketchup" else 1, tail=rp.tail,
+    G = returns.truncated_kstep_returns(q_sa, v, mask, ended, method_k(method, q_sa, v, mask, rp), tail=rp.tail,
                                         truncated=rp.truncated)
     G = returns.clip_rewards(G, -rp.reward_clip, rp.reward_clip)
     counted = mask & ended[:, None] if rp.truncated == "drop" else mask  # baselines over the rollouts that count
@@ -50,7 +60,7 @@ def rl_loss(method: str, logp, q_sa, v, mask, action_mask, ended, rp: RLParams, 
     if rp.truncated == "drop":
         action_mask = action_mask & ended[:, None]
     if rp.compat == "authors_code":  # spec seed001_brim_extras.md Sec. 8.2: clamp tail, rho * G^, clip, scalar baseline
-        G = returns.truncated_kstep_returns(q_sa, v, mask, ended, rp.k if method == "ketchup" else 1, tail="clamp",
+        G = returns.truncated_kstep_returns(q_sa, v, mask, ended, method_k(method, q_sa, v, mask, rp), tail="clamp",
                                             truncated=rp.truncated) * mask
         b = None
         if method in ("llmr_mean", "llmr_minvar"):
@@ -99,7 +109,10 @@ def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, s
             true_G0 = returns.full_returns(q_sa, v, mask)[:, 0]  # Eq. (10) of each rollout
             n_tok = mask.sum().clamp(min=1)
             kl = ((logp.detach() - t_logp) * mask).sum() / n_tok  # MC estimate of KL(pi || p_teacher) per token
-        return loss, {"return": float(true_G0.mean()), "kl": float(kl), "eos_rate": float(roll.ended.float().mean()),
-                      "length": float(mask.sum(1).float().mean()), "G_mean": float((G.sum() / n_tok))}
+        info = {"return": float(true_G0.mean()), "kl": float(kl), "eos_rate": float(roll.ended.float().mean()),
+                "length": float(mask.sum(1).float().mean()), "G_mean": float((G.sum() / n_tok))}
+        if method == "ketchup" and rp.k == "auto":
+            info["k_mean"] = float(method_k(method, q_sa, v, mask, rp).float().mean())
+        return loss, info
 
     return micro_loss
