@@ -521,7 +521,9 @@ def rd_paired(results: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
             continue
         d = 100.0 * (vecs[a] - vecs[b])
         lo, hi = bootstrap_ci(d)
-        out.append({**dict(zip(keys, key)), "comparison": f"{a} - {b}", "diff": float(d.mean()), "low": lo, "high": hi,
+        diff = float(d.mean())
+        diff = 0.0 if abs(diff) < 1e-9 else diff  # seed averages can leave -1e-15 where the rows tie
+        out.append({**dict(zip(keys, key)), "comparison": f"{a} - {b}", "diff": diff, "low": lo, "high": hi,
                     "n": int(d.size)})
     return pd.DataFrame(out)
 
