@@ -42,7 +42,12 @@ PPO_METHODS = ("llmr_ppo", "ketchup_ppo")  # seed 001 App. D: PPO with a critic 
 CMDP_METHODS = ("cmdp", "grpo", "gkd_grpo", "gkd", "minillm")
 CMDP_STAGES = ("cmdp_start", "cmdp_teacher") + CMDP_METHODS  # the start student, the teacher's evaluation
 MATH_TASKS = ("mini-gsm8k", "gsm8k")  # seed 004 is math-only, as the paper
-METHODS = ("teacher", "zeroshot", "predistill") + DIVERGENCE_METHODS + RL_METHODS + PPO_METHODS + CMDP_STAGES
+# Seed 003 ("Distill not only data but also rewards", notebook 07): the stages of its pipeline
+# (kdlib.reward_distill), each one a params.method. The method needs an extractable final answer
+# (majority voting, Eq. (7)), so it runs on the arithmetic tasks only.
+RD_STAGES = ("rd_samples", "rd_sft", "rd_student_samples", "rd_rm", "rd_ppo", "rd_eval")
+RD_TASKS = ("mini-gsm8k", "gsm8k")
+METHODS = ("teacher", "zeroshot", "predistill") + DIVERGENCE_METHODS + RL_METHODS + PPO_METHODS + CMDP_STAGES + RD_STAGES
 
 
 class ParamsError(ValueError):
@@ -465,6 +470,112 @@ class ConstrainedKDParams(PPOParams):
         return _pos(v)
 
 
+def _rd_optim(**kw):
+    return Field(default_factory=lambda: OptimParams(**kw))
+
+
+class RewardDistillParams(_Strict):
+    """Seed 003's pipeline (kdlib.reward_distill; spec seeds003_004 Part A). Defaults are the
+    paper's values where it states them (Sec. 3-4, App. B.2; A3 of the spec), [choice] where not.
+
+    Step 1, teacher sampling: each of the first ``n_questions`` train questions is answered (by the
+    teacher, or with ``sampler: predistill`` by the pre-distilled student: a weaker teacher at no
+    extra training cost, for Figs. 3-4) at
+    every ``high_temperatures`` entry ``n_high`` times (temperature 0 is decoded once and counted
+    ``n_high`` times) and at every ``low_temperatures`` entry ``n_low`` times. Step 2: voting over
+    the high-confidence answers with ``vote_threshold``. Step 3: SFT on the agreeing answers
+    (``sft_data: voted``, S_warmup) or on all of them (``all``: the SFT baseline), from the
+    pre-distilled student (``student_init: predistill``, the embedded stand-in for a pretrained
+    base) or from ``models.student`` as loaded (``base``: a hub model, or a fresh tiny one).
+    Steps 4-5: ``student_samples`` samples of S_warmup at ``student_temperature``; D_R triplets
+    with ``m_max`` and ``teacher_ratio``, split by question into RM train/val/test. Step 6: the
+    reward model (``rm_data: student`` = Eq. (6) with ``lam``; ``teacher`` = Table 4's RM on
+    teacher answers only, Eq. (4)). Steps 8-9: PPO (the ``ppo:`` section) with Eq. (7)'s shaping
+    (``min0`` or Fig. 7's ``minus1``), from S_warmup (``policy_init: warmup``) or from the SFT
+    start point (``base``: "Ours w/o D"). ``rd_eval`` scores the run of stage ``eval_target`` on
+    the evaluation set ``eval_set`` (GSM-Plus style)."""
+
+    sampler: Literal["teacher", "predistill"] = "teacher"  # who answers in Step 1 (predistill: a weaker, smaller "teacher")
+    n_questions: Optional[StrictInt] = None  # None: every train question
+    high_temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3])  # Sec. 4.1
+    n_high: StrictInt = 5
+    low_temperatures: list[float] = Field(default_factory=lambda: [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    n_low: StrictInt = 5
+    vote_threshold: float = 0.7  # sh, Sec. 3.1 (strict ">")
+    sample_chunk: StrictInt = 64  # questions per generation chunk (x samples per temperature = one batch); part of the key
+    student_init: Literal["predistill", "base"] = "predistill"
+    sft_data: Literal["voted", "all"] = "voted"
+    dedupe: StrictBool = False  # [choice A7.6] keep duplicate (q, a) pairs in D_sft
+    sft: OptimParams = _rd_optim(lr=5e-6, batch_size=84, steps=14000, eval_every=100, patience=5)  # App. B.2
+    student_samples: StrictInt = 30  # Sec. 3.3
+    sample_shards: StrictInt = 1  # student sampling split into this many runs (the scheduler runs them in parallel)
+    sample_shard: Optional[StrictInt] = None  # set by the stage graph: which shard an rd_student_samples run is
+    student_temperature: float = 0.7
+    m_max: StrictInt = 4  # [choice A7.7] triplets per question
+    teacher_ratio: float = 1.0  # Fig. 6: teacher positives per student positive
+    rm_val_fraction: float = 0.1  # [choice] D_R split by question
+    rm_test_fraction: float = 0.1  # [choice] held-out triplets of Table 3 / Fig. 6
+    rm_data: Literal["student", "teacher"] = "student"
+    lam: float = 0.5  # Eq. (6)
+    rm: OptimParams = _rd_optim(lr=5e-5, batch_size=48, steps=1200, eval_every=100, patience=3)  # App. B.2
+    shaping: Literal["min0", "minus1"] = "min0"  # Eq. (7) / Fig. 7's "Minus"
+    no_answer_reward: float = -5.0  # Eq. (7)
+    policy_init: Literal["warmup", "base"] = "warmup"
+    eval_target: Literal["teacher", "zeroshot", "predistill", "rd_sft", "rd_ppo"] = "rd_ppo"
+    eval_set: str = "mini-gsm-plus"
+    eval_n: Optional[StrictInt] = None  # None: the set's default size
+
+    @field_validator("high_temperatures", "low_temperatures")
+    @classmethod
+    def _temps(cls, v):
+        for t in v:
+            if t < 0:
+                raise ValueError(f"temperatures must be >= 0, got {t}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"temperatures must be distinct, got {v}")
+        return v
+
+    @field_validator("n_questions", "n_high", "n_low", "sample_chunk", "student_samples", "m_max", "eval_n",
+                     "sample_shards")
+    @classmethod
+    def _p(cls, v):
+        return _pos(v)
+
+    @field_validator("vote_threshold", "rm_val_fraction", "rm_test_fraction")
+    @classmethod
+    def _unit(cls, v):
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"must be in [0, 1), got {v}")
+        return v
+
+    @field_validator("teacher_ratio", "student_temperature")
+    @classmethod
+    def _pos_f(cls, v):
+        return _pos(v)
+
+    @field_validator("lam")
+    @classmethod
+    def _lam(cls, v):
+        return _nonneg(v)
+
+    @field_validator("eval_set")
+    @classmethod
+    def _eval_set(cls, v):
+        if v not in EVAL_SETS:
+            raise ValueError(f"unknown evaluation set {v!r}; known: {', '.join(EVAL_SETS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _splits(self):
+        if self.rm_val_fraction + self.rm_test_fraction >= 1.0:
+            raise _FieldError("rm_test_fraction", "rm_val_fraction + rm_test_fraction must stay below 1")
+        if not self.high_temperatures:
+            raise _FieldError("high_temperatures", "voting needs at least one high-confidence temperature")
+        if self.sample_shard is not None and not 0 <= self.sample_shard < self.sample_shards:
+            raise _FieldError("sample_shard", f"must be in [0, sample_shards = {self.sample_shards})")
+        return self
+
+
 class EvalParams(_Strict):
     batch_size: StrictInt = 64
     n_dev: Optional[StrictInt] = 200  # dev examples used for model selection (None = all)
@@ -524,6 +635,7 @@ class Params(_Strict):
     cmdp: ConstrainedKDParams = Field(default_factory=ConstrainedKDParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     judge: JudgeParams = Field(default_factory=JudgeParams)
+    rd: RewardDistillParams = Field(default_factory=RewardDistillParams)  # seed 003 (notebook 07)
     # Per-task settings, applied when task.name matches (e.g. GSM8K's own Table 5 values):
     # {"mini-gsm8k": {"teacher.steps": 2000}}. Explicit overrides still win.
     task_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -556,6 +668,16 @@ class Params(_Strict):
         if self.method in PPO_METHODS and self.ppo.grad_accum != 1:
             raise _FieldError("ppo.grad_accum", "a PPO iteration already takes epochs x minibatches updates; "
                               "grad_accum must be 1 (scale batch_size or minibatches instead)")
+        if self.method in RD_STAGES and self.task.name not in RD_TASKS:
+            raise _FieldError("task.name", f"seed 003's reward distillation needs an extractable final answer "
+                              f"(majority voting, Eq. (7)); it runs on {', '.join(RD_TASKS)} only, not on "
+                              f"{self.task.name!r} (no adaptation to free-text tasks is offered)")
+        if self.method == "rd_ppo" and self.ppo.grad_accum != 1:
+            raise _FieldError("ppo.grad_accum", "a PPO iteration already takes epochs x minibatches updates; "
+                              "grad_accum must be 1 (scale batch_size or minibatches instead)")
+        if self.method == "rd_ppo" and (self.ppo.batch_size * self.ppo.group_size) % self.ppo.minibatches:
+            raise _FieldError("ppo.minibatches", f"batch_size x group_size = {self.ppo.batch_size * self.ppo.group_size} "
+                              f"rollouts do not split into {self.ppo.minibatches} equal minibatches")
         if self.method in PPO_METHODS and (self.ppo.batch_size * self.ppo.group_size) % self.ppo.minibatches:
             raise _FieldError("ppo.minibatches", f"batch_size x group_size = {self.ppo.batch_size * self.ppo.group_size} "
                               f"rollouts do not split into {self.ppo.minibatches} equal minibatches")
@@ -720,6 +842,92 @@ class PPOStudyParams(NotebookParams):
         return _check_ks([v])[0]
 
 
+class RewardDistillStudyParams(NotebookParams):
+    """Notebook 07 (seed 003, kdlib.reward_distill): Tables 2-4 and Figs. 3-7.
+
+    ``teachers`` / ``students``: display label -> kit overrides (``models.teacher`` etc.). Every
+    teacher samples and votes (Figs. 3-4); the full pipeline (Table 2) runs for each of
+    ``pipeline_teachers`` (None: the first teacher) x every student, with ``pair_overrides``
+    (``"<teacher label>|<student label>"`` -> kit overrides: the paper's per-pair batch sizes).
+    The ablations (Table 4, Figs. 5-7) use the first pipeline pair, as the paper does (70B -> 1B).
+    ``seeds`` are the PPO seeds of "Ours"; the ablation PPO runs use the first ``ablation_seeds``."""
+
+    notebook: Literal["07_reward_distill"] = "07_reward_distill"
+    tasks: list[str] = Field(default_factory=lambda: ["mini-gsm8k"])
+    teachers: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"teacher": {}})
+    pipeline_teachers: Optional[list[str]] = None
+    students: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"student": {}})
+    pair_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    eval_sets: list[str] = Field(default_factory=lambda: ["mini-gsm-plus"])
+    lambdas: list[float] = Field(default_factory=lambda: [0.0, 0.5, 2.0])  # Fig. 5
+    teacher_ratios: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])  # Fig. 6
+    ablation_seeds: StrictInt = 1
+    wod_overrides: dict[str, Any] = Field(default_factory=lambda: {"ppo.kl_coef": 0.1})  # "Ours w/o D", App. B.2
+
+    @field_validator("tasks")
+    @classmethod
+    def _rd_tasks(cls, v):
+        for t in v:
+            if t not in RD_TASKS:
+                raise ValueError(f"seed 003's reward distillation needs an extractable final answer (majority "
+                                 f"voting, Eq. (7)): it runs on {', '.join(RD_TASKS)} only, not on {t!r}")
+        return v
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _eval_sets(cls, v):
+        for e in v:
+            if e not in EVAL_SETS:
+                raise ValueError(f"unknown evaluation set {e!r}; known: {', '.join(EVAL_SETS)}")
+        return v
+
+    @field_validator("teachers", "students")
+    @classmethod
+    def _nonempty(cls, v):
+        if not v:
+            raise ValueError("at least one entry")
+        return v
+
+    @field_validator("lambdas")
+    @classmethod
+    def _lams(cls, v):
+        for x in v:
+            _nonneg(x)
+        return v
+
+    @field_validator("teacher_ratios")
+    @classmethod
+    def _ratios(cls, v):
+        for x in v:
+            _pos(x)
+        return v
+
+    @field_validator("ablation_seeds")
+    @classmethod
+    def _abl(cls, v):
+        return _pos(v)
+
+    @model_validator(mode="after")
+    def _names(self):
+        for t in self.pipeline_teachers or []:
+            if t not in self.teachers:
+                raise _FieldError("pipeline_teachers", f"{t!r} is not one of teachers ({', '.join(self.teachers)})")
+        for pair in self.pair_overrides:
+            t, _, s = pair.partition("|")
+            if t not in self.teachers or s not in self.students:
+                raise _FieldError("pair_overrides", f"{pair!r} must be '<teacher label>|<student label>' of "
+                                  f"teachers ({', '.join(self.teachers)}) and students ({', '.join(self.students)})")
+        return self
+
+    def kit_override_sets(self) -> list[tuple[str, dict]]:
+        """(field, kit overrides) of every variant this notebook trains, validated with the kit params."""
+        out = [(f"teachers.{k}", v) for k, v in self.teachers.items()]
+        out += [(f"students.{k}", v) for k, v in self.students.items()]
+        out += [(f"pair_overrides.{k}", v) for k, v in self.pair_overrides.items()]
+        out.append(("wod_overrides", self.wod_overrides))
+        return [(f, {"task.name": t, **v}) for t in self.tasks for f, v in out]
+
+
 class GradientVarianceParams(NotebookParams):
     """Notebook 09: the variance of the policy GRADIENT under K-step returns, measured directly
     (issue 13), for the students of Figure 2 (pre-distillation stopped after ``student_steps``)."""
@@ -855,6 +1063,7 @@ NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "04_model_size": ModelSizeParams,
     "05_llm_eval": LLMEvalParams,
     "06_ppo": PPOStudyParams,
+    "07_reward_distill": RewardDistillStudyParams,
     "08_constrained_kd": ConstrainedKDStudyParams,
     "09_gradient_variance": GradientVarianceParams,
     "10_decoder_only": DecoderOnlyParams,
@@ -999,6 +1208,11 @@ def _notebook_params(raw: dict, path: str, base: Path) -> NotebookParams:
         load_params(*files, **nb.overrides)
     except ParamsError as e:
         raise ParamsError(f"{path} (through params_files/overrides):\n{e}") from None
+    for field, extra in getattr(nb, "kit_override_sets", lambda: [])():  # per-variant kit overrides
+        try:
+            load_params(*files, **{**nb.overrides, **extra})
+        except ParamsError as e:
+            raise ParamsError(f"{path}: field '{field}':\n{e}") from None
     return nb
 
 

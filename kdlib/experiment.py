@@ -299,3 +299,8 @@ def load_run_model(p: Params, run: Run, which: str = "best"):
     task = load_task_bundle(p)
     spec = p.models.teacher if run.stage == "teacher" else p.models.student
     return load_model(p, task, spec, checkpoint=str(run.best_dir if which == "best" else run.last_dir)), task
+
+
+# Seed 003's stages (rd_samples ... rd_eval) register themselves here, so that every process that
+# imports the experiment layer (the scheduler's workers included) knows them.
+from kdlib import reward_distill  # noqa: E402,F401

@@ -33,7 +33,9 @@ __all__ = [
     "select_failed",
     "RMTriplet",
     "build_rm_triplets",
+    "build_teacher_triplets",
     "split_questions",
+    "label_quality",
     "SHAPING_MODES",
     "shaped_reward",
 ]
@@ -250,6 +252,75 @@ def build_rm_triplets(
         for k in range(max(m_q, n_T)):
             i_p, i_n, i_t = pos_draw[k % m_q], neg_draw[k % m_q], t_draw[k % n_T]
             out.append(RMTriplet(qid, questions[qid], t_resp[i_t], s_resp[i_p], s_resp[i_n], y_star, s_ans[i_n]))
+    return out
+
+
+def build_teacher_triplets(
+    questions: Sequence[str],
+    teacher_responses: Sequence[Sequence[str]],
+    teacher_answers: Sequence[Sequence[Answer]],
+    y_stars: Sequence[Answer],
+    m_max: int = 4,
+    seed: int = 0,
+) -> list[RMTriplet]:
+    """Table 4's reward-model data from TEACHER answers only (seed 003 Sec. 4.3, "RM trained on the
+    teacher's responses with L_cls"): per labelled question, ``m_q = min(floor(|T+| / 2), |T-|, m_max)``
+    items ``(T+, T+', T-)`` drawn without replacement (T+ / T- the teacher responses whose answer is /
+    is not y*), in the field order of :class:`RMTriplet` (``teacher_pos``, ``student_pos`` = a second
+    teacher positive, ``student_neg`` = a teacher negative), so Eq. (4)'s labels z = [1, 1, 0] apply
+    unchanged: 2 positives per negative, as in the student triplets. Questions without a y* or
+    without a teacher negative give nothing. Seeded per question like :func:`build_rm_triplets`.
+    """
+    _check_parallel(questions=questions, teacher_responses=teacher_responses, teacher_answers=teacher_answers,
+                    y_stars=y_stars)
+    if isinstance(m_max, bool) or not isinstance(m_max, int) or m_max < 1:
+        raise ValueError(f"m_max must be an int >= 1, got {m_max!r}")
+    out: list[RMTriplet] = []
+    for qid, (q, resp, ans, y_star) in enumerate(zip(questions, teacher_responses, teacher_answers, y_stars)):
+        if y_star is None:
+            continue
+        _check_parallel(teacher_responses=resp, teacher_answers=ans)
+        lab = label_responses(ans, y_star)
+        pos = [i for i, z in enumerate(lab) if z]
+        neg = [i for i, z in enumerate(lab) if not z]
+        m_q = min(len(pos) // 2, len(neg), m_max)
+        if m_q == 0:
+            continue
+        rng = random.Random(f"teacher:{seed}:{qid}")
+        pos_draw = rng.sample(pos, 2 * m_q)
+        neg_draw = rng.sample(neg, m_q)
+        for k in range(m_q):
+            i_a, i_b, i_n = pos_draw[2 * k], pos_draw[2 * k + 1], neg_draw[k]
+            out.append(RMTriplet(qid, q, resp[i_a], resp[i_b], resp[i_n], y_star, ans[i_n]))
+    return out
+
+
+def label_quality(answers: Sequence[Sequence[Answer]], y_stars: Sequence[Answer], truths: Sequence[Answer]) -> dict:
+    """Pseudo-label quality against the ground truth (seed 003 Fig. 3-4), over Q questions.
+
+    ``answers[i]``: the extracted answers of question i's teacher responses (each response once,
+    the greedy one with its multiplicity); ``y_stars[i]``: the vote (None: D_fail); ``truths[i]``:
+    the true answer. Returns counts and shares: ``n_questions``, ``n_fail``, ``share_fail``
+    (|D_fail| / |D|, Fig. 3); ``label_accuracy`` (share of labelled questions whose y* is the true
+    answer); and over the responses of labelled questions the 2 x 2 confusion of the pseudo-label
+    (labelled correct = answer == y*) against the truth (answer == true answer), Fig. 4:
+    ``labelled_correct_true``, ``labelled_correct_false``, ``labelled_incorrect_true``,
+    ``labelled_incorrect_false`` (counts), and ``precision`` (truly correct among labelled correct).
+    """
+    _check_parallel(answers=answers, y_stars=y_stars, truths=truths)
+    out = {"n_questions": len(y_stars), "n_fail": sum(y is None for y in y_stars)}
+    labelled = [(a, y, t) for a, y, t in zip(answers, y_stars, truths) if y is not None]
+    out["share_fail"] = out["n_fail"] / len(y_stars) if y_stars else float("nan")
+    out["label_accuracy"] = (sum(y == t for _, y, t in labelled) / len(labelled)) if labelled else float("nan")
+    c = {"labelled_correct_true": 0, "labelled_correct_false": 0, "labelled_incorrect_true": 0,
+         "labelled_incorrect_false": 0}
+    for ans, y, t in labelled:
+        for a, lab in zip(ans, label_responses(ans, y)):
+            true = a is not None and a == t
+            c[f"labelled_{'correct' if lab else 'incorrect'}_{'true' if true else 'false'}"] += 1
+    out.update(c)
+    n_pos = c["labelled_correct_true"] + c["labelled_correct_false"]
+    out["precision"] = c["labelled_correct_true"] / n_pos if n_pos else float("nan")
     return out
 
 

@@ -99,6 +99,27 @@ def test_05_llm_eval(env):
     assert "surrogate" in (out / "05_table2.md").read_text()
 
 
+def test_07_reward_distill(env):
+    out = _run("07_reward_distill", env)
+    rec = json.loads((out / "07_reward_distill.json").read_text())
+    rows = {(r["row"], r["eval"]) for r in rec["table2"]}
+    for row in ("teacher", "zeroshot", "predistill", "sft_all", "sft_voted", "wod", "ours"):
+        assert (row, "mini-gsm8k") in rows and (row, "mini-gsm-plus") in rows
+    assert {("ppo_teacherrm", "mini-gsm8k"), ("minus1", "mini-gsm8k")} <= rows
+    assert all(_finite(r["mean"]) for r in rec["table2"])
+    ours = next(r for r in rec["table2"] if r["row"] == "ours" and r["eval"] == "mini-gsm8k")
+    assert ours["seeds"] == 2  # the smoke params' two PPO seeds
+    assert {r["variant"] for r in rec["rm"]} == {"rm", "rm_lambda", "rm_ratio", "rm_teacher"}
+    assert len(rec["labels"]) == 3 and all(0 <= r["share_fail"] <= 1 for r in rec["labels"])  # one per teacher
+    assert rec["headlines"] and any("ordering" in h for h in rec["headlines"])
+    for f in ("07_table2.md", "07_table2_paper.md", "07_table3.md", "07_table4.md", "07_figure3_dfail.png",
+              "07_figure4_label_quality.png", "07_figure5_lambda.png", "07_figure6_ratio.png", "07_figure7_shaping.png"):
+        assert (out / f).stat().st_size > 0
+    # the method needs an extractable final answer: a free-text task is refused before any compute
+    with pytest.raises(papermill.PapermillExecutionError, match="extractable final answer"):
+        _run("07_reward_distill", env, tasks=["mini-xsum"])
+
+
 def test_08_constrained_kd(env):
     out = _run("08_constrained_kd", env)
     rec = json.loads((out / "08_constrained_kd.json").read_text())

@@ -12,6 +12,8 @@ from kdlib.pseudolabel import (
     GREEDY_COUNT,
     build_rm_triplets,
     build_sft_set,
+    build_teacher_triplets,
+    label_quality,
     expand_counts,
     high_confidence_pool,
     label_responses,
@@ -200,3 +202,36 @@ def test_shaped_reward_vectorised():
         shaped_reward(has_answer, correct, has_ystar, r, mode="minus")
     with pytest.raises(ValueError):
         shaped_reward(has_answer[:2], correct, has_ystar, r)
+
+
+# ----------------------------------------------------------------------------------------
+# Table 4's teacher-only RM data; Fig. 3-4's pseudo-label quality
+# ----------------------------------------------------------------------------------------
+def test_build_teacher_triplets_two_positives_per_negative():
+    resp = [["p1", "p2", "p3", "p4", "p5", "n1"], ["a", "b"], ["x", "y", "z"]]
+    ans = [["7", "7", "7", "7", "7", "8"], ["1", "1"], [None, "3", "3"]]
+    out = build_teacher_triplets(["q0", "q1", "q2"], resp, ans, ["7", "1", None], m_max=4, seed=0)
+    # q0: |T+| = 5, |T-| = 1 -> m = min(2, 1) = 1; q1: no negative; q2: D_fail (no y*)
+    assert len(out) == 1
+    t = out[0]
+    assert t.qid == 0 and t.teacher_pos != t.student_pos and {t.teacher_pos, t.student_pos} <= set(resp[0][:5])
+    assert t.student_neg == "n1" and t.y_star == "7" and t.y_neg == "8"
+    many = build_teacher_triplets(["q"], [["p"] * 6 + ["n", "m", "o"]], [["7"] * 6 + ["1", None, "2"]], ["7"], m_max=2)
+    assert len(many) == 2 and all(x.student_neg in ("n", "m", "o") for x in many)  # min(3, 3, m_max = 2)
+    assert build_teacher_triplets(["q"], [["p"] * 6 + ["n"]], [["7"] * 6 + ["1"]], ["7"], seed=3) == \
+        build_teacher_triplets(["q"], [["p"] * 6 + ["n"]], [["7"] * 6 + ["1"]], ["7"], seed=3)
+
+
+def test_label_quality_counts_the_2x2_confusion_against_the_truth():
+    answers = [["7", "7", "8", None], ["5", "5"], ["1", "2"]]
+    y_stars = ["7", "6", None]  # q1's label is wrong (the truth is 5); q2 is in D_fail
+    truths = ["7", "5", "1"]
+    q = label_quality(answers, y_stars, truths)
+    assert q["n_questions"] == 3 and q["n_fail"] == 1 and math.isclose(q["share_fail"], 1 / 3)
+    assert q["label_accuracy"] == 0.5
+    assert (q["labelled_correct_true"], q["labelled_correct_false"]) == (2, 0)
+    # labelled incorrect: "8" and None (truly wrong) of q0; "5", "5" of q1 (truly right)
+    assert (q["labelled_incorrect_true"], q["labelled_incorrect_false"]) == (2, 2)
+    assert q["precision"] == 1.0
+    empty = label_quality([[None]], [None], ["1"])
+    assert empty["share_fail"] == 1.0 and math.isnan(empty["label_accuracy"]) and math.isnan(empty["precision"])

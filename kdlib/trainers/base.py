@@ -364,9 +364,21 @@ def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, s
 StepFn = Callable[..., dict]  # (model, opt, step, amp) -> logs: one whole training step of its own
 
 
+@dataclass
+class Evaluator:
+    """Model selection for a family whose model is not scored by greedy decoding (a reward model,
+    seed 003): ``score(model, split)`` returns the metrics of ``split`` ("dev" for selection, "test"
+    for the summary), ``primary`` names the one the best checkpoint is chosen on (higher is better
+    unless kdlib.metrics.HIGHER_IS_BETTER says otherwise), ``cis(model)`` the test CIs (optional)."""
+
+    primary: str
+    score: Callable[[object, str], dict]
+    cis: Callable[[object], dict] | None = None
+
+
 def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model, micro_loss: MicroLoss | None = None,
               seed: int, teacher=None, n_train: int | None = None, extra_summary: dict | None = None,
-              step_fn: StepFn | None = None) -> dict:
+              step_fn: StepFn | None = None, evaluator: Evaluator | None = None) -> dict:
     """Train ``model`` with ``micro_loss`` and finish ``run``; returns its summary.
 
     Every ``optim.eval_every`` steps (and at step 0) the dev split is decoded greedily; the best
@@ -377,7 +389,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     DDP when there are several processes), so gradients are averaged across processes. A family
     whose step is more than one update (PPO: rollout, then epochs of minibatch updates) passes
     ``step_fn(model, opt, step, amp)`` instead, which performs the whole step and returns its logs;
-    the learning-rate schedule is set before it is called.
+    the learning-rate schedule is set before it is called. ``evaluator`` replaces the greedy-decoding
+    dev/test evaluation (a model that is not a generator, e.g. a reward model).
     """
     if (micro_loss is None) == (step_fn is None):
         raise ValueError("train_run needs exactly one of micro_loss and step_fn")
@@ -389,7 +402,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     model.to(dev)
     opt = make_optimizer(model, optim)
     step0, best, best_step = 0, None, -1
-    higher = metrics.HIGHER_IS_BETTER.get(task.primary, True)
+    primary = evaluator.primary if evaluator is not None else task.primary
+    higher = metrics.HIGHER_IS_BETTER.get(primary, True)
     rule = PlateauRule(optim.patience, optim.min_delta, optim.eval_every, higher)
     state = run.resume_state()
     if state is not None:  # resume: weights, optimiser and counters of the last checkpoint
@@ -413,12 +427,16 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
         stop = False
         if acc.is_main_process:
             with amp():
-                m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev, dev_cache)
-                if teacher is not None and params.eval.sampled and (step == 0 or last):
-                    m["sampled_return"] = sampled_return(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params,
-                                                         teacher, dev, dev_cache, seed=seed)
+                if evaluator is not None:
+                    m = evaluator.score(acc.unwrap_model(model), "dev")
+                else:
+                    m, _ = eval_split(acc.unwrap_model(model), task, "dev", params.eval.n_dev, params, teacher, dev,
+                                      dev_cache)
+                    if teacher is not None and params.eval.sampled and (step == 0 or last):
+                        m["sampled_return"] = sampled_return(acc.unwrap_model(model), task, "dev", params.eval.n_dev,
+                                                             params, teacher, dev, dev_cache, seed=seed)
             run.log({"step": step, **{f"eval/{k}": v for k, v in m.items()}})
-            score = m[task.primary]
+            score = m[primary]
             # Ties go to the later checkpoint (it has trained more); matters when a metric is flat.
             if best is None or (score >= best if higher else score <= best):
                 best, best_step = score, step
@@ -476,16 +494,21 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     summary = {}
     if acc.is_main_process:
         with amp():
-            m_test, preds = eval_split(final, task, "test", params.eval.n_test, params, teacher, dev)
-        write_test_outputs(run, task, preds)
-        dev_best = next((r for r in reversed(run.metrics()) if r.get("step") == best_step and f"eval/{task.primary}" in r), {})
-        summary = {"task": task.name, "kind": task.kind, "primary": task.primary, "best_step": best_step,
+            if evaluator is not None:
+                m_test = evaluator.score(final, "test")
+                test_ci = evaluator.cis(final) if evaluator.cis is not None else {}
+            else:
+                m_test, preds = eval_split(final, task, "test", params.eval.n_test, params, teacher, dev)
+                write_test_outputs(run, task, preds)
+                test_ci = test_cis(task, preds, params)
+        dev_best = next((r for r in reversed(run.metrics()) if r.get("step") == best_step and f"eval/{primary}" in r), {})
+        summary = {"task": task.name, "kind": task.kind, "primary": primary, "best_step": best_step,
                    "steps": optim.steps, "stopped_at": done, "stop_reason": "plateau" if stopped_early else "steps",
                    "converged": bool(converged), "last_improvement": rule.last_improvement,
                    "plateau_rule": {"patience": optim.patience, "min_delta": optim.min_delta, "eval_every": optim.eval_every},
                    "best_is_start": best_step == 0 and optim.steps > 0, "seed": seed, "time_s": round(time.time() - t0, 2),
                    "dev": {k[5:]: v for k, v in dev_best.items() if k.startswith("eval/")}, "test": m_test,
-                   "test_ci": test_cis(task, preds, params), "reward_watch": reward_watch(run.metrics(), task.primary),
+                   "test_ci": test_ci, "reward_watch": reward_watch(run.metrics(), primary),
                    **(extra_summary or {})}
         run.finish(summary)
     acc.wait_for_everyone()

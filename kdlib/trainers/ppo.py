@@ -158,17 +158,22 @@ def prepare_policy(model, method: Method, pp: PPOParams):
 
 
 # ----------------------------------------------------------------------------- the loop
-def ppo_step_fn(method: Method, task: Task, pp: PPOParams, accelerator, seed: int, reference=None):
-    """The harness ``step_fn`` of one PPO/GRPO iteration (see the module docstring)."""
+def ppo_step_fn(method: Method, task: Task, pp: PPOParams, accelerator, seed: int, reference=None,
+                prompts: list[int] | None = None):
+    """The harness ``step_fn`` of one PPO/GRPO iteration (see the module docstring). ``prompts``:
+    the train indices the prompts are drawn from (default: every train example; seed 003 trains on
+    D_R plus D_fail only)."""
     dev = accelerator.device
     rank = accelerator.process_index
-    n_train = task.split_size("train")
+    pool = list(prompts) if prompts is not None else None
+    n_train = len(pool) if pool is not None else task.split_size("train")
 
     @torch.no_grad()
     def rollout(model, step: int, amp) -> Batch:
         policy = accelerator.unwrap_model(model)
-        prompts = shard(step_indices(n_train, pp.batch_size, step, 0, 1, seed), accelerator)
-        idx = [i for i in prompts for _ in range(pp.group_size)]  # a group's samples are consecutive rows
+        picks = step_indices(n_train, pp.batch_size, step, 0, 1, seed)
+        chosen = shard(picks if pool is None else [pool[i] for i in picks], accelerator)
+        idx = [i for i in chosen for _ in range(pp.group_size)]  # a group's samples are consecutive rows
         src, src_m = batch_src(task, "train", idx, "student", dev)  # (N, S)
         with amp():
             roll = generate(policy, task.tok, src, src_m, arch=task.arch, max_new_tokens=task.max_target_len,
