@@ -315,6 +315,17 @@ def test_significance_markers_and_verdicts():
     rows = [r for r in rows if r[1] != "ketchup_k2"]
     _, numeric = R.main_table(_long(rows))
     assert "did not beat LLMR" in R.ketchup_verdicts(numeric)[0]
+    # Ahead of LLMR at p = 0.047 (K=2; paired differences 1, 1, 1, 1, -0.3) and further ahead on
+    # average but at p = 0.23 (K=4): the closest is the row with the smaller p, flagged as 0.05-only.
+    rows = []
+    for seed in range(5):
+        rows.append(("mini-xsum", "llmr", seed, "rougeL", 20.0))
+        rows.append(("mini-xsum", "ketchup_k2", seed, "rougeL", 20.0 + [1.0, 1.0, 1.0, 1.0, -0.3][seed]))
+        rows.append(("mini-xsum", "ketchup_k4", seed, "rougeL", 20.0 + [3.0, -1.0, 3.0, -1.0, 3.0][seed]))
+    _, numeric = R.main_table(_long(rows))
+    assert abs(numeric.query("method == 'ketchup_k2'").iloc[0]["p_vs_llmr"] - 0.0466) < 1e-3
+    line = R.ketchup_verdicts(numeric)[0]
+    assert "closest: KETCHUP (K=2) +0.74" in line and "p < 0.05 only" in line, line
 
 
 def test_rows_whose_best_checkpoint_is_step_zero_are_marked():
