@@ -35,7 +35,7 @@ from kdlib.experiment import (BASE_SEED, _optim_key, _teacher_model, as_stage, e
                               register_stage, teacher_run)
 from kdlib.models import check_shared_vocab, is_tiny, load_hub_tokenizer, save_checkpoint
 from kdlib.runs import Run, read_jsonl, write_jsonl
-from kdlib.trainers.base import (Task, data_key, frozen, get_accelerator, load_model, load_task_bundle,
+from kdlib.trainers.base import (Task, data_key, encode_prompts, frozen, get_accelerator, load_model, load_task_bundle,
                                  teacher_encoder_cache, train_run)
 
 CMDP_VERSION = 1  # bump when a change alters what a seed-004 run computes
@@ -268,21 +268,6 @@ def eval_examples(p: Params, task: Task, name: str, n: int | None) -> tuple[list
     else:
         ds = kdata.load_eval_set(name, cache_dir=p.cache_dir, n=k, seed=p.task.data_seed)
     return list(ds["source"]), list(ds["target"]), list(ds["id"])
-
-
-def encode_prompts(p: Params, task: Task, sources: list[str], which: str) -> list[list[int]]:
-    """Token ids of ``sources`` under the task's student/teacher prompt, as kdlib.trainers.base
-    encodes the task's own splits (truncated to ``max_source_len``; seq2seq prompts end in EOS)."""
-    prompts = kdata.DEFAULT_PROMPTS[task.name]
-    tpl = (p.task.student_prompt if which == "student" else p.task.teacher_prompt) or prompts[which]
-    add = task.arch == "seq2seq"
-    out = []
-    for s in sources:
-        x = task.tok(kdata.apply_prompt(tpl, s), add_special_tokens=add)["input_ids"][: p.task.max_source_len]
-        if add and x[-1] != task.tok.eos_token_id:
-            x[-1] = task.tok.eos_token_id
-        out.append(x)
-    return out
 
 
 def _eval_tag(p: Params) -> str:

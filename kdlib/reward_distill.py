@@ -55,8 +55,9 @@ from kdlib.generation import generate
 from kdlib.models import attach_head, decode, load_head, pad
 from kdlib.pseudolabel import (build_rm_triplets, build_sft_set, build_teacher_triplets, expand_counts, label_quality,
                                label_responses, select_failed, split_questions, vote)
+from kdlib.report_rd import ROW_LABELS  # Table 2's rows (seed 003 Sec. 4.1's baselines): one list for runs and tables
 from kdlib.runs import Run, read_jsonl, write_jsonl
-from kdlib.trainers.base import (TRAINER_VERSION, Task, frozen, get_accelerator, load_model, load_task_bundle,
+from kdlib.trainers.base import (TRAINER_VERSION, Task, encode_prompts, frozen, get_accelerator, load_model, load_task_bundle,
                                  report_progress, train_run)
 from kdlib.trainers.ppo import ppo_step_fn
 from kdlib.trainers.reward_model import Triplet, rd_ppo_method, rm_evaluator, rm_micro_loss, value_model_from_rm
@@ -484,20 +485,6 @@ def ensure_ppo(p: Params) -> Run:
 
 
 # ----------------------------------------------------------------------------- held-out evaluation
-def _prompt_ids(p: Params, task: Task, sources: list[str], which: str) -> list[list[int]]:
-    """Token ids of evaluation sources with the task's student / teacher prompt (as the task bundle)."""
-    prompts = kdata.DEFAULT_PROMPTS[p.task.name]
-    tpl = (p.task.teacher_prompt or prompts["teacher"]) if which == "teacher" else (p.task.student_prompt or prompts["student"])
-    add = task.arch == "seq2seq"
-    out = []
-    for s in sources:
-        x = task.tok(kdata.apply_prompt(tpl, s), add_special_tokens=add)["input_ids"][: p.task.max_source_len]
-        if add and x[-1] != task.tok.eos_token_id:
-            x[-1] = task.tok.eos_token_id
-        out.append(x)
-    return out
-
-
 def ensure_eval(p: Params) -> Run:
     """Greedy accuracy of the best checkpoint of the ``rd.eval_target`` run on ``rd.eval_set``
     (mini-GSM-Plus: the perturbed mini-GSM8K test problems), with a bootstrap CI and the accuracy
@@ -523,7 +510,7 @@ def ensure_eval(p: Params) -> Run:
     sources, refs = list(ds["source"]), list(ds["target"])
     run.start()
     with autocast(p, dev):
-        m, preds = evaluate(model, task.tok, arch=task.arch, src=_prompt_ids(p, task, sources, which), references=refs,
+        m, preds = evaluate(model, task.tok, arch=task.arch, src=encode_prompts(p, task, sources, which), references=refs,
                             kind=task.kind, max_new_tokens=task.max_target_len, batch_size=p.eval.batch_size,
                             use_calculator=task.use_calculator, device=dev)
     correct = [int(answer_of(x) is not None and answer_of(x) == answer_of(y)) for x, y in zip(preds, refs)]
@@ -543,17 +530,6 @@ def ensure_eval(p: Params) -> Run:
 
 
 # ----------------------------------------------------------------------------- notebook 07's runs
-ROW_LABELS = {  # Table 2's rows (seed 003 Sec. 4.1's baselines), in display order
-    "teacher": "Teacher",
-    "zeroshot": "Student before training (zero-shot)",
-    "predistill": "Student, pre-distilled (where SFT starts)",
-    "sft_all": "SFT (all teacher answers)",
-    "sft_voted": "Ours w/o R (SFT on voted answers)",
-    "wod": "Ours w/o D (PPO from where SFT starts)",
-    "ours": "Ours (SFT + RM + PPO)",
-    "ppo_teacherrm": "PPO with an RM on teacher answers (Eq. 4)",
-    "minus1": "Ours, r - 1 shaping (Fig. 7 'Minus')",
-}
 
 
 @dataclass

@@ -30,6 +30,16 @@ def smoke(tmp_path_factory):
     return p, load_task_bundle(p)
 
 
+def test_encode_prompts_matches_the_task_bundle(smoke):
+    # Held-out sets (mini-GSM-Plus, seed 004's evaluation sets) are encoded by encode_prompts; on
+    # the task's own test sources it must give exactly the bundle's student and teacher ids.
+    from kdlib.trainers.base import encode_prompts
+    p, task = smoke
+    src = task.sources["test"][:20]
+    assert encode_prompts(p, task, src, "student") == task.student_src["test"][:20]
+    assert encode_prompts(p, task, src, "teacher") == task.teacher_src["test"][:20]
+
+
 def _model(task, seed=0):
     return build_model("tiny-t5:micro", vocab_size=len(task.tok), arch="seq2seq", seed=seed)
 

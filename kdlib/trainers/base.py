@@ -128,14 +128,7 @@ def _load_task_bundle(sub_json: str) -> Task:
         tok = load_or_train_tokenizer(folder, lambda: s_text["train"] + t_text["train"] + targets["train"])
 
     def ids(texts):
-        add = arch == "seq2seq"
-        out = []
-        for t in texts:
-            x = tok(t, add_special_tokens=add)["input_ids"][: tp.max_source_len]
-            if add and x[-1] != tok.eos_token_id:
-                x[-1] = tok.eos_token_id
-            out.append(x)
-        return out
+        return encode_sources(tok, texts, arch, tp.max_source_len)
 
     use_calc = tp.calculator if tp.calculator is not None else kind == "arithmetic"
     fingerprint = params_hash([sources, targets, s_tpl, t_tpl, len(tok), tok.convert_ids_to_tokens(list(range(len(tok))))])
@@ -143,6 +136,26 @@ def _load_task_bundle(sub_json: str) -> Task:
                 student_src={s: ids(x) for s, x in s_text.items()},
                 teacher_src={s: ids(x) for s, x in t_text.items()},
                 use_calculator=use_calc, max_target_len=tp.max_target_len)
+
+
+def encode_sources(tok, texts: list[str], arch: str, max_len: int) -> list[list[int]]:
+    """Token ids of prompted source texts, truncated to ``max_len``; seq2seq sources end in EOS."""
+    add = arch == "seq2seq"
+    out = []
+    for t in texts:
+        x = tok(t, add_special_tokens=add)["input_ids"][:max_len]
+        if add and x[-1] != tok.eos_token_id:
+            x[-1] = tok.eos_token_id
+        out.append(x)
+    return out
+
+
+def encode_prompts(params: Params, task: Task, sources: list[str], which: str) -> list[list[int]]:
+    """Token ids of raw ``sources`` (e.g. a held-out evaluation set) under the task's ``which``
+    (student / teacher) prompt, exactly as :func:`load_task_bundle` encodes the task's own splits."""
+    prompts = kdata.DEFAULT_PROMPTS[task.name]
+    tpl = (params.task.teacher_prompt if which == "teacher" else params.task.student_prompt) or prompts[which]
+    return encode_sources(task.tok, [kdata.apply_prompt(tpl, s) for s in sources], task.arch, params.task.max_source_len)
 
 
 def quiet_transformers() -> None:
