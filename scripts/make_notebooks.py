@@ -92,21 +92,24 @@ nb("02_returns", "Figure 1: average return of each RL method, and what RL did to
    ["rets, curves = studies.rl_returns(nb)\nrets.pivot_table(index=\"method\", columns=\"task\", values=\"return\")",
     "fig = report.plot_returns(rets)\nreport.save_figure(fig, out, \"02_figure1_returns\")\nfig",
     "md:Did every run raise the return it optimises? `gain`: greedy dev return at the last evaluation minus "
-    "step 0 (the pre-distilled student); `train_gain`: sampled return over the last 5 steps minus the first 5; "
+    "step 0 (the pre-distilled student); `train_gain`: sampled return at the end minus the start (`train_source` "
+    "says of what: `eval.sampled` samples per dev input with the same random numbers at both ends, or else the "
+    "last 5 training batches against the first 5); "
     "lengths and the dev metric at both ends beside them.",
     "gains = studies.return_gains(curves)\n"
     "n_dev, n_train, n = int(gains.raised.sum()), int(gains.train_raised.sum()), len(gains)\n"
+    "src = \", \".join(sorted(gains.train_source.dropna().unique())) if \"train_source\" in gains else \"\"\n"
     "display(Markdown(f\"**{n_dev} of {n} runs raised their greedy dev return; {n_train} of {n} raised their sampled \"\n"
-    "                 f\"training return.**\"))\n"
+    "                 f\"return ({src}).**\"))\n"
     "gains.round(2)",
     "fig = report.plot_rl_curves(curves)\nreport.save_figure(fig, out, \"02_rl_curves\")\nfig",
     "rets.to_csv(out / \"02_returns.csv\", index=False)\ncurves.to_csv(out / \"02_rl_curves.csv\", index=False)\n"
     "report.write_table(gains.round(2), out, \"02_return_gains\", caption=\"Greedy dev return (Eq. 10) and sampled \"\n"
-    "                   \"training return before and after RL, with lengths\", latex=False)\n"
+    "                   \"return (train_*: see train_source) before and after RL, with lengths\", latex=False)\n"
     "record = {\"notebook\": notebook, \"profile\": profile, \"returns\": rets.to_dict(orient=\"records\"),\n"
     "          \"gains\": gains.to_dict(orient=\"records\"), \"raised_dev\": n_dev, \"raised_train\": n_train, \"n_runs\": n,\n"
     "          \"headlines\": [f\"{n_dev} of {n} RL runs raised their greedy dev return (Eq. 10) and {n_train} of {n} \"\n"
-    "                        f\"their sampled training return.\"]}\n"
+    "                        f\"their sampled return ({src}).\"]}\n"
     "atomic_write_json(out / \"02_returns.json\", record)\nprint(len(rets), \"method x task x seed returns\")"])
 
 nb("03_variance_bias", "Figure 2: variance and bias of the K-step return",
