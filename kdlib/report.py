@@ -317,13 +317,16 @@ def _aggregate(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "method", "metric", "mean", "half_width", "n_seeds"])
 
 
-def _p_values(results: pd.DataFrame) -> pd.DataFrame:
-    """Paired t-test (over seeds) of every KETCHUP run against LLMR on each task's primary metric."""
+def _p_values(results: pd.DataFrame, baseline: str = "llmr") -> pd.DataFrame:
+    """Paired t-test (over seeds) of every KETCHUP run against ``baseline`` (LLMR; LLMR + PPO in the
+    PPO study) on each task's primary metric. Tasks without any ``baseline`` run get no test."""
     rows = []
     for task in results["task"].unique():
         primary = PRIMARY_METRIC.get(task_kind(task) or "")
         sub = results[(results["task"] == task) & (results["metric"] == primary)]
-        llmr = sub[sub["method"] == "llmr"].groupby("seed")["value"].mean()
+        llmr = sub[sub["method"] == baseline].groupby("seed")["value"].mean()
+        if llmr.empty:
+            continue
         for method in sort_methods(sub["method"]):
             if not str(method).startswith("ketchup"):
                 continue
@@ -334,9 +337,7 @@ def _p_values(results: pd.DataFrame) -> pd.DataFrame:
             delta = float((paired["ours"] - paired["llmr"]).mean()) if n else math.nan
             if not _higher_is_better(primary):
                 delta = -delta  # positive = KETCHUP better, whatever the metric's direction
-            if llmr.empty:
-                text = "n/a (no LLMR)"
-            elif n < 2:
+            if n < 2:
                 text = "n/a (1 seed)" if n == 1 or len(ours) <= 1 else "n/a (no paired seeds)"
             elif math.isnan(p):
                 text = "n/a (constant difference)"
@@ -365,7 +366,8 @@ def _format_p(p: float) -> str:
 
 
 def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame,
-                 markers: Mapping[tuple[str, str], str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 markers: Mapping[tuple[str, str], str] | None = None,
+                 baseline_label: str = "LLMR") -> tuple[pd.DataFrame, pd.DataFrame]:
     markers = markers or {}
     tasks = _sort_tasks(stats["task"])
     methods = sort_methods(stats["method"])
@@ -386,7 +388,7 @@ def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame,
                 best = shown_values.max() if _higher_is_better(metric) else shown_values.min()
                 stats.loc[shown_values[shown_values == best].index, "best"] = True
         if not p_values.empty and (p_values["task"] == task).any():
-            columns.append((f"{task_label(task)} vs LLMR", task, "p"))
+            columns.append((f"{task_label(task)} vs {baseline_label}", task, "p"))
 
     by_key = stats.set_index(["task", "method", "metric"])
     p_by_key = p_values.set_index(["task", "method"]) if not p_values.empty else None
@@ -442,7 +444,8 @@ def start_markers(runs: pd.DataFrame | None) -> dict[tuple[str, str], str]:
     return out
 
 
-def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None,
+               baseline: str = "llmr") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The kit's Table 1 from long-format results (columns task, method, seed, metric, value).
 
     Returns ``(display, numeric)``:
@@ -455,7 +458,9 @@ def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None) -> tuple
       student excluded; TER lower is better; ties at two decimals all marked) ends in ``" *"``.
       The p column holds the two-sided paired t-test (pairs matched by seed) of each KETCHUP
       run against LLMR on the task's primary metric, or ``"n/a (1 seed)"`` with fewer than two
-      paired seeds. ``display.attrs["caption"]`` explains all this; :func:`write_table` uses it.
+      paired seeds. ``baseline`` names the method KETCHUP rows are tested against (default LLMR;
+      ``llmr_ppo`` in the PPO study); without any run of it there is no such column.
+      ``display.attrs["caption"]`` explains all this; :func:`write_table` uses it.
     * ``numeric``: one row per (task, method, metric): mean, half_width, n_seeds, best, and for
       KETCHUP rows on the primary metric t_vs_llmr, p_vs_llmr, n_paired.
     """
@@ -472,16 +477,19 @@ def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None) -> tuple
     if stats.empty:
         raise ValueError("main_table(results): no numeric values")
     markers = start_markers(runs)
-    display, numeric = _build_table(stats, _p_values(results), markers)
+    base = method_label(baseline)
+    p_values = _p_values(results, baseline)
+    display, numeric = _build_table(stats, p_values, markers, base)
     n = sorted(set(numeric["n_seeds"]))
     seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
     display.attrs["caption"] = (
         f"Test-set results ({seeds} seed(s) per method). Cells: mean ± 95% CI half-width "
         "(t-distribution) over seeds; no ± for single runs. * best student per column "
         "(teacher and zero-shot student excluded); ↓ lower is better. "
-        "vs LLMR: mean paired difference on the task's primary metric (positive = KETCHUP better) and the "
-        "two-sided paired t-test over seeds; ‡ p < 0.035 (seed 001 App. E's threshold), † p < 0.05. "
-        "§k/n after a primary-metric cell: in k of n seeds the best dev checkpoint was step 0, so the row "
+        + (f"vs {base}: mean paired difference on the task's primary metric (positive = KETCHUP better) and the "
+           "two-sided paired t-test over seeds; ‡ p < 0.035 (seed 001 App. E's threshold), † p < 0.05. "
+           if not p_values.empty else "")
+        + "§k/n after a primary-metric cell: in k of n seeds the best dev checkpoint was step 0, so the row "
         "is the pre-distilled student there, not the method.")
     return display, numeric
 

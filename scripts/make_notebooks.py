@@ -194,8 +194,9 @@ nb("06_ppo", "Seed 001 Figure 3: PPO with a learned critic against PPO with the 
     "md:Does our run show the paper's pattern? Computed from the curves above (mean over seeds), not judged by eye.",
     "shape, verdicts = studies.ppo_verdicts(curves)\n"
     "display(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))\nshape.round(3)",
-    "md:Test scores at the best dev checkpoint, Table 1 style (mean ± 95% CI over seeds).",
-    "display_table, numeric = report.main_table(results)\ndisplay_table",
+    "md:Test scores at the best dev checkpoint, Table 1 style (mean ± 95% CI over seeds), KETCHUP + PPO tested "
+    "against LLMR + PPO (paired over seeds).",
+    "display_table, numeric = report.main_table(results, baseline=\"llmr_ppo\")\ndisplay_table",
     "report.write_table(display_table, out, \"06_ppo_test\")\n"
     "report.write_table(shape.round(3), out, \"06_ppo_shape\", caption=\"Shape of the greedy dev-return curve \"\n"
     "                   \"(mean over seeds) of each PPO variant\", latex=False)\n"

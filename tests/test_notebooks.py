@@ -138,3 +138,55 @@ def test_08_constrained_kd(env):
     assert "surrogate" in (out / "08_table1.md").read_text() and "paper" in (out / "08_table1.md").read_text()
     for f in ("08_figure2_radar.png", "08_figure3_pareto.png", "08_figure4_wins.png", "08_training_curves.png"):
         assert (out / f).stat().st_size > 10_000
+
+
+def test_06_ppo_with_a_paired_test_against_llmr_ppo(env):
+    out = _run("06_ppo", env, seeds=[0, 1], tasks=["mini-xsum", "mini-gsm8k"])
+    rec = json.loads((out / "06_ppo.json").read_text())
+    assert {(r["task"], r["method"]) for r in rec["shape"]} == {
+        (t, m) for t in ("mini-xsum", "mini-gsm8k") for m in ("llmr_ppo", "ketchup_ppo_k2")}
+    assert all(_finite(r["start"]) and _finite(r["final"]) for r in rec["shape"])
+    assert len(rec["verdicts"]) == 2 and all("pattern" in v for v in rec["verdicts"])
+    # KETCHUP + PPO is tested against LLMR + PPO (two seeds: a paired test), not against absent plain LLMR.
+    tested = [r for r in rec["table"] if r["method"] == "ketchup_ppo_k2" and r.get("n_paired") == 2]
+    assert {r["task"] for r in tested} == {"mini-xsum", "mini-gsm8k"}
+    md = (out / "06_ppo_test.md").read_text()
+    assert "vs LLMR + PPO" in md and "no LLMR" not in md
+    assert (out / "06_figure3_ppo.png").stat().st_size > 10_000
+
+
+def test_09_gradient_variance(env):
+    out = _run("09_gradient_variance", env)
+    rows = json.loads((out / "09_gradient_variance.json").read_text())["rows"]
+    assert {r["k"] for r in rows} == {1, 2, 4, 8, 16} and {r["tail"] for r in rows} == {"algorithm1", "block"}
+    assert {r["steps"] for r in rows} == {4, 10}
+    assert all(_finite(r["trace_var"]) and r["trace_var"] > 0 for r in rows)
+    for r in rows:  # K = 1 is the true return: the gradient is unbiased, its mean points the same way
+        if r["k"] == 1:
+            assert abs(r["cosine_to_true"] - 1.0) < 1e-5
+    assert (out / "09_gradient_variance.png").stat().st_size > 10_000
+
+
+def test_10_decoder_only(env):
+    out = _run("10_decoder_only", env, tasks=["mini-xsum"], k_values=[2, 4])
+    rec = json.loads((out / "10_decoder_only.json").read_text())
+    methods = {r["method"] for r in rec["table7"]}
+    assert {"teacher", "predistill", "kl", "tvd", "llmr"} <= methods
+    assert len([m for m in methods if m.startswith("ketchup")]) == 1  # the K chosen on dev
+    (grid,) = rec["k_grid"]
+    assert grid["best_k"] in (2, 4) and _finite(grid["dev_k2"]) and _finite(grid["dev_k4"])
+    assert any(r["architecture"].startswith("decoder-only") for r in rec["table8"])
+    assert all(_finite(r["mean"]) for r in rec["table7"])
+
+
+def test_11_diagnostics(env):
+    out = _run("11_diagnostics", env, tasks=["mini-xsum"], methods=["kl", "llmr"], k_values=[2])
+    rec = json.loads((out / "11_diagnostics.json").read_text())
+    assert rec["rl_runs"] == 2  # llmr and ketchup_k2 on one task, one seed
+    assert {r["method"] for r in rec["exerror"]} >= {"predistill", "kl", "llmr", "ketchup_k2"}
+    assert all(_finite(r["exerror_at_mean_len"]) for r in rec["exerror"])
+    (auto,) = rec["adaptive_k"]
+    assert 1 <= auto["auto_mean_k"] <= 16 and auto["best_fixed_k"] == 2 and _finite(auto["auto_dev"])
+    assert {r["task"] for r in rec["reward_watch"]} == {"mini-xsum"}
+    for f in ("11_exerror.png", "11_reward_watch.png", "11_distinct2.png"):
+        assert (out / f).stat().st_size > 10_000

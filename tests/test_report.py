@@ -337,3 +337,19 @@ def test_rows_whose_best_checkpoint_is_step_zero_are_marked():
     assert row.loc["LLMR + min-var baseline", "mini-XSum R-L"].endswith("§2/3")
     assert "§" not in row.loc["LLMR", "mini-XSum R-L"]
     assert "§k/n" in display.attrs["caption"]
+
+
+def test_main_table_tests_against_a_named_baseline_and_drops_the_column_without_one():
+    rows = [("mini-gsm8k", "llmr_ppo", s, "accuracy", v) for s, v in [(0, 10.0), (1, 12.0), (2, 11.0)]]
+    rows += [("mini-gsm8k", "ketchup_ppo_k2", s, "accuracy", v) for s, v in [(0, 11.0), (1, 15.0), (2, 14.0)]]
+    display, numeric = R.main_table(_long(rows), baseline="llmr_ppo")
+    ref = sps.ttest_rel([11.0, 15.0, 14.0], [10.0, 12.0, 11.0])
+    got = numeric.query("method == 'ketchup_ppo_k2' and metric == 'accuracy'").iloc[0]
+    assert math.isclose(got["p_vs_llmr"], ref.pvalue, rel_tol=1e-12) and got["delta_vs_llmr"] == pytest.approx(7 / 3)
+    col = f"mini-GSM8K vs {R.method_label('llmr_ppo')}"
+    assert list(display.columns) == ["Method", "mini-GSM8K Acc.", col]
+    assert "vs LLMR + PPO" in display.attrs["caption"]
+    # No run of the baseline at all (here: plain LLMR): no test column, no "n/a" cells, no caption text.
+    display, numeric = R.main_table(_long(rows))
+    assert list(display.columns) == ["Method", "mini-GSM8K Acc."]
+    assert numeric["p_vs_llmr"].isna().all() and "paired difference" not in display.attrs["caption"]
