@@ -19,9 +19,15 @@ import time
 import torch
 
 from kdlib.config import load_params
-from kdlib.models import build_model
-from kdlib.trainers.base import get_accelerator, load_task_bundle, make_optimizer, set_lr, teacher_encoder_cache
+from kdlib.modeling.models import build_model
+from kdlib.trainers.base import (
+    get_accelerator,
+    make_optimizer,
+    set_lr,
+    teacher_encoder_cache,
+)
 from kdlib.trainers.ppo import ppo_step_fn, prepare_policy, seed001_method
+from kdlib.trainers.tasks import load_task_bundle
 
 
 def main() -> None:

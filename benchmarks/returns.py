@@ -1,4 +1,4 @@
-"""Benchmark of kdlib.returns.kstep_returns, and the variance table of Theorem 1.
+"""Benchmark of kdlib.maths.returns.kstep_returns, and the variance table of Theorem 1.
 
 Run: ``python benchmarks/returns.py``. Prints
 1. the time ratio of the literal Algorithm 1 loop (``kstep_returns_loop``) to the
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from kdlib.returns import kstep_returns, kstep_returns_loop
+from kdlib.maths.returns import kstep_returns, kstep_returns_loop
 
 TARGET_SPEEDUP = 20.0
 DESIGN_TABLE = {

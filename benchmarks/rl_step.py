@@ -34,10 +34,18 @@ import time
 import torch
 
 from kdlib.config import load_params
-from kdlib.models import TINY_SIZES, build_model
-from kdlib.trainers.base import (batch_src, eval_split, get_accelerator, load_task_bundle, make_optimizer, optimizer_step,
-                                 step_indices, teacher_encoder_cache)
+from kdlib.modeling.models import TINY_SIZES, build_model
+from kdlib.trainers.base import (
+    batch_src,
+    eval_split,
+    get_accelerator,
+    make_optimizer,
+    optimizer_step,
+    step_indices,
+    teacher_encoder_cache,
+)
 from kdlib.trainers.rl import rl_micro_loss
+from kdlib.trainers.tasks import load_task_bundle
 
 # Random-weight shapes. "peer": a student and teacher 4-5x the embedded ones in width, as a peer's
 # small CPU testbed might use; the *-shape entries are the paper's models, for GPU throughput.

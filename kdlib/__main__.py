@@ -38,7 +38,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from kdlib.experiment import train
+    from kdlib.chains.core import train
 
     p = _load(args)
     run = train(p)
@@ -49,7 +49,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from kdlib.experiment import run_for
+    from kdlib.chains.core import run_for
 
     p = _load(args)
     run = run_for(p)
@@ -60,9 +60,9 @@ def cmd_status(args) -> int:
 
 def cmd_prepare(args) -> int:
     """Train every run the named notebooks need (parallel workers), so the notebooks only read."""
+    from kdlib.chains.schedule import ensure
     from kdlib.config import ParamsError, load_notebook_params
-    from kdlib.schedule import ensure
-    from kdlib.studies import plan
+    from kdlib.studies.common import plan
 
     targets = []
     for f in args.files:

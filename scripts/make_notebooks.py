@@ -26,9 +26,10 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from kdlib import report, studies
-from kdlib.config import validate_notebook
-from kdlib.runs import atomic_write_json
+from kdlib import report
+from kdlib.config import kit_params_for, validate_notebook
+from kdlib.studies import {study} as study
+from kdlib.trainers.runs import atomic_write_json
 
 pd.set_option("display.width", 200)'''
 
@@ -44,7 +45,7 @@ def nb(name: str, title: str, intro: str, params: str, cells: list[str]) -> None
     check = ("# Validate everything before any compute (bad values raise ParamsError naming the field).\n"
              f"nb = validate_notebook({', '.join(f'{n}={n}' for n in names)})\n"
              "out = Path(output_dir)\nout.mkdir(parents=True, exist_ok=True)\nnb")
-    notebook.cells = [new_markdown_cell(f"# {title}\n\n{intro}"), new_code_cell(SETUP), p, new_code_cell(check)]
+    notebook.cells = [new_markdown_cell(f"# {title}\n\n{intro}"), new_code_cell(SETUP.format(study=name.split("_", 1)[1])), p, new_code_cell(check)]
     for c in cells:
         notebook.cells.append(new_markdown_cell(c[3:]) if c.startswith("md:") else new_code_cell(c))
     for i, cell in enumerate(notebook.cells):  # stable ids: regenerating changes only what changed
@@ -60,7 +61,7 @@ nb("01_main_results", "Table 1: main results",
    'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
    'methods = ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"]\n'
    'k_values = [2, 4, 8, 16]\n',
-   ["results, runs = studies.main_results(nb)\nruns",
+   ["results, runs = study.main_results(nb)\nruns",
     "display_table, numeric = report.main_table(results, runs)\n"
     "verdicts = report.ketchup_verdicts(numeric)\n"
     "display(Markdown(f\"**Our Table 1** ({profile} profile, seeds {seeds}). \" + display_table.attrs[\"caption\"]))\n"
@@ -89,14 +90,14 @@ nb("02_returns", "Figure 1: average return of each RL method, and what RL did to
    'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
    'methods = ["llmr", "llmr_mean", "llmr_minvar"]\n'
    'k_values = [2, 4, 8, 16]\n',
-   ["rets, curves = studies.rl_returns(nb)\nrets.pivot_table(index=\"method\", columns=\"task\", values=\"return\")",
+   ["rets, curves = study.rl_returns(nb)\nrets.pivot_table(index=\"method\", columns=\"task\", values=\"return\")",
     "fig = report.plot_returns(rets)\nreport.save_figure(fig, out, \"02_figure1_returns\")\nfig",
     "md:Did every run raise the return it optimises? `gain`: greedy dev return at the last evaluation minus "
     "step 0 (the pre-distilled student); `train_gain`: sampled return at the end minus the start (`train_source` "
     "says of what: `eval.sampled` samples per dev input with the same random numbers at both ends, or else the "
     "last 5 training batches against the first 5); "
     "lengths and the dev metric at both ends beside them.",
-    "gains = studies.return_gains(curves)\n"
+    "gains = study.return_gains(curves)\n"
     "n_dev, n_train, n = int(gains.raised.sum()), int(gains.train_raised.sum()), len(gains)\n"
     "src = \", \".join(sorted(gains.train_source.dropna().unique())) if \"train_source\" in gains else \"\"\n"
     "display(Markdown(f\"**{n_dev} of {n} runs raised their greedy dev return; {n_train} of {n} raised their sampled \"\n"
@@ -122,7 +123,7 @@ nb("03_variance_bias", "Figure 2: variance and bias of the K-step return",
    'n_samples = 32\n'
    'n_inputs = 64\n'
    'student_steps = [30, 100, 300]\n',
-   ["vb = studies.variance_bias(nb)\nvb.round(3)",
+   ["vb = study.variance_bias(nb)\nvb.round(3)",
     "fig = report.plot_variance_bias(vb)\nreport.save_figure(fig, out, \"03_figure2_variance_bias\")\nfig",
     "vb.to_csv(out / \"03_variance_bias.csv\", index=False)\n"
     "record = {\"notebook\": notebook, \"profile\": profile, \"rows\": vb.to_dict(orient=\"records\")}\n"
@@ -135,7 +136,7 @@ nb("04_model_size", "Figure 3: learning curves for three student sizes",
    'students = ["tiny-t5:small", "tiny-t5:base", "tiny-t5:large"]\n'
    'k = 2\n'
    'methods = ["llmr", "ketchup"]\n',
-   ["curves, finals = studies.model_size_curves(nb)\nfinals",
+   ["curves, finals = study.model_size_curves(nb)\nfinals",
     "fig = report.plot_learning_curves(curves[curves.metric == \"return\"], value_label=\"dev return, Eq. (10)\")\n"
     "report.save_figure(fig, out, \"04_figure3_return_curves\")\nfig",
     "primary = [m for m in curves.metric.unique() if m != \"return\"][0]\n"
@@ -156,7 +157,7 @@ nb("05_llm_eval", "Table 2: pairwise LLM-judge evaluation",
    'baseline = "kl"\n'
    'k = 2\n'
    'criteria = ["overall", "informativeness", "coherence"]\n',
-   ["table2 = studies.llm_eval(nb, cache_dir=str(Path(output_dir) / \"judge_cache\"))\n"
+   ["table2 = study.llm_eval(nb, cache_dir=str(Path(output_dir) / \"judge_cache\"))\n"
     "judge_name = \", \".join(sorted(table2.judge.unique()))\n"
     "display(Markdown(f\"**Judge:** `{judge_name}`\"))\n"
     "table2[[\"task\", \"criterion\", \"method\", \"win_rate\", \"ci_low\", \"ci_high\", \"tie_rate\", \"invalid_rate\", "
@@ -181,8 +182,8 @@ nb("06_ppo", "Seed 001 Figure 3: PPO with a learned critic against PPO with the 
    'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
    'methods = ["llmr_ppo", "ketchup_ppo"]\n'
    'k = 2\n',
-   ["curves, results = studies.ppo_study(nb)\n"
-    "ppo = studies._params(nb).ppo\n"
+   ["curves, results = study.ppo_study(nb)\n"
+    "ppo = kit_params_for(nb).ppo\n"
     "display(Markdown(\"**PPO settings (kit defaults, not from the paper):** \" + \", \".join(\n"
     "    f\"{k} = {getattr(ppo, k)}\" for k in (\"lr\", \"batch_size\", \"steps\", \"epochs\", \"minibatches\", \"clip_eps\",\n"
     "                                     \"value_clip\", \"vf_coef\", \"gamma\", \"lam\", \"kl_coef\", \"entropy_coef\", \"temperature\"))))\n"
@@ -192,7 +193,7 @@ nb("06_ppo", "Seed 001 Figure 3: PPO with a learned critic against PPO with the 
     "with 95% CI bands.",
     "fig = report.plot_rl_curves(curves, panels=report.PPO_PANELS)\nreport.save_figure(fig, out, \"06_figure3_ppo\")\nfig",
     "md:Does our run show the paper's pattern? Computed from the curves above (mean over seeds), not judged by eye.",
-    "shape, verdicts = studies.ppo_verdicts(curves)\n"
+    "shape, verdicts = study.ppo_verdicts(curves)\n"
     "display(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))\nshape.round(3)",
     "md:Test scores at the best dev checkpoint, Table 1 style (mean ± 95% CI over seeds), KETCHUP + PPO tested "
     "against LLMR + PPO (paired over seeds).",
@@ -227,9 +228,9 @@ nb("07_reward_distill", "Seed 003: distilling data and rewards (Tables 2-4, Figu
    'teacher_ratios = [0.5, 1.0, 2.0]  # Fig. 6\n'
    'ablation_seeds = 1  # PPO ablations run on the first seeds only\n'
    'wod_overrides = {"ppo.kl_coef": 0.1}  # "Ours w/o D" (App. B.2)\n',
-   ["from kdlib import report_rd\n\n"
-    "res = studies.reward_distill(nb)  # trains what is missing (parallel workers), then reads the run cache\n"
-    "p0 = studies._params(nb, **{\"task.name\": nb.tasks[0]})\n"
+   ["from kdlib.report import reward_distill as rd_report\n\n"
+    "res = study.reward_distill(nb)  # trains what is missing (parallel workers), then reads the run cache\n"
+    "p0 = kit_params_for(nb, **{\"task.name\": nb.tasks[0]})\n"
     "display(Markdown(\"**Settings** (kit params `rd:` and `ppo:`): \" + \", \".join(\n"
     "    f\"{k} = {v}\" for k, v in p0.rd.model_dump().items() if k not in (\"sft\", \"rm\", \"eval_target\")) +\n"
     "    f\"; SFT lr {p0.rd.sft.lr}, batch {p0.rd.sft.batch_size}, {p0.rd.sft.steps} steps; RM lr {p0.rd.rm.lr}, batch \"\n"
@@ -241,46 +242,46 @@ nb("07_reward_distill", "Seed 003: distilling data and rewards (Tables 2-4, Figu
     "mini-GSM-Plus set (%; mean and 95% interval: over PPO seeds for rows with several seeds, else a bootstrap over "
     "test examples). The zero-shot student is an untrained network at embedded scale (the paper's \"ICL\" row is a "
     "prompted pretrained model); the pre-distilled student is where SFT (and \"w/o D\") start.",
-    "table2, t2num = report_rd.table2(res[\"results\"])\n"
+    "table2, t2num = rd_report.table2(res[\"results\"])\n"
     "report.write_table(table2, out, \"07_table2\", caption=\"Table 2 (ours): accuracy %, mean [95% interval]\")\n"
     "table2",
     "md:The paper's own Table 2, for reference (Llama-3 70B / 8B teachers, Llama-3.2 1B / 3B students; not ours).",
-    "report.write_table(report_rd.PAPER_TABLE2, out, \"07_table2_paper\", latex=False)\nreport_rd.PAPER_TABLE2",
+    "report.write_table(rd_report.PAPER_TABLE2, out, \"07_table2_paper\", latex=False)\nrd_report.PAPER_TABLE2",
     "md:Does the embedded system show the paper's ordering SFT <= w/o R <= Ours? Paired differences on the same "
     "examples (each row's correctness averaged over its seeds), bootstrap 95% CI; computed, not judged by eye.",
-    "diffs, verdicts = studies.rd_verdicts(res[\"results\"])\n"
+    "diffs, verdicts = study.rd_verdicts(res[\"results\"])\n"
     "display(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))\n"
     "report.write_table(diffs.round(2), out, \"07_paired_differences\", latex=False)\ndiffs.round(2)",
     "md:Accuracy per GSM-Plus perturbation type (mean over seeds).",
     "pert = res[\"perturbations\"]\n"
     "pert_table = (pert.groupby([\"eval\", \"perturbation\", \"row\"]).accuracy.mean().unstack(\"row\")\n"
-    "              .reindex(columns=[r for r in report_rd.ROW_ORDER if r in set(pert.row)]).round(1)) if len(pert) else pert\n"
+    "              .reindex(columns=[r for r in rd_report.ROW_ORDER if r in set(pert.row)]).round(1)) if len(pert) else pert\n"
     "report.write_table(pert_table, out, \"07_perturbations\", latex=False)\npert_table",
     "md:**Table 3**: the reward model's pairwise accuracy on held-out RM-test triplets (Pos/Neg: correct over wrong "
     "student answer; Pos/Pos: correct teacher over correct student answer), then the paper's.",
-    "t3 = report_rd.table3(res[\"rm\"])\nreport.write_table(t3, out, \"07_table3\", caption=\"Table 3 (ours): RM-test \"\n"
+    "t3 = rd_report.table3(res[\"rm\"])\nreport.write_table(t3, out, \"07_table3\", caption=\"Table 3 (ours): RM-test \"\n"
     "                   \"pairwise accuracy %, [bootstrap 95% interval]\")\n"
-    "report.write_table(report_rd.PAPER_TABLE3, out, \"07_table3_paper\", latex=False)\n"
-    "display(t3)\nreport_rd.PAPER_TABLE3",
+    "report.write_table(rd_report.PAPER_TABLE3, out, \"07_table3_paper\", latex=False)\n"
+    "display(t3)\nrd_report.PAPER_TABLE3",
     "md:**Table 4**: where the reward model's data come from (first teacher/student pair): S_warmup alone, PPO with "
     "an RM trained on teacher answers only (Eq. 4), PPO with the RM on student answers (Ours), then the paper's.",
-    "t4 = report_rd.table4(res[\"results\"], res[\"rm\"])\nreport.write_table(t4, out, \"07_table4\", caption=\"Table 4 \"\n"
+    "t4 = rd_report.table4(res[\"results\"], res[\"rm\"])\nreport.write_table(t4, out, \"07_table4\", caption=\"Table 4 \"\n"
     "                   \"(ours): mini-GSM8K test accuracy %\")\n"
-    "report.write_table(report_rd.PAPER_TABLE4, out, \"07_table4_paper\", latex=False)\ndisplay(t4)\nreport_rd.PAPER_TABLE4",
+    "report.write_table(rd_report.PAPER_TABLE4, out, \"07_table4_paper\", latex=False)\ndisplay(t4)\nrd_report.PAPER_TABLE4",
     "md:**Figures 3-4**: how many questions the vote leaves unlabelled, and how good the labels are, per teacher; "
     "the truth is the generator's own answer (which a real dataset's pseudo-labelling never sees).",
-    "fig = report_rd.plot_dfail(res[\"labels\"])\nreport.save_figure(fig, out, \"07_figure3_dfail\")\nfig",
-    "fig = report_rd.plot_label_quality(res[\"labels\"])\nreport.save_figure(fig, out, \"07_figure4_label_quality\")\nfig",
+    "fig = rd_report.plot_dfail(res[\"labels\"])\nreport.save_figure(fig, out, \"07_figure3_dfail\")\nfig",
+    "fig = rd_report.plot_label_quality(res[\"labels\"])\nreport.save_figure(fig, out, \"07_figure4_label_quality\")\nfig",
     "md:**Figure 5**: RM-val accuracy over reward-model training for each λ of Eq. (6) (λ = 0: the preference loss alone).",
-    "fig = report_rd.plot_lambda_curves(res[\"rm_curves\"])\nreport.save_figure(fig, out, \"07_figure5_lambda\")\nfig",
+    "fig = rd_report.plot_lambda_curves(res[\"rm_curves\"])\nreport.save_figure(fig, out, \"07_figure5_lambda\")\nfig",
     "md:**Figure 6**: the teacher:student answer ratio in the RM's training data against its RM-test accuracies "
     "(Pos/Pos over the test triplets whose teacher and student answers differ as texts: on mini-GSM8K most correct "
     "student answers are the teacher's, character for character). A ratio below 1 still draws at least one teacher "
     "answer per question, so where a question yields one triplet (common here) 0.5:1 trains on the same data as 1:1.",
-    "fig = report_rd.plot_ratio(res[\"rm\"])\nreport.save_figure(fig, out, \"07_figure6_ratio\")\nfig",
+    "fig = rd_report.plot_ratio(res[\"rm\"])\nreport.save_figure(fig, out, \"07_figure6_ratio\")\nfig",
     "md:**Figure 7**: PPO with Eq. (7)'s min(r, 0) against r - 1 (\"Minus\"), on the same seeds.",
-    "fig = report_rd.plot_shaping(res[\"ppo_curves\"])\nreport.save_figure(fig, out, \"07_figure7_shaping\")\nfig",
-    "headlines = report_rd.headlines(res, verdicts)\n"
+    "fig = rd_report.plot_shaping(res[\"ppo_curves\"])\nreport.save_figure(fig, out, \"07_figure7_shaping\")\nfig",
+    "headlines = rd_report.headlines(res, verdicts)\n"
     "display(Markdown(\"\\n\".join(f\"* {h}\" for h in headlines)))\n"
     "for name in (\"results\", \"rm\", \"labels\", \"rm_curves\", \"ppo_curves\", \"pipeline\", \"runs\"):\n"
     "    res[name].to_csv(out / f\"07_{name}.csv\", index=False)\n"
@@ -306,9 +307,9 @@ nb("09_gradient_variance", "The variance of the policy gradient, measured direct
    'n_inputs = 16\n'
    'n_samples = 16\n'
    'n_directions = 32\n',
-   ["gv = studies.gradient_variance(nb)\ngv.round(4)",
+   ["gv = study.gradient_variance(nb)\ngv.round(4)",
     "fig = report.plot_gradient_variance(gv)\nreport.save_figure(fig, out, \"09_gradient_variance\")\nfig",
-    "verdicts = studies.gradient_variance_verdicts(gv)\ndisplay(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))",
+    "verdicts = study.gradient_variance_verdicts(gv)\ndisplay(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))",
     "gv.to_csv(out / \"09_gradient_variance.csv\", index=False)\n"
     "report.write_table(gv.round(4), out, \"09_gradient_variance\", caption=\"Policy-gradient variance, SNR and \"\n"
     "                   \"cosine to the true-return gradient, and the return variance, per student, K and tail\", latex=False)\n"
@@ -327,12 +328,12 @@ nb("10_decoder_only", "Seed 001 Tables 7-8: decoder-only teacher and student",
    'k_values = [2, 4, 8, 16]\n'
    't5_params_files = ["params/embedded/kit.yaml"]\n'
    't5_seeds = [19083, 34007, 84122, 310, 55080]\n',
-   ["results, grid, table8 = studies.decoder_only(nb)\ngrid.round(2)",
+   ["results, grid, table8 = study.decoder_only(nb)\ngrid.round(2)",
     "table7, numeric7 = report.main_table(results)\n"
     "display(Markdown(\"**Our Table 7** (decoder-only, \" + f\"seeds {seeds}). \" + table7.attrs[\"caption\"]))\ntable7",
     "paper7 = report.paper_table7()\npaper7",
     "display(Markdown(\"**Table 8: best K per architecture and task, chosen on dev.**\"))\ndisplay(table8)\nreport.paper_table8()",
-    "lines = studies.decoder_only_verdicts(numeric7, table8, tasks, len(seeds))\n"
+    "lines = study.decoder_only_verdicts(numeric7, table8, tasks, len(seeds))\n"
     "display(Markdown(\"\\n\".join(f\"* {x}\" for x in lines)))",
     "report.write_table(table7, out, \"10_table7\")\nreport.write_table(paper7, out, \"10_table7_paper_reference\")\n"
     "report.write_table(table8, out, \"10_table8\", caption=\"Best K per architecture and task, chosen on dev\")\n"
@@ -357,7 +358,7 @@ nb("11_diagnostics", "Beyond the papers: exposure bias, diversity, reward hackin
    'n_inputs = 32\n'
    'n_samples = 4\n',
    ["md:## Exposure bias and diversity",
-    "ex_curves, ex_summary, diversity = studies.exposure_and_diversity(nb)\nex_summary.round(1)",
+    "ex_curves, ex_summary, diversity = study.exposure_and_diversity(nb)\nex_summary.round(1)",
     "fig = report.plot_exerror(ex_curves)\nreport.save_figure(fig, out, \"11_exerror\")\nfig",
     "fig = report.plot_method_bars(diversity, \"distinct2\", \"distinct-2 of greedy test outputs (%)\", "
     "\"Diversity of each method's outputs (higher = more diverse)\")\nreport.save_figure(fig, out, \"11_distinct2\")\nfig",
@@ -369,14 +370,14 @@ nb("11_diagnostics", "Beyond the papers: exposure bias, diversity, reward hackin
     "           f\"pre-distilled student {ex_summary[ex_summary.method == 'predistill'].exerror_at_mean_len.mean():.1f}%.\")\n"
     "display(Markdown(ex_line))\ndiv_table",
     "md:## Reward-hacking watch",
-    "watch = studies.reward_watch_runs(nb)\ncorr = studies.reward_watch_correlation(watch)\ncorr.round(3)",
+    "watch = study.reward_watch_runs(nb)\ncorr = study.reward_watch_correlation(watch)\ncorr.round(3)",
     "fig = report.plot_watch(watch)\nreport.save_figure(fig, out, \"11_reward_watch\")\nfig",
     "watch_line = (f\"Reward-hacking watch: {int(watch['flag'].sum())} of {len(watch)} RL runs raised the greedy dev return \"\n"
     "              f\"while the dev metric fell; correlation of return gain with metric gain across runs: \"\n"
     "              + \", \".join(f\"{r.task} r = {r.pearson_r:.2f}\" for r in corr.itertuples()) + \".\")\n"
     "display(Markdown(watch_line))",
     "md:## Adaptive K",
-    "auto_results, auto_choice = studies.adaptive_k_study(nb)\n"
+    "auto_results, auto_choice = study.adaptive_k_study(nb)\n"
     "auto_table, auto_numeric = report.main_table(auto_results)\n"
     "display(auto_choice.round(2))\nauto_table",
     "auto_lines = []\n"
@@ -420,38 +421,38 @@ nb("08_constrained_kd", "Seed 004: distillation as a constrained MDP (Tables 1/2
    'eval_sets = ["test", "mini-gsm-symbolic", "mini-gsm-hard"]\n'
    'judge_examples = None  # examples per set judged pairwise (None: all)\n'
    'paper_setting = "qwen"  # which paper table sits beside ours: qwen (Table 1) or llama (Table 2)\n',
-   ["from kdlib import cmdp_report, cmdp_study\n\n"
-    "study = cmdp_study.constrained_kd(nb, judge_cache=out / \"judge_cache\")\n"
-    "d = {t: b[\"d\"] for t, b in study.budget.items()}\n"
-    "display(Markdown(\"**GRPO settings (all five methods):** \" + \", \".join(f\"{k} = {v}\" for k, v in study.settings.items())))\n"
-    "pd.DataFrame([{\"task\": t, **b, **{f\"start_{k}\": v for k, v in study.start[t].items() if k != \"run\"}} for t, b in study.budget.items()])",
+   ["from kdlib.report import constrained_kd as ckd_report\n\n"
+    "ckd = study.constrained_kd(nb, judge_cache=out / \"judge_cache\")\n"
+    "d = {t: b[\"d\"] for t, b in ckd.budget.items()}\n"
+    "display(Markdown(\"**GRPO settings (all five methods):** \" + \", \".join(f\"{k} = {v}\" for k, v in ckd.settings.items())))\n"
+    "pd.DataFrame([{\"task\": t, **b, **{f\"start_{k}\": v for k, v in ckd.start[t].items() if k != \"run\"}} for t, b in ckd.budget.items()])",
     "md:**Table 1/2 analogue.** Ours beside the paper's (\"paper\" columns) on the analogous evaluation set. "
     "Every number of ours: greedy outputs of the FINAL weights (as the paper, after its training), per-sample KL = "
     "per-token mean of the exact full-vocabulary KL(student || teacher) over the student's own tokens (calculator "
     "insertions excluded), ours = the sequence-level constrained reward with phi = KL, n = 20; CS against our d. "
     "RWR/RLR: our judge (named below), the paper's: DeepSeek-R1-Distill-Qwen-32B.",
-    "table1 = cmdp_report.beside_table(study.table, paper_setting)\n"
+    "table1 = ckd_report.beside_table(ckd.table, paper_setting)\n"
     "caption = (f\"Seed 004 Table {1 if paper_setting == 'qwen' else 2} analogue ({profile}); d = \" + \", \".join(f\"{v:.3g}\" for v in d.values()) +\n"
-    "           f\"; ours: {study.settings['granularity']}-level constrained reward, KL {study.settings['kl_reduction']} \"\n"
-    "           f\"over tokens, {study.settings['selection']} weights; judge: {study.judge}; paper columns: \"\n"
-    "           + cmdp_report.PAPER_SETTINGS[paper_setting][0])\n"
+    "           f\"; ours: {ckd.settings['granularity']}-level constrained reward, KL {ckd.settings['kl_reduction']} \"\n"
+    "           f\"over tokens, {ckd.settings['selection']} weights; judge: {ckd.judge}; paper columns: \"\n"
+    "           + ckd_report.PAPER_SETTINGS[paper_setting][0])\n"
     "report.write_table(table1, out, \"08_table1\", caption=caption)\n"
     "display(Markdown(f\"**{caption}**\"))\ntable1",
-    "fig = cmdp_report.plot_radar(study.table, paper_setting)\nreport.save_figure(fig, out, \"08_figure2_radar\")\nfig",
-    "fig = cmdp_report.plot_pareto(study.table, list(d.values())[0], paper_setting)\n"
+    "fig = ckd_report.plot_radar(ckd.table, paper_setting)\nreport.save_figure(fig, out, \"08_figure2_radar\")\nfig",
+    "fig = ckd_report.plot_pareto(ckd.table, list(d.values())[0], paper_setting)\n"
     "report.save_figure(fig, out, \"08_figure3_pareto\")\nfig",
-    "fig = cmdp_report.plot_win_heatmap(study.wins, study.judge)\nreport.save_figure(fig, out, \"08_figure4_wins\")\nfig",
+    "fig = ckd_report.plot_win_heatmap(ckd.wins, ckd.judge)\nreport.save_figure(fig, out, \"08_figure4_wins\")\nfig",
     "md:Training curves: the sampled per-sample KL against d, the share of samples within the budget, the sampled "
     "accuracy (the task reward) and the greedy dev accuracy, per GRPO iteration.",
-    "fig = cmdp_report.plot_curves(study.curves, list(d.values())[0])\nreport.save_figure(fig, out, \"08_training_curves\")\nfig",
+    "fig = ckd_report.plot_curves(ckd.curves, list(d.values())[0])\nreport.save_figure(fig, out, \"08_training_curves\")\nfig",
     "md:Does our run reproduce the paper's trade-off? Computed from the numbers above, not judged by eye.",
-    "verdicts = cmdp_study.verdicts(study)\ndisplay(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))",
-    "study.table.to_csv(out / \"08_results.csv\", index=False)\nstudy.wins.to_csv(out / \"08_wins_long.csv\", index=False)\n"
-    "study.curves.to_csv(out / \"08_curves.csv\", index=False)\n"
-    "report.write_table(cmdp_report.paper_table(paper_setting), out, \"08_paper_reference\", caption=cmdp_report.PAPER_SETTINGS[paper_setting][0], latex=False)\n"
-    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"budget\": study.budget, \"start\": study.start,\n"
-    "          \"judge\": study.judge, \"settings\": study.settings, \"verdicts\": verdicts, \"headlines\": verdicts,\n"
-    "          \"table\": study.table.to_dict(orient=\"records\"), \"methods\": sorted(study.table.method.unique().tolist())}\n"
+    "verdicts = study.verdicts(ckd)\ndisplay(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))",
+    "ckd.table.to_csv(out / \"08_results.csv\", index=False)\nckd.wins.to_csv(out / \"08_wins_long.csv\", index=False)\n"
+    "ckd.curves.to_csv(out / \"08_curves.csv\", index=False)\n"
+    "report.write_table(ckd_report.paper_table(paper_setting), out, \"08_paper_reference\", caption=ckd_report.PAPER_SETTINGS[paper_setting][0], latex=False)\n"
+    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"budget\": ckd.budget, \"start\": ckd.start,\n"
+    "          \"judge\": ckd.judge, \"settings\": ckd.settings, \"verdicts\": verdicts, \"headlines\": verdicts,\n"
+    "          \"table\": ckd.table.to_dict(orient=\"records\"), \"methods\": sorted(ckd.table.method.unique().tolist())}\n"
     "atomic_write_json(out / \"08_constrained_kd.json\", record)\n"
     "report.write_provenance(out, {\"notebook\": nb.model_dump(mode=\"json\")})\n"
     "print(json.dumps({\"d\": d, \"methods\": record[\"methods\"]}))"])

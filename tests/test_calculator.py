@@ -1,10 +1,10 @@
-"""kdlib.calculator: hand-checked results, junk rejection, and the decoding helpers."""
+"""kdlib.maths.calculator: hand-checked results, junk rejection, and the decoding helpers."""
 
 import time
 
 import pytest
 
-from kdlib.calculator import (
+from kdlib.maths.calculator import (
     MAX_EXPRESSION_CHARS,
     CalculatorError,
     evaluate,

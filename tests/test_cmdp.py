@@ -1,6 +1,6 @@
 """Seed 004 through the kit's plumbing: the five methods' scorers and auxiliary losses on the GRPO
-loop (kdlib.trainers.cmdp + kdlib.trainers.ppo), run keys and stages (kdlib.cmdp_experiment),
-evaluation maths (kdlib.cmdp_metrics), the judge protocol (kdlib.cmdp_study) and params.
+loop (kdlib.trainers.cmdp + kdlib.trainers.ppo), run keys and stages (kdlib.chains.constrained_kd),
+evaluation maths (kdlib.maths.constrained_metrics), the judge protocol (kdlib.studies.constrained_kd) and params.
 
 The pure maths (Eq. 4, term II, GKD-GRPO, the floor) is tested in tests/test_constrained.py and
 tests/test_policyopt.py; here the same properties are checked through what training runs.
@@ -15,9 +15,20 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import cmdp_metrics as M
-from kdlib.config import ConstrainedKDParams, ParamsError, load_notebook_params, load_params
-from kdlib.trainers.cmdp import ScoredBatch, aux_loss_value, cmdp_method, plan_method, score_batch
+from kdlib.config import (
+    ConstrainedKDParams,
+    ParamsError,
+    load_notebook_params,
+    load_params,
+)
+from kdlib.maths import constrained_metrics as M
+from kdlib.trainers.cmdp import (
+    ScoredBatch,
+    aux_loss_value,
+    cmdp_method,
+    plan_method,
+    score_batch,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "params/smoke/kit.yaml")
@@ -42,7 +53,7 @@ def _scored(kl_rows, R=None, T=6, holes=(2,), seed=0):
     R = torch.zeros(N) if R is None else torch.tensor(R, dtype=torch.float32)
     t_logp = torch.where(mask, -torch.rand(N, T, generator=g), torch.tensor(float("nan")))
     logp_old = torch.where(mask, -torch.rand(N, T, generator=g), torch.tensor(float("nan")))
-    from kdlib.constrained import sequence_kl
+    from kdlib.maths.constrained import sequence_kl
 
     return ScoredBatch(R=R, kl_tok=kl_tok, kl_seq=sequence_kl(kl_tok, mask), t_logp=t_logp, action_mask=mask,
                        logp_old=logp_old), n_act
@@ -94,7 +105,7 @@ def _logits(N, T, V=7, seed=0):
 
 
 def test_term_ii_is_zero_on_feasible_rows_through_the_aux_loss():
-    from kdlib.losses import full_vocab_kl
+    from kdlib.maths.full_vocab import full_vocab_kl
 
     s, _ = _scored([0.1, 0.5, 0.9, 0.2])
     cp = _cp(d=0.35)
@@ -123,7 +134,7 @@ def test_term_ii_is_zero_on_feasible_rows_through_the_aux_loss():
 
 def test_calculator_tokens_are_excluded_from_the_kl_and_the_aux_loss():
     """Garbage logits at calculator-inserted positions change neither the KL nor the gradient."""
-    from kdlib.losses import full_vocab_kl
+    from kdlib.maths.full_vocab import full_vocab_kl
 
     s, _ = _scored([0.5, 0.6, 0.7, 0.8])
     cp = _cp(d=0.35)
@@ -153,7 +164,7 @@ def test_calculator_tokens_are_excluded_from_the_kl_and_the_aux_loss():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A smoke mini-gsm8k task and two random micro models (no training needed)."""
-    from kdlib.trainers.base import load_task_bundle, load_model
+    from kdlib.trainers.tasks import load_model, load_task_bundle
 
     cache = tmp_path_factory.mktemp("cmdp")
     p = load_params(SMOKE, cache_dir=str(cache), **{"task.name": "mini-gsm8k", "task.n_train": 16, "task.n_dev": 4,
@@ -249,7 +260,7 @@ def _p(**kw):
 
 
 def test_run_keys_hold_what_changes_a_run():
-    from kdlib.cmdp_experiment import cmdp_label, cmdp_run, start_run
+    from kdlib.chains.constrained_kd import cmdp_label, cmdp_run, start_run
 
     assert cmdp_run(_p(method="cmdp", **{"cmdp.d": 0.3})).path != cmdp_run(_p(method="cmdp", **{"cmdp.d": 0.4})).path
     assert cmdp_run(_p(method="grpo", **{"cmdp.d": 0.3})).path == cmdp_run(_p(method="grpo", **{"cmdp.d": 0.4})).path
@@ -346,7 +357,7 @@ def test_llm_judge_both_orders_cache_and_verdicts(tmp_path):
     import pandas as pd
 
     from kdlib import judge as J
-    from kdlib import cmdp_study as S
+    from kdlib.studies import constrained_kd as S
 
     assert S.parse_verdict("reasoning...\nVerdict: **B**") == "B" and S.parse_verdict("Verdict: tie") == "tie"
     assert S.parse_verdict("no verdict") is None
@@ -384,9 +395,9 @@ def test_llm_judge_both_orders_cache_and_verdicts(tmp_path):
 def test_shared_prefix_vocabulary_mode(tiny):
     """Spec B2: a teacher with more logit rows than the student (Qwen2.5-Math 7B vs 1.5B) is refused
     unless cmdp.vocab is shared_prefix; then the KL is taken over the shared prefix."""
-    from kdlib.cmdp_experiment import check_vocab
-    from kdlib.losses import full_vocab_kl
-    from kdlib.trainers.base import load_model
+    from kdlib.chains.constrained_kd import check_vocab
+    from kdlib.maths.full_vocab import full_vocab_kl
+    from kdlib.trainers.tasks import load_model
 
     p, task, student, _ = tiny
     V = len(task.tok)

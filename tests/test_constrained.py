@@ -1,4 +1,4 @@
-"""kdlib.constrained: seed 004's constrained reward (Eq. 4), term II (Eq. 5), GKD(-GRPO) rewards.
+"""kdlib.maths.constrained: seed 004's constrained reward (Eq. 4), term II (Eq. 5), GKD(-GRPO) rewards.
 
 Spec seeds003_004 B1, B2, B7, C2.
 """
@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from kdlib.constrained import (
+from kdlib.maths.advantages import grpo_advantages
+from kdlib.maths.constrained import (
     budget_used,
     constrained_reward,
     constrained_token_rewards,
@@ -21,8 +22,7 @@ from kdlib.constrained import (
     term_ii_loss,
     term_ii_token_loss,
 )
-from kdlib.losses import full_vocab_kl
-from kdlib.returns import grpo_advantages
+from kdlib.maths.full_vocab import full_vocab_kl
 
 NAN, INF = float("nan"), float("inf")
 D, N_PEN = 0.35, 20.0

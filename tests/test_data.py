@@ -165,7 +165,7 @@ def test_gsm8k_annotations_are_correct_and_answer_is_last_result():
 
 
 def test_gsm8k_results_match_the_kit_calculator():
-    calculator = pytest.importorskip("kdlib.calculator")
+    calculator = pytest.importorskip("kdlib.maths.calculator")
     for e in generate_examples("mini-gsm8k", 300, seed=4):
         for expr, result, _ in ANNOTATION.findall(e["target"]):
             assert calculator.evaluate(expr) == result
@@ -577,8 +577,8 @@ def test_eval_sets_are_deterministic_and_prefix_stable(name):
 
 def check_gsm8k_target(target: str) -> str:
     """Every worded line has one exact calculator step; the last line is "#### <last result>"."""
-    calculator = pytest.importorskip("kdlib.calculator")
-    from kdlib.metrics import gsm8k_answer
+    calculator = pytest.importorskip("kdlib.maths.calculator")
+    from kdlib.maths.metrics import gsm8k_answer
 
     lines = target.split("\n")
     results = []
@@ -605,8 +605,8 @@ def test_eval_set_targets_keep_the_gsm8k_format_with_exact_answers(name, seed):
 
 
 def test_decimals_print_like_the_calculator():
-    from kdlib.calculator import evaluate
     from kdlib.data.gsm_eval import _Num
+    from kdlib.maths.calculator import evaluate
 
     price = _Num(7) + Fraction(1, 4)
     for value, expr in ((price, "7.25"), (3 * price, "3*7.25"), (100 - 3 * price, "100-3*7.25"),
@@ -720,7 +720,7 @@ def test_eval_sets_use_the_mini_gsm8k_vocabulary_and_fit_its_length_limits():
     aside, and within mini-gsm8k's length limits."""
     from kdlib.config import TASK_LENGTHS
     from kdlib.data.gsm8k import HELDOUT_PEOPLE
-    from kdlib.models import train_tokenizer
+    from kdlib.modeling.models import train_tokenizer
 
     train = generate_embedded("mini-gsm8k", 2000, 0, 0, seed=0)["train"]
     prompt = DEFAULT_PROMPTS["mini-gsm8k"]["student"]
@@ -789,7 +789,7 @@ def test_eval_set_generation_is_fast():
 
 
 def test_gsm_plus_fixture(tmp_path):
-    from kdlib.metrics import gsm8k_answer
+    from kdlib.maths.metrics import gsm8k_answer
 
     with pytest.warns(UserWarning, match="dropping 1 rows"):  # "critical thinking": no numeric answer
         ds = data.load_eval_set("gsm-plus", cache_dir=tmp_path, path=str(FIXTURES / "gsm-plus"))
@@ -807,7 +807,7 @@ def test_gsm_plus_fixture(tmp_path):
 
 
 def test_gsm_symbolic_fixture(tmp_path):
-    from kdlib.metrics import gsm8k_answer
+    from kdlib.maths.metrics import gsm8k_answer
 
     ds = data.load_eval_set("gsm-symbolic", cache_dir=tmp_path, path=str(FIXTURES / "gsm-symbolic"))
     assert ds.column_names == list(data.EVAL_SET_COLUMNS["gsm-symbolic"])
@@ -819,7 +819,7 @@ def test_gsm_symbolic_fixture(tmp_path):
 
 
 def test_math_fixture(tmp_path):
-    from kdlib.metrics import math_answer
+    from kdlib.maths.metrics import math_answer
 
     ds = data.load_eval_set("math", cache_dir=tmp_path, path=str(FIXTURES / "math"))
     assert ds.column_names == list(data.EVAL_SET_COLUMNS["math"])

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from kdlib.config import load_params
-from kdlib.generation import generate
-from kdlib.losses import js_divergence, tvd, wen_js_divergence, wen_tvd
-from kdlib.models import forward_logits
-from kdlib.trainers.base import batch_src, batch_tgt, load_model, load_task_bundle, micro_generator
+from kdlib.maths.losses import js_divergence, tvd, wen_js_divergence, wen_tvd
+from kdlib.modeling.generation import generate
+from kdlib.modeling.models import forward_logits
+from kdlib.trainers.base import batch_src, batch_tgt, micro_generator
 from kdlib.trainers.divergence import divergence_micro_loss
+from kdlib.trainers.tasks import load_model, load_task_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 ACC = types.SimpleNamespace(device=torch.device("cpu"), process_index=0, unwrap_model=lambda m: m)

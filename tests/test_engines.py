@@ -3,9 +3,15 @@
 import pytest
 import torch
 
-from kdlib.engines import CausalStaticStepper, HFStepper, T5StaticStepper, make_stepper, static_supported
-from kdlib.generation import generate, sample_tokens
-from kdlib.models import pad
+from kdlib.modeling.engines import (
+    CausalStaticStepper,
+    HFStepper,
+    T5StaticStepper,
+    make_stepper,
+    static_supported,
+)
+from kdlib.modeling.generation import generate, sample_tokens
+from kdlib.modeling.models import pad
 
 
 def _t5(gated: bool, seed=0, V=97):
@@ -124,7 +130,7 @@ def test_inverse_cdf_sampling_has_the_right_frequencies():
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_t5_teacher_forced_fast_path_matches_library_forward_and_gradients(gated):
-    from kdlib.engines import fast_supported, t5_encoder_states, t5_logits
+    from kdlib.modeling.engines import fast_supported, t5_encoder_states, t5_logits
 
     model = _t5(gated).train()  # dropout 0: the fast path applies in train mode too
     assert fast_supported(model, "seq2seq")
@@ -146,7 +152,7 @@ def test_t5_teacher_forced_fast_path_matches_library_forward_and_gradients(gated
 
 
 def test_fast_path_is_off_while_dropout_is_active():
-    from kdlib.engines import fast_supported, has_active_dropout
+    from kdlib.modeling.engines import fast_supported, has_active_dropout
 
     model = _t5(False)
     for mod in model.modules():
@@ -159,7 +165,7 @@ def test_fast_path_is_off_while_dropout_is_active():
 
 
 def test_token_logprobs_equal_log_softmax_gather():
-    from kdlib.models import token_logprobs
+    from kdlib.modeling.models import token_logprobs
 
     logits = torch.randn(3, 5, 11, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 11, (3, 5))

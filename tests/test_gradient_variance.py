@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib.stats import projected_cosine, projected_gradient_stats
+from kdlib.maths.stats import projected_cosine, projected_gradient_stats
 
 
 def test_scripted_policy_matches_the_analytic_gradient_variance():
@@ -51,8 +51,8 @@ def test_projection_estimator_equals_the_full_vector_estimator_on_a_tiny_model()
     the kit's forward-mode pipeline: same trace variance, mean and cosines."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from kdlib.models import forward_logits
-    from kdlib.studies import logprob_jvps
+    from kdlib.modeling.models import forward_logits
+    from kdlib.studies.gradient_variance import logprob_jvps
 
     torch.manual_seed(0)
     cfg = T5Config(vocab_size=23, d_model=8, d_ff=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=4,
@@ -94,7 +94,7 @@ def test_projection_estimator_equals_the_full_vector_estimator_on_a_tiny_model()
 
 
 def test_curve_shapes_are_named_honestly():
-    from kdlib.studies import curve_shape
+    from kdlib.studies.gradient_variance import curve_shape
 
     ks = [1, 2, 4, 8, 16]
     assert curve_shape(ks, [5, 4, 3, 2, 1]) == "falls monotonically"

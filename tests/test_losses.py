@@ -1,4 +1,4 @@
-"""Properties of kdlib.losses: REINFORCE loss (seed 000 Eq. (8)), token-level divergences, NLL."""
+"""Properties of kdlib.maths.losses: REINFORCE loss (seed 000 Eq. (8)), token-level divergences, NLL."""
 
 import math
 
@@ -6,8 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdlib.losses import (authors_code_pg_loss, js_divergence, js_stepwise_terms, kl_divergence,
-                          policy_gradient_loss, sequence_nll, tvd, tvd_per_token, wen_js_divergence, wen_tvd)
+from kdlib.maths.losses import (
+    authors_code_pg_loss,
+    js_divergence,
+    js_stepwise_terms,
+    kl_divergence,
+    policy_gradient_loss,
+    sequence_nll,
+    tvd,
+    tvd_per_token,
+    wen_js_divergence,
+    wen_tvd,
+)
 
 DIVERGENCES = [kl_divergence, js_divergence, tvd]
 

@@ -1,10 +1,10 @@
-"""kdlib.metrics against values computed by hand (the arithmetic is in the comments)."""
+"""kdlib.maths.metrics against values computed by hand (the arithmetic is in the comments)."""
 
 import math
 
 import pytest
 
-from kdlib.metrics import (
+from kdlib.maths.metrics import (
     HIGHER_IS_BETTER,
     PRIMARY_METRIC,
     distinct_n,
@@ -247,13 +247,13 @@ def test_primary_metric_and_direction():
     (r"\boxed{x^{2}} and \boxed{a}{b}", "a"),
 ])
 def test_math_answer(text, answer):
-    from kdlib.metrics import math_answer
+    from kdlib.maths.metrics import math_answer
 
     assert math_answer(text) == answer
 
 
 @pytest.mark.parametrize("text", ["no box here", r"\boxed{\frac{1}{2}", r"\boxedx{3}", "#### 5", ""])
 def test_math_answer_none(text):
-    from kdlib.metrics import math_answer
+    from kdlib.maths.metrics import math_answer
 
     assert math_answer(text) is None

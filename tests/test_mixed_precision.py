@@ -3,8 +3,13 @@
 import torch
 
 from kdlib.config import Params
-from kdlib.models import build_model
-from kdlib.trainers.base import autocast, get_accelerator, make_optimizer, optimizer_step
+from kdlib.modeling.models import build_model
+from kdlib.trainers.base import (
+    autocast,
+    get_accelerator,
+    make_optimizer,
+    optimizer_step,
+)
 
 
 def _train(dtype: str, steps: int = 5, lr: float = 1e-6):
@@ -58,8 +63,8 @@ def test_bf16_storage_would_not_move():
 def test_trained_models_load_in_float32_and_frozen_teachers_in_bf16(tmp_path):
     from types import SimpleNamespace
 
-    from kdlib.models import save_checkpoint
-    from kdlib.trainers.base import load_model
+    from kdlib.modeling.models import save_checkpoint
+    from kdlib.trainers.tasks import load_model
 
     model = build_model("tiny-t5:micro", vocab_size=64)
     save_checkpoint(model, None, tmp_path / "ck")

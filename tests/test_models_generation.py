@@ -5,9 +5,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kdlib.generation import generate
-from kdlib.models import (build_model, check_shared_vocab, decode, encode_sources, encode_targets, forward_logits,
-                          load_pretrained, save_checkpoint, train_tokenizer)
+from kdlib.modeling.generation import generate
+from kdlib.modeling.models import (
+    build_model,
+    check_shared_vocab,
+    decode,
+    encode_sources,
+    encode_targets,
+    forward_logits,
+    load_pretrained,
+    save_checkpoint,
+    train_tokenizer,
+)
 
 TEXTS = ["Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72",
          "summarize: The mayor of Lindenburg opened a new bridge on Tuesday.",
@@ -125,7 +134,12 @@ def test_vocabulary_mismatch_is_refused(tok):
 # ----------------------------------------------------------------------------------------
 def _hub_like_folder(tmp_path, arch, tok):
     """A tiny T5 / Qwen2 saved with save_pretrained whose config says dropout 0.1 (as t5-base's)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
+    from transformers import (
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     torch.manual_seed(0)
     if arch == "seq2seq":
@@ -144,7 +158,7 @@ def _hub_like_folder(tmp_path, arch, tok):
 
 def _dropout_values(model):
     """Every dropout probability the model holds: config fields, Dropout modules, float attributes."""
-    from kdlib.models import _is_dropout_name
+    from kdlib.modeling.models import _is_dropout_name
 
     vals = {f"config.{k}": v for k, v in vars(model.config).items() if _is_dropout_name(k) and isinstance(v, float)}
     for name, mod in model.named_modules():
@@ -166,7 +180,7 @@ def _two_train_passes(model, tok, arch):
 @pytest.mark.parametrize("arch", ["seq2seq", "causal"])
 def test_dropout_of_the_params_reaches_every_loaded_model(tok, tmp_path, arch):
     from kdlib.config import Params
-    from kdlib.trainers.base import load_model
+    from kdlib.trainers.tasks import load_model
 
     folder = _hub_like_folder(tmp_path, arch, tok)
     kept = load_pretrained(str(folder), arch=arch)  # dropout=None keeps the saved 0.1 ...

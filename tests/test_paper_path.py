@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from kdlib.chains.core import train
 from kdlib.config import load_params
-from kdlib.experiment import train
-from kdlib.models import build_model, train_tokenizer
+from kdlib.modeling.models import build_model, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests/fixtures/hub"

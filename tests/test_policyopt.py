@@ -1,5 +1,5 @@
-"""Clipped policy optimisation maths: GAE, whitening, GRPO / Mini-LLM advantages (kdlib.returns),
-PPO / GRPO / value losses, k3, chunked entropy and full-vocabulary KL, reward-model losses (kdlib.losses).
+"""Clipped policy optimisation maths: GAE, whitening, GRPO / Mini-LLM advantages (kdlib.maths.returns),
+PPO / GRPO / value losses, k3, chunked entropy and full-vocabulary KL, reward-model losses (kdlib.maths.losses).
 
 Seeds 001 App. D, 003 Eqs. (4)-(8), 004 Eqs. (5), (7); spec seeds003_004 A2, B2, C2.
 """
@@ -10,28 +10,28 @@ import statistics
 import pytest
 import torch
 
-from kdlib.losses import (
-    entropy_from_logits,
-    full_vocab_kl,
+from kdlib.maths.advantages import (
+    future_mean,
+    gae,
+    grpo_advantages,
+    grpo_process_advantages,
+    kl_penalised_rewards,
+    minillm_advantages,
+    terminal_rewards,
+    whiten,
+)
+from kdlib.maths.full_vocab import entropy_from_logits, full_vocab_kl, token_entropy
+from kdlib.maths.ppo_losses import (
     grpo_policy_loss,
     k3_kl,
     ppo_policy_loss,
     ppo_value_loss,
+)
+from kdlib.maths.reward_model import (
     rm_cls_loss,
     rm_loss,
     rm_pairwise_accuracy,
     rm_pref_loss,
-    token_entropy,
-)
-from kdlib.returns import (
-    future_mean,
-    gae,
-    grpo_advantages,
-    kl_penalised_rewards,
-    terminal_rewards,
-    grpo_process_advantages,
-    minillm_advantages,
-    whiten,
 )
 
 NAN, INF = float("nan"), float("inf")
@@ -608,7 +608,7 @@ def test_one_gradient_step_orders_teacher_above_student_positive_above_negative(
 
 
 def test_fold_to_actions_moves_calculator_rewards_to_the_action_before():
-    from kdlib.returns import fold_to_actions
+    from kdlib.maths.advantages import fold_to_actions
 
     r = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 9.0], [1.0, 1.0, 1.0, 0.0, 7.0, 7.0]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)

@@ -1,4 +1,4 @@
-"""kdlib.pseudolabel: voting, SFT set (Eq. 1), failed questions (Eq. 3), D_R triplets, Eq. (7).
+"""kdlib.maths.pseudolabel: voting, SFT set (Eq. 1), failed questions (Eq. 3), D_R triplets, Eq. (7).
 
 Seed 003 Sec. 3; spec seeds003_004 A1 steps 2-8, A2, A7, C2.
 """
@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from kdlib.pseudolabel import (
+from kdlib.maths.pseudolabel import (
     GREEDY_COUNT,
     build_rm_triplets,
     build_sft_set,
     build_teacher_triplets,
-    label_quality,
     expand_counts,
     high_confidence_pool,
+    label_quality,
     label_responses,
     select_failed,
     shaped_reward,

@@ -1,4 +1,4 @@
-"""Properties of kdlib.returns: rewards, LLMR and K-step returns (seed 000, Sec. 2, Algorithm 1)."""
+"""Properties of kdlib.maths.returns: rewards, LLMR and K-step returns (seed 000, Sec. 2, Algorithm 1)."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib.returns import (
-    TAILS as KIT_TAILS,
+from kdlib.maths.returns import TAILS as KIT_TAILS
+from kdlib.maths.returns import (
     authors_code_baseline,
     batch_mean_baseline,
     clip_rewards,
@@ -15,12 +15,11 @@ from kdlib.returns import (
     kstep_returns,
     kstep_returns_loop,
     min_variance_baseline,
-    return_variance_bias,
     score_norm_sq,
     step_rewards,
-    summarize_variance_bias,
     teacher_q,
 )
+from kdlib.maths.variance_bias import return_variance_bias, summarize_variance_bias
 
 TAILS = ("algorithm1", "block", "clamp")
 
@@ -528,7 +527,7 @@ def test_return_variance_bias_k1_has_zero_bias():
 def _explicit_bootstrap(q_sa, v, mask, ended, k, tail, extra=40):
     """Append `extra` teacher-optimal steps (gap 0) after every cut row and run the recursion on
     the longer rows: the literal meaning of bootstrapping with the teacher's continuation."""
-    from kdlib.returns import kstep_returns_loop
+    from kdlib.maths.returns import kstep_returns_loop
 
     B, T = q_sa.shape
     q2 = torch.zeros(B, T + extra, dtype=torch.float64)
@@ -548,7 +547,7 @@ def _explicit_bootstrap(q_sa, v, mask, ended, k, tail, extra=40):
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("tail", ["algorithm1", "block", "clamp"])
 def test_bootstrap_equals_an_explicit_teacher_optimal_continuation(k, tail):
-    from kdlib.returns import truncated_kstep_returns
+    from kdlib.maths.returns import truncated_kstep_returns
 
     g = torch.Generator().manual_seed(k)
     B, T = 6, 13
@@ -575,7 +574,11 @@ def test_bootstrap_equals_an_explicit_teacher_optimal_continuation(k, tail):
 
 # --------------------------------------------------------------------------- adaptive K
 def test_adaptive_k_follows_the_exact_bias_of_each_sequence():
-    from kdlib.returns import adaptive_k, kstep_returns_loop, kstep_returns_per_row
+    from kdlib.maths.returns import (
+        adaptive_k,
+        kstep_returns_loop,
+        kstep_returns_per_row,
+    )
 
     T = 20
     mask = torch.ones(3, T, dtype=torch.bool)

@@ -11,14 +11,33 @@ import math
 import pytest
 import torch
 
-from kdlib.config import OptimParams, ParamsError, PPOParams, load_params, validate_notebook
-from kdlib.experiment import as_stage, parents_of, run_for
-from kdlib.metrics import gsm8k_answer
-from kdlib.models import HEAD_ATTR, attach_head, build_model, decode, forward_with_hidden, load_head
-from kdlib.runs import Run
+from kdlib.chains.core import as_stage, parents_of, run_for
+from kdlib.config import (
+    OptimParams,
+    ParamsError,
+    PPOParams,
+    load_params,
+    validate_notebook,
+)
+from kdlib.maths.metrics import gsm8k_answer
+from kdlib.modeling.models import (
+    HEAD_ATTR,
+    attach_head,
+    build_model,
+    decode,
+    forward_with_hidden,
+)
 from kdlib.trainers import reward_model as rmod
-from kdlib.trainers.base import batch_src, batch_tgt, get_accelerator, load_task_bundle, make_optimizer, train_run
+from kdlib.trainers.base import (
+    batch_src,
+    batch_tgt,
+    get_accelerator,
+    make_optimizer,
+    train_run,
+)
 from kdlib.trainers.ppo import Batch, Method, Scored, ppo_step_fn
+from kdlib.trainers.runs import Run
+from kdlib.trainers.tasks import load_task_bundle
 
 SMOKE = "params/smoke/kit.yaml"
 
@@ -33,7 +52,7 @@ def smoke(tmp_path_factory):
 def test_encode_prompts_matches_the_task_bundle(smoke):
     # Held-out sets (mini-GSM-Plus, seed 004's evaluation sets) are encoded by encode_prompts; on
     # the task's own test sources it must give exactly the bundle's student and teacher ids.
-    from kdlib.trainers.base import encode_prompts
+    from kdlib.trainers.tasks import encode_prompts
     p, task = smoke
     src = task.sources["test"][:20]
     assert encode_prompts(p, task, src, "student") == task.student_src["test"][:20]
@@ -234,8 +253,8 @@ def test_notebook_params_check_labels_and_every_variants_overrides():
 def test_sharded_student_sampling_gives_the_unsharded_samples(tmp_path):
     """rd.sample_shards splits S_warmup's sampling into runs the scheduler can run side by side;
     every chunk keeps its own RNG, so the samples are those of one run."""
-    from kdlib import reward_distill as rd
-    from kdlib.experiment import train
+    from kdlib.chains import reward_distill as rd
+    from kdlib.chains.core import train
 
     over = {"task.name": "mini-gsm8k", "task.n_train": 24, "rd.n_questions": 10, "rd.sample_chunk": 3,
             "rd.student_samples": 2, "rd.high_temperatures": [0.0], "rd.low_temperatures": [], "rd.n_high": 2}
@@ -244,7 +263,7 @@ def test_sharded_student_sampling_gives_the_unsharded_samples(tmp_path):
     run = rd.samples_run(p)
     run.start()
     rows = [{"i": i, "high": [[0.0, f"#### {i}"]] if i < 8 else [[0.0, "no answer"]], "low": []} for i in range(10)]
-    from kdlib.runs import write_jsonl
+    from kdlib.trainers.runs import write_jsonl
     write_jsonl(run.path / "samples" / "part-00000.jsonl", rows)
     run.finish({"n_questions": 10})
     one = as_stage(p, "rd_student_samples")

@@ -2,9 +2,9 @@
 
 import torch
 
-from kdlib import returns
 from kdlib.config import RLParams
-from kdlib.losses import authors_code_pg_loss, policy_gradient_loss
+from kdlib.maths import returns
+from kdlib.maths.losses import authors_code_pg_loss, policy_gradient_loss
 from kdlib.trainers.rl import rl_loss
 
 
@@ -64,11 +64,12 @@ def test_sampling_generators_live_on_the_accelerators_device(monkeypatch, tmp_pa
     CUDA logits: the REINFORCE and divergence families must build theirs on accelerator.device."""
     from types import SimpleNamespace
 
+    from kdlib.chains.core import _teacher_model, ensure_predistill
     from kdlib.config import load_params
-    from kdlib.experiment import _teacher_model, ensure_predistill
     from kdlib.trainers import divergence as div_mod
     from kdlib.trainers import rl as rl_mod
-    from kdlib.trainers.base import load_model, load_task_bundle, micro_generator
+    from kdlib.trainers.base import micro_generator
+    from kdlib.trainers.tasks import load_model, load_task_bundle
 
     assert micro_generator(1, 2, 3, 0, "cpu").device.type == "cpu"
     p = load_params("params/smoke/kit.yaml", cache_dir=str(tmp_path), **{"task.n_train": 32, "teacher.steps": 2,

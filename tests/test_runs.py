@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from kdlib.chains.core import method_run, predistill_run, teacher_run, train
 from kdlib.config import load_params
-from kdlib.experiment import method_run, predistill_run, teacher_run, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "params/smoke/kit.yaml")
 
 
-def _params(cache, **kw):
+def kit_params(cache, **kw):
     return load_params(SMOKE, cache_dir=str(cache), **{"task.n_train": 64, "teacher.steps": 6, "predistill.steps": 4,
                                                         "rl.steps": 4, "ppo.steps": 4, **kw})
 
@@ -32,7 +32,7 @@ def _train_cli(cache, *sets, env=None):
 def prepared(tmp_path_factory):
     """A smoke teacher and pre-distilled student, shared (copied) by the tests below."""
     cache = tmp_path_factory.mktemp("base")
-    train(_params(cache, method="predistill"))
+    train(kit_params(cache, method="predistill"))
     return cache
 
 
@@ -44,17 +44,17 @@ def _copy(prepared, tmp_path):
 
 def test_finished_runs_are_reused_and_keyed_by_params(prepared, tmp_path):
     cache = _copy(prepared, tmp_path)
-    p = _params(cache, method="llmr")
+    p = kit_params(cache, method="llmr")
     run = train(p)
     stamp = (run.path / "summary.json").stat().st_mtime_ns
     assert train(p).path == run.path and (run.path / "summary.json").stat().st_mtime_ns == stamp
-    assert method_run(_params(cache, method="ketchup", **{"rl.k": 3})).path != method_run(
-        _params(cache, method="ketchup", **{"rl.k": 4})).path
+    assert method_run(kit_params(cache, method="ketchup", **{"rl.k": 3})).path != method_run(
+        kit_params(cache, method="ketchup", **{"rl.k": 4})).path
     # LLMR ignores K: its run is the same whatever rl.k says.
-    assert method_run(_params(cache, method="llmr", **{"rl.k": 8})).path == run.path
+    assert method_run(kit_params(cache, method="llmr", **{"rl.k": 8})).path == run.path
     # Every method shares one teacher and one pre-distilled student.
-    assert predistill_run(_params(cache, method="kl")).path == predistill_run(p).path
-    assert teacher_run(_params(cache, method="tvd")).path == teacher_run(p).path
+    assert predistill_run(kit_params(cache, method="kl")).path == predistill_run(p).path
+    assert teacher_run(kit_params(cache, method="tvd")).path == teacher_run(p).path
 
 
 @pytest.mark.parametrize("method", ["ketchup", "llmr_ppo"])
@@ -62,7 +62,7 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(prepared, tmp_pat
     cache = _copy(prepared, tmp_path)
     crashed = _train_cli(cache, f"method={method}", env={"KDLIB_CRASH_AFTER_CHECKPOINT": "2"})
     assert crashed.returncode == 137
-    run = method_run(_params(cache, method=method))
+    run = method_run(kit_params(cache, method=method))
     assert not run.finished and run.resume_state()["step"] == 2  # partial: not a result
     if method == "llmr_ppo":  # the critic is saved with the checkpoint
         assert (run.last_dir / "head.safetensors").is_file()
@@ -74,7 +74,7 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(prepared, tmp_pat
     assert steps == sorted(set(steps))  # no duplicated part of the learning curve
     # The resumed run equals one that was never interrupted.
     cache2 = _copy(prepared, tmp_path / "b")
-    clean = train(_params(cache2, method=method))
+    clean = train(kit_params(cache2, method=method))
     assert clean.summary()["test"] == run.summary()["test"]
     strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("train/time_")}  # noqa: E731
                         for r in rs if "train/loss" in r]  # wall-clock timings are not the run's numbers
@@ -82,8 +82,8 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(prepared, tmp_pat
 
 
 def test_same_seed_same_numbers(prepared, tmp_path):
-    a = train(_params(_copy(prepared, tmp_path / "a"), method="tvd"))
-    b = train(_params(_copy(prepared, tmp_path / "b"), method="tvd"))
+    a = train(kit_params(_copy(prepared, tmp_path / "a"), method="tvd"))
+    b = train(kit_params(_copy(prepared, tmp_path / "b"), method="tvd"))
     assert a.summary()["test"] == b.summary()["test"]
     assert [r for r in a.metrics() if "train/loss" in r] == [r for r in b.metrics() if "train/loss" in r]
 
@@ -156,7 +156,7 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
     import multiprocessing as mp
     import time
 
-    from kdlib.runs import Run
+    from kdlib.trainers.runs import Run
 
     run = Run(tmp_path, "t", "stage", {"a": 1})
     ctx = mp.get_context("spawn")
@@ -172,7 +172,7 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
 def _hold_lock(cache, marker):
     from pathlib import Path
 
-    from kdlib.runs import Run
+    from kdlib.trainers.runs import Run
 
     with Run(cache, "t", "stage", {"a": 1}).lock():
         Path(marker).write_text("ok")
@@ -181,11 +181,12 @@ def _hold_lock(cache, marker):
 def test_sampled_return_uses_common_random_numbers(prepared, tmp_path):
     """The same policy measured twice gives the same sampled return (the random numbers depend on
     the seed only), so a start-vs-end difference is the policy's, not the sampling's."""
-    from kdlib.experiment import _teacher_model, load_run_model
-    from kdlib.trainers.base import load_task_bundle, sampled_return
+    from kdlib.chains.core import _teacher_model, load_run_model
+    from kdlib.trainers.base import sampled_return
+    from kdlib.trainers.tasks import load_task_bundle
 
     cache = _copy(prepared, tmp_path)
-    p = _params(cache, method="predistill")
+    p = kit_params(cache, method="predistill")
     task = load_task_bundle(p)
     teacher = _teacher_model(p, task)
     student, _ = load_run_model(p, predistill_run(p))
@@ -201,10 +202,10 @@ def test_same_machine_same_numbers_whatever_the_number_of_workers(tmp_path):
     not depend on how many workers share the machine (nor on the order runs finish in)."""
     import json
 
-    from kdlib.schedule import ensure
+    from kdlib.chains.schedule import ensure
 
     def targets(cache):
-        return [_params(cache, **{"task.name": t, "method": m, "seed": 7}) for t in ("mini-xsum", "mini-europarl")
+        return [kit_params(cache, **{"task.name": t, "method": m, "seed": 7}) for t in ("mini-xsum", "mini-europarl")
                 for m in ("kl", "llmr", "ketchup")]
 
     a, b = tmp_path / "a", tmp_path / "b"

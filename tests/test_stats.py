@@ -1,4 +1,4 @@
-"""Hand-checked numbers for kdlib.stats."""
+"""Hand-checked numbers for kdlib.maths.stats."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from kdlib.stats import bootstrap_ci, format_mean_ci, mean_ci, paired_ttest
+from kdlib.maths.stats import bootstrap_ci, format_mean_ci, mean_ci, paired_ttest
 
 
 def test_mean_ci_hand_checked():
@@ -76,7 +76,7 @@ def test_format_mean_ci():
 
 
 def test_excess_error_percent_by_hand():
-    from kdlib.stats import excess_error_percent
+    from kdlib.maths.stats import excess_error_percent
 
     ks = np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])  # student paths; the second ended after one step
     ms = np.array([[1, 1, 1], [1, 0, 0]])

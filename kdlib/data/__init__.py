@@ -37,7 +37,7 @@ Held-out **evaluation sets** (one ``datasets.Dataset`` each, columns id/source/t
   ``mini-gsm-hard`` (longest solutions, larger numbers); cached like the tasks;
 * hub (:mod:`kdlib.data.hub`): ``gsm-plus`` (``qintongli/GSM-Plus``), ``gsm-symbolic``
   (``apple/GSM-Symbolic`` config ``main``), ``math`` (``EleutherAI/hendrycks_math``, all subjects);
-  their final answers are read with ``kdlib.metrics.gsm8k_answer`` or ``kdlib.metrics.math_answer``
+  their final answers are read with ``kdlib.maths.metrics.gsm8k_answer`` or ``kdlib.maths.metrics.math_answer``
   (``EVAL_SET_ANSWER``).
 
 The package imports nothing else of the kit (floor 1, but self-contained). Layout: ``common`` (seeds,
@@ -131,8 +131,8 @@ EVAL_SET_TASK = {
     "mini-gsm-plus": "mini-gsm8k", "mini-gsm-symbolic": "mini-gsm8k", "mini-gsm-hard": "mini-gsm8k",
     "gsm-plus": "gsm8k", "gsm-symbolic": "gsm8k", "math": "gsm8k",
 }
-# How a target's final answer is read: "gsm8k" = kdlib.metrics.gsm8k_answer (the number after the
-# last "####"), "math" = kdlib.metrics.math_answer (the content of the last \boxed{...}).
+# How a target's final answer is read: "gsm8k" = kdlib.maths.metrics.gsm8k_answer (the number after the
+# last "####"), "math" = kdlib.maths.metrics.math_answer (the content of the last \boxed{...}).
 EVAL_SET_ANSWER = {name: "math" if name == "math" else "gsm8k" for name in EVAL_SETS}
 EVAL_SET_COLUMNS = {**EVAL_COLUMNS, **HUB_EVAL_COLUMNS}
 

@@ -90,7 +90,7 @@ _HARD_SCALE = 10  # mini-gsm-hard: quantities 10 times larger
 _EXPAND_SCALE = 10  # digit expansion: one more digit
 # Every problem fits mini-gsm8k's length limits (kdlib.config.TASK_LENGTHS: 112 source tokens with
 # the "solve: " prompt, 128 target tokens, EOS included), less a margin of 2. Tokens are counted
-# as the kit's tokenizer (kdlib.models.train_tokenizer) splits text before BPE: a word with the
+# as the kit's tokenizer (kdlib.modeling.models.train_tokenizer) splits text before BPE: a word with the
 # space before it, each digit, "<<", ">>", each other mark, and a lone space before a digit or a
 # mark. Trained on mini-gsm8k, it keeps each of that task's words whole, so the count is exact
 # there; a held-out name (never seen by the tokenizer) counts as one token per letter, plus one.
@@ -126,7 +126,7 @@ def _template_name(template: Callable) -> str:
 
 
 class _Num(Fraction):
-    """An exact number that prints like ``kdlib.calculator`` results: ``12``, ``12.5``, ``0.25``.
+    """An exact number that prints like ``kdlib.maths.calculator`` results: ``12``, ``12.5``, ``0.25``.
 
     Arithmetic with ints and other numbers stays a ``_Num``; ``//`` gives an int, as for Fraction.
     Only values with a finite decimal expansion are made (denominators 2 and 4).

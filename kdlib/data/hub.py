@@ -290,7 +290,7 @@ _EVAL_FIELDS = {
                       "base_target": "original_answer"}),
     "math": (("problem", "solution"), {"subject": ("type", "subject"), "level": "level"}),
 }
-# A number right after the last "####" (the rule of kdlib.metrics.gsm8k_answer).
+# A number right after the last "####" (the rule of kdlib.maths.metrics.gsm8k_answer).
 _FINAL_NUMBER = re.compile(r"\s*\$?\s*-?\s*\$?\s*(?:[0-9][0-9,]*(?:\.[0-9]*)?|\.[0-9]+)")
 _NUMBER = re.compile(r"\s*-?\$?[0-9][0-9,]*(?:\.[0-9]+)?\s*")
 

@@ -22,9 +22,9 @@ method                  reward / advantage                              auxiliar
                         normalised on the whole-sequence return
 ======================  ==============================================  ===============================
 
-``R_i`` is Eq. (6) (0/1 correctness of the final answer, kdlib.cmdp_metrics.task_rewards) and
+``R_i`` is Eq. (6) (0/1 correctness of the final answer, kdlib.maths.constrained_metrics.task_rewards) and
 ``KL_i`` the per-sample KL (per-token mean by default, ``kl_reduction: sum`` for the literal
-Eq. (2) sum). The pure maths is in kdlib.constrained, kdlib.losses and kdlib.returns; this file
+Eq. (2) sum). The pure maths is in kdlib.maths.constrained, kdlib.maths.losses and kdlib.maths.returns; this file
 only wires it to the loop.
 """
 
@@ -37,15 +37,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kdlib import constrained as C
-from kdlib.cmdp_metrics import final_answer, task_rewards
 from kdlib.config import ConstrainedKDParams
-from kdlib.generation import generate
-from kdlib.losses import full_vocab_kl
-from kdlib.models import decode, forward_logits, pad
-from kdlib.returns import grpo_advantages, grpo_process_advantages, minillm_advantages
-from kdlib.trainers.base import Task, batch_src
+from kdlib.maths import constrained as C
+from kdlib.maths.advantages import (
+    grpo_advantages,
+    grpo_process_advantages,
+    minillm_advantages,
+)
+from kdlib.maths.constrained_metrics import final_answer, task_rewards
+from kdlib.maths.full_vocab import full_vocab_kl
+from kdlib.modeling.generation import generate
+from kdlib.modeling.models import decode, forward_logits, pad
+from kdlib.trainers.base import batch_src
 from kdlib.trainers.ppo import Batch, Method, Scored
+from kdlib.trainers.tasks import Task
 
 # --------------------------------------------------------------------------------------------
 # the advantage and the auxiliary loss of each method, from a scored batch (pure tensor wiring)
@@ -119,7 +124,7 @@ def aux_loss_value(method: str, plan: Plan, rows: Sequence[int], kl_tok_grad_fn,
     per-token KL (with gradient) of those minibatch rows (local indices). None when inactive.
 
     * ``cmdp`` sequence: Eq. (5) term II ``c_II * sum_i viol_i KL_i / n_rows``
-      (kdlib.constrained.term_ii_loss), KL computed only on the violating rows;
+      (kdlib.maths.constrained.term_ii_loss), KL computed only on the violating rows;
     * ``cmdp`` token: ``c_II * sum_{i,t} viol_t kl_t / sum mask`` (term_ii_token_loss);
     * ``minillm``: MiniLLM's single-step term ``sum_{i,t} kl_t / sum mask``.
     """

@@ -5,7 +5,7 @@ and student next-token distributions on fixed prefixes (Wen et al. 2023; seed 00
 * JS, TVD with ``divergence.estimator: wen`` (default): Wen et al.'s step-wise decomposition.
   Every micro-batch scores both halves: the teacher-prefix half on the cached teacher outputs
   (JS: beta KL(p||m); TVD: 1/2 TVD) and the student-prefix half on the student's own samples
-  (JS: (1-beta) KL(q||m); TVD: 1/2 TVD), m = beta p + (1-beta) q (kdlib.losses.wen_js_divergence,
+  (JS: (1-beta) KL(q||m); TVD: 1/2 TVD), m = beta p + (1-beta) q (kdlib.maths.losses.wen_js_divergence,
   wen_tvd).
 * JS, TVD with ``estimator: mixed_prefix``: the kit's earlier estimator. With probability
   ``student_mix`` a micro-batch uses the student's samples, otherwise the teacher's outputs, and
@@ -19,16 +19,29 @@ from __future__ import annotations
 import torch
 
 from kdlib.config import DivergenceParams
-from kdlib.generation import generate
-from kdlib.losses import js_divergence, kl_divergence, tvd, wen_js_divergence, wen_tvd
-from kdlib.models import forward_logits
-from kdlib.trainers.base import MicroLoss, Task, batch_src, batch_tgt, micro_generator, shared_encoder
+from kdlib.maths.losses import (
+    js_divergence,
+    kl_divergence,
+    tvd,
+    wen_js_divergence,
+    wen_tvd,
+)
+from kdlib.modeling.generation import generate
+from kdlib.modeling.models import forward_logits
+from kdlib.trainers.base import (
+    MicroLoss,
+    batch_src,
+    batch_tgt,
+    micro_generator,
+    shared_encoder,
+)
+from kdlib.trainers.tasks import Task
 
 
 def divergence_micro_loss(method: str, teacher, task: Task, teacher_outputs: list[str], dp: DivergenceParams,
                           accelerator, seed: int, teacher_cache=None) -> MicroLoss:
     """The loss of one micro-batch of the divergence family. ``teacher_cache``: an
-    :class:`kdlib.models.EncoderCache` of the teacher over the train prompts."""
+    :class:`kdlib.modeling.models.EncoderCache` of the teacher over the train prompts."""
     if method not in ("kl", "js", "tvd"):
         raise ValueError(f"not a divergence method: {method!r}")
     dev = accelerator.device

@@ -8,7 +8,7 @@ cleanrl's ``ppo.py``. One harness step is one iteration:
    (if the method has one), log pi_ref of a frozen reference (if ``kl_coef`` > 0), and the
    method's :class:`Scorer`, which turns the batch into per-token advantages (and value targets);
 3. **update** -- ``ppo.epochs`` passes over ``ppo.minibatches`` shuffled minibatches: the clipped
-   surrogate (kdlib.losses.ppo_policy_loss), plus the clipped value loss for a critic, minus an
+   surrogate (kdlib.maths.ppo_losses.ppo_policy_loss), plus the clipped value loss for a critic, minus an
    entropy bonus, plus the method's optional differentiable auxiliary loss; gradient clipping and
    one AdamW step per minibatch.
 
@@ -35,13 +35,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kdlib import returns
 from kdlib.config import PPOParams
-from kdlib.evaluate import teacher_scores
-from kdlib.generation import generate
-from kdlib.losses import entropy_from_logits, ppo_policy_loss, ppo_value_loss
-from kdlib.models import HEAD_ATTR, attach_head, forward_logits, forward_with_hidden, head_values, token_logprobs
-from kdlib.trainers.base import Task, batch_src, micro_generator, shard, step_indices
+from kdlib.maths import advantages, returns
+from kdlib.maths.full_vocab import entropy_from_logits
+from kdlib.maths.ppo_losses import ppo_policy_loss, ppo_value_loss
+from kdlib.modeling.evaluate import teacher_scores
+from kdlib.modeling.generation import generate
+from kdlib.modeling.models import (
+    HEAD_ATTR,
+    attach_head,
+    forward_logits,
+    forward_with_hidden,
+    head_values,
+    token_logprobs,
+)
+from kdlib.trainers.base import batch_src, micro_generator, shard, step_indices
+from kdlib.trainers.tasks import Task
 
 
 @dataclass
@@ -112,9 +121,9 @@ def llmr_ppo_scorer(teacher, task: Task, pp: PPOParams, teacher_cache=None) -> S
         r = returns.step_rewards(q_sa, v, b.mask).clamp(-pp.reward_clip, pp.reward_clip)  # (N, T)
         if pp.kl_coef > 0 and b.logp_ref is not None:
             r = r - pp.kl_coef * (b.logp_old - b.logp_ref) * b.action_mask
-        r = returns.fold_to_actions(r, b.action_mask, b.mask)  # calculator insertions: onto the action before
-        adv, ret = returns.gae(r, b.values_old, b.action_mask, pp.gamma, pp.lam)
-        delta, _ = returns.gae(r, b.values_old, b.action_mask, pp.gamma, 0.0)  # one-step TD errors
+        r = advantages.fold_to_actions(r, b.action_mask, b.mask)  # calculator insertions: onto the action before
+        adv, ret = advantages.gae(r, b.values_old, b.action_mask, pp.gamma, pp.lam)
+        delta, _ = advantages.gae(r, b.values_old, b.action_mask, pp.gamma, 0.0)  # one-step TD errors
         n_act = b.action_mask.sum().clamp(min=1)
         logs = {**_teacher_logs(q_sa, v, t_logp, b), "td_error_sq": float((delta ** 2).sum() / n_act),
                 "td_error_abs": float(delta.abs().sum() / n_act),
@@ -204,7 +213,7 @@ def ppo_step_fn(method: Method, task: Task, pp: PPOParams, accelerator, seed: in
             loss_mask = loss_mask & b.ended[:, None]
         adv = sc.advantages.float()
         if pp.whiten_advantages:
-            adv = returns.whiten(adv, loss_mask)
+            adv = advantages.whiten(adv, loss_mask)
         N = len(b.idx)
         size = N // pp.minibatches
         rng = np.random.default_rng([seed, step, rank, 7])

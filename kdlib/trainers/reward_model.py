@@ -1,12 +1,12 @@
 """Reward-model family (floor 3) of seed 003 ("Distill not only data but also rewards", Sec. 3.3-3.4),
 and the PPO method that optimises its shaped score.
 
-**The reward model** R(q, a) is the warmed-up student S_warmup with a :class:`kdlib.models.ScalarHead`
+**The reward model** R(q, a) is the warmed-up student S_warmup with a :class:`kdlib.modeling.models.ScalarHead`
 attached (shared trunk: ``attach_head(model)``), read at each answer's last position (the EOS
 position of the decoder; spec A7.9). One harness step (kdlib.trainers.base.train_run, via
 ``micro_loss``) reads a batch of D_R triplets (T+, S+, S-), scores the 3B answers, and minimises
 
-    Eq. (6)  L = L_pref + lam * L_cls     (kdlib.losses.rm_loss; ``loss="cls"``: Eq. (4) alone, Table 4)
+    Eq. (6)  L = L_pref + lam * L_cls     (kdlib.maths.reward_model.rm_loss; ``loss="cls"``: Eq. (4) alone, Table 4)
 
 Model selection reads the pairwise accuracies of the RM-val triplets (:func:`rm_evaluator`:
 ``pos_neg`` = 1[s_S+ > s_S-], ``pos_pos`` = 1[s_T > s_S+], Table 3); the best checkpoint's
@@ -14,9 +14,9 @@ accuracies on RM-test are the summary's ``test``.
 
 **The PPO method** (:func:`rd_ppo_method`) plugs into kdlib.trainers.ppo's loop: every rollout is
 decoded, its final answer extracted; the frozen RM scores it (r, a logit), Eq. (7) shapes it
-(kdlib.pseudolabel.shaped_reward: -5 without an answer, min(r, 0) when the answer disagrees with the
+(kdlib.maths.pseudolabel.shaped_reward: -5 without an answer, min(r, 0) when the answer disagrees with the
 question's pseudo-label y*, r otherwise), the k1 KL penalty to the frozen reference is added per token
-(kdlib.returns.kl_penalised_rewards, beta = ``ppo.kl_coef``), and GAE over the policy's own actions
+(kdlib.maths.advantages.kl_penalised_rewards, beta = ``ppo.kl_coef``), and GAE over the policy's own actions
 (calculator insertions are environment transitions) gives advantages and value targets for the
 critic, a separate network initialised from the reward model (:func:`value_model_from_rm`; TRL's
 convention, spec A7.13).
@@ -31,15 +31,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kdlib import returns
 from kdlib.config import PPOParams
-from kdlib.losses import rm_cls_loss, rm_loss, rm_pairwise_accuracy
-from kdlib.metrics import gsm8k_answer
-from kdlib.models import HEAD_ATTR, attach_head, decode, forward_with_hidden
-from kdlib.pseudolabel import shaped_reward
-from kdlib.stats import bootstrap_ci
-from kdlib.trainers.base import Evaluator, MicroLoss, Task, batch_src, batch_tgt
+from kdlib.maths import advantages as returns
+from kdlib.maths.metrics import gsm8k_answer
+from kdlib.maths.pseudolabel import shaped_reward
+from kdlib.maths.reward_model import rm_cls_loss, rm_loss, rm_pairwise_accuracy
+from kdlib.maths.stats import bootstrap_ci
+from kdlib.modeling.models import HEAD_ATTR, attach_head, decode, forward_with_hidden
+from kdlib.trainers.base import Evaluator, MicroLoss, batch_src, batch_tgt
 from kdlib.trainers.ppo import Batch, Method, Scored
+from kdlib.trainers.tasks import Task
 
 Triplet = tuple[int, str, str, str]  # (train index of the question, T+, S+, S-): the order of Eqs. (4)-(5)
 
@@ -54,7 +55,7 @@ def last_positions(mask: Tensor) -> Tensor:
 
 def decoder_hidden(model, arch: str, src: Tensor, src_m: Tensor, tgt: Tensor, tgt_m: Tensor) -> Tensor:
     """Last hidden states (B, T, D) at the target positions (position t has seen the source and
-    ``tgt[:, :t]``, as in :func:`kdlib.models.forward_with_hidden`). A decoder-only model runs its
+    ``tgt[:, :t]``, as in :func:`kdlib.modeling.models.forward_with_hidden`). A decoder-only model runs its
     base model only: a (B, T, V) logits tensor of a 128k vocabulary would dwarf everything else."""
     m = getattr(model, "module", model)
     base = getattr(m, "base_model", m)

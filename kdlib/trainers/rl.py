@@ -11,7 +11,7 @@ the return, clip it to [-reward_clip, reward_clip] (the paper's [-100, 100]), an
 Defaults follow the LLMR authors' code: q normalised by the mean logit, gradient norm clipped at
 1.0 (the harness), nothing after EOS (the mask), rollouts cut at the length limit dropped
 (``rl.truncated``; ``keep`` and ``bootstrap`` are the alternatives, see
-kdlib.returns.truncated_kstep_returns). ``rl.compat: authors_code`` switches to the KETCHUP authors'
+kdlib.maths.returns.truncated_kstep_returns). ``rl.compat: authors_code`` switches to the KETCHUP authors'
 public code (clamp tail, returns weighted by the detached student probability and clipped, a
 scalar batch baseline for both baselines; spec seed001_brim_extras.md Sec. 8.2).
 """
@@ -21,18 +21,19 @@ from __future__ import annotations
 import torch
 from torch.profiler import record_function
 
-from kdlib import returns
 from kdlib.config import RLParams
-from kdlib.evaluate import teacher_scores
-from kdlib.generation import generate
-from kdlib.losses import authors_code_pg_loss, policy_gradient_loss
-from kdlib.models import forward_logits, token_logprobs
-from kdlib.trainers.base import MicroLoss, Task, batch_src, micro_generator, shared_encoder
+from kdlib.maths import returns
+from kdlib.maths.losses import authors_code_pg_loss, policy_gradient_loss
+from kdlib.modeling.evaluate import teacher_scores
+from kdlib.modeling.generation import generate
+from kdlib.modeling.models import forward_logits, token_logprobs
+from kdlib.trainers.base import MicroLoss, batch_src, micro_generator, shared_encoder
+from kdlib.trainers.tasks import Task
 
 
 def method_k(method: str, q_sa, v, mask, rp: RLParams):
     """K of the return estimator: 1 for LLMR and its baselines, ``rl.k`` for KETCHUP, or a (B,)
-    tensor of per-sequence K for ``rl.k: auto`` (kdlib.returns.adaptive_k)."""
+    tensor of per-sequence K for ``rl.k: auto`` (kdlib.maths.returns.adaptive_k)."""
     if method != "ketchup":
         return 1
     if rp.k == "auto":
@@ -77,7 +78,7 @@ def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, s
                   teacher_cache=None) -> MicroLoss:
     """The loss of one micro-batch of the REINFORCE family (sample, score, return, Eq. (8)).
 
-    ``teacher_cache``: an :class:`kdlib.models.EncoderCache` of the teacher over the train prompts
+    ``teacher_cache``: an :class:`kdlib.modeling.models.EncoderCache` of the teacher over the train prompts
     (its encoder states are then read, not recomputed). With one process and no active dropout
     the student's encoder runs once per micro-batch: its states (with gradient) feed the loss, and
     detached they feed the sampler."""

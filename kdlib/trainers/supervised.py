@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from kdlib.losses import sequence_nll
-from kdlib.models import forward_logits
-from kdlib.trainers.base import MicroLoss, Task, batch_src, batch_tgt
+from kdlib.maths.losses import sequence_nll
+from kdlib.modeling.models import forward_logits
+from kdlib.trainers.base import MicroLoss, batch_src, batch_tgt
+from kdlib.trainers.tasks import Task
 
 
 def nll_micro_loss(task: Task, targets: list[str], device, which_src: str = "student",

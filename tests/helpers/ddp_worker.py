@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
+from kdlib.chains.core import _teacher_model, ensure_predistill
 from kdlib.config import load_params
-from kdlib.experiment import _teacher_model, ensure_predistill
-from kdlib.trainers.base import get_accelerator, load_model, load_task_bundle, optimizer_step
+from kdlib.trainers.base import get_accelerator, optimizer_step
 from kdlib.trainers.ppo import ppo_step_fn, prepare_policy, seed001_method
 from kdlib.trainers.rl import rl_micro_loss
+from kdlib.trainers.tasks import load_model, load_task_bundle
 
 cache, out = sys.argv[1], Path(sys.argv[2])
 family = sys.argv[3] if len(sys.argv) > 3 else "rl"

@@ -1,0 +1,318 @@
+"""Training many runs at once (floor 4): the run cache's dependency graph, executed by a pool of
+single-thread worker processes.
+
+Every table and figure needs many runs (Table 1: tasks x methods x seeds), and most of them are
+independent: a method run needs only its task's pre-distilled student, which needs only the
+teacher. :func:`ensure` takes the parameters of the runs a notebook needs, adds the stages they
+build on (teacher, pre-distillation), drops the ones already finished, and trains the rest with
+``workers`` processes, each run starting as soon as its parent is finished (longest chains
+first). While it works it prints one line per finished run and, every ``every_s`` seconds, which
+runs are training, their step, and an ETA.
+
+Why processes with one thread each: the embedded models are small, so a run's time is mostly
+per-operation overhead, which threads do not share out; on 2 cores two 1-thread processes train
+two runs in the time of one, while two 2-thread processes would fight over the cores (measured
+here: a teacher step went from 0.08 to 3 s). One thread per run also makes a run's numbers the
+same whatever the number of workers (different thread counts may sum floating-point numbers in a
+different order). Under ``accelerate launch`` (several processes already) and on a GPU the runs
+are trained one after another in this process.
+
+Killed part-way, nothing is lost: finished runs are in the cache and interrupted ones resume
+from their last checkpoint the next time.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from kdlib.config import Params
+
+# Relative cost of a run by (task, stage family), to start long chains first and to estimate the ETA
+# before any run has finished. Measured on the embedded profile; only the order matters.
+_TASK_WEIGHT = {"mini-gsm8k": 3.0, "mini-xsum": 1.5}
+
+
+@dataclass
+class Job:
+    """One run to finish: its params (``p.method`` names the stage), its run, the runs it needs."""
+
+    params: Params
+    key: str
+    label: str
+    stage: str
+    parents: list[str] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+
+
+def _stage_chain(p: Params) -> list[tuple[Params, object, list[str]]]:
+    """(params, run, parent run keys) of every stage the run named by ``p`` needs, parents first
+    (the stage registry of kdlib.chains.core says what builds on what)."""
+    from kdlib.chains.core import parents_of, run_for
+
+    out, seen = [], set()
+
+    def visit(q: Params) -> str:
+        run = run_for(q)
+        key = str(run.path)
+        if key not in seen:
+            seen.add(key)
+            parent_keys = [visit(par) for par in parents_of(q)]
+            out.append((q, run, parent_keys))
+        return key
+
+    visit(p)
+    return out
+
+
+def _label(p: Params, run) -> str:
+    if run.stage in ("teacher", "zeroshot"):
+        return f"{p.task.name} {run.stage}"
+    if run.stage == "predistill":
+        return f"{p.task.name} predistill ({p.models.student})"
+    return f"{p.task.name} {run.stage} seed {p.seed}"
+
+
+def plan(targets: Iterable[Params]) -> dict[str, Job]:
+    """The jobs that finish every target run and the runs they build on, keyed by run path;
+    finished runs are left out."""
+    jobs: dict[str, Job] = {}
+    edges: list[tuple[str, str]] = []
+    for p in targets:
+        for q, run, parent_keys in _stage_chain(p):
+            key = str(run.path)
+            if not run.finished and key not in jobs:
+                jobs[key] = Job(params=q, key=key, label=_label(q, run), stage=run.stage)
+            edges += [(par, key) for par in parent_keys]
+    for par, key in edges:
+        if key in jobs and par in jobs and par not in jobs[key].parents:
+            jobs[key].parents.append(par)
+            jobs[par].children.append(key)
+    return jobs
+
+
+def _cost(job: Job) -> float:
+    p = job.params
+    w = _TASK_WEIGHT.get(p.task.name, 1.0)
+    stage_w = {"teacher": 20.0, "predistill": 10.0, "zeroshot": 0.2}.get(job.stage, 1.0)
+    return w * stage_w
+
+
+def _priority(jobs: dict[str, Job]) -> dict[str, float]:
+    """Longest remaining chain (by estimated cost) below each job: start the long ones first."""
+    memo: dict[str, float] = {}
+
+    def tail(k: str) -> float:
+        if k not in memo:
+            memo[k] = _cost(jobs[k]) + max((tail(c) for c in jobs[k].children), default=0.0)
+        return memo[k]
+
+    return {k: tail(k) for k in jobs}
+
+
+# ----------------------------------------------------------------------------- workers
+_QUEUE = None
+
+
+def _init_worker(queue, threads: int) -> None:
+    global _QUEUE
+    os.environ["KDLIB_PROGRESS"] = "0"  # no per-run bars in workers: the parent prints status lines
+    import torch
+
+    torch.set_num_threads(threads)
+    _QUEUE = queue
+    from kdlib.trainers.base import set_progress_hook
+
+    last = [0.0]
+
+    def hook(run, step: int, total: int) -> None:
+        now = time.time()
+        if step == total or now - last[0] > 1.0:
+            last[0] = now
+            queue.put((str(run.path), step, total, now))
+
+    set_progress_hook(hook)
+
+
+def _train_job(params: Params) -> dict:
+    """Train one stage in a worker (its parents are finished); returns its summary."""
+    from kdlib.chains.core import train
+
+    t0 = time.time()
+    run = train(params)
+    s = run.summary()
+    return {"time_s": time.time() - t0, "best_step": s.get("best_step"), "steps": s.get("steps"),
+            "stop_reason": s.get("stop_reason")}
+
+
+def default_workers() -> int:
+    env = os.environ.get("KDLIB_WORKERS")
+    if env:
+        return max(1, int(env))
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def _fmt_s(s: float) -> str:
+    s = max(0, int(round(s)))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class _Status:
+    """Progress lines: what is running, its step, the ETA of the whole plan."""
+
+    def __init__(self, jobs: dict[str, Job], workers: int, log: Callable[[str], None], every_s: float):
+        self.jobs, self.workers, self.log, self.every_s = jobs, workers, log, every_s
+        self.t0 = time.time()
+        self.last_print = 0.0
+        self.done: dict[str, float] = {}  # key -> seconds it took
+        self.steps: dict[str, tuple[int, int, float, float]] = {}  # key -> (step, total, t_first, t_last)
+
+    def progress(self, key: str, step: int, total: int, t: float) -> None:
+        first = self.steps.get(key, (step, total, t, t))[2]
+        self.steps[key] = (step, total, first, t)
+
+    def _rate(self) -> float:
+        """Seconds per unit of estimated cost, from the runs finished so far."""
+        if not self.done:
+            return 1.0
+        return sum(self.done.values()) / sum(_cost(self.jobs[k]) for k in self.done)
+
+    def eta(self, running: Iterable[str]) -> float:
+        rate = self._rate()
+        left = 0.0
+        for k, job in self.jobs.items():
+            if k in self.done:
+                continue
+            est = _cost(job) * rate
+            if k in running and k in self.steps:
+                step, total, t_first, t_last = self.steps[k]
+                if step > 0 and t_last > t_first:
+                    est = (t_last - t_first) / step * (total - step)
+            left += est
+        return left / self.workers
+
+    def finished(self, key: str, seconds: float, info: dict) -> None:
+        self.done[key] = seconds
+        job = self.jobs[key]
+        extra = ""
+        if info.get("stop_reason") == "plateau":
+            extra = f", plateau at step {info.get('best_step')}"
+        self.log(f"[train] {len(self.done)}/{len(self.jobs)} done: {job.label} in {_fmt_s(seconds)}{extra}")
+
+    def maybe_print(self, running: Iterable[str], force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self.last_print < self.every_s:
+            return
+        self.last_print = now
+        parts = []
+        for k in running:
+            step, total, _, _ = self.steps.get(k, (0, 0, 0, 0))
+            parts.append(f"{self.jobs[k].label} step {step}/{total}" if total else f"{self.jobs[k].label} starting")
+        self.log(f"[train] {len(self.done)}/{len(self.jobs)} done, {_fmt_s(now - self.t0)} so far, "
+                 f"ETA {_fmt_s(self.eta(running))} | " + "; ".join(parts))
+
+
+def _in_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def ensure(targets: Iterable[Params], workers: int | None = None, log: Callable[[str], None] | None = None,
+           every_s: float = 15.0, threads: int = 1) -> int:
+    """Finish every run named by ``targets`` (and the stages they build on). Returns the number of
+    runs trained. ``workers``: parallel processes (default: ``KDLIB_WORKERS`` or the CPUs this
+    process may use; 1 on a GPU). Runs already finished are not touched."""
+    log = log or (lambda s: print(s, flush=True))
+    jobs = plan(targets)
+    if not jobs:
+        return 0
+    workers = workers or default_workers()
+    status = _Status(jobs, min(workers, len(jobs)), log, every_s)
+    log(f"[train] {len(jobs)} runs to train with {workers} worker(s) "
+        f"({sum(1 for j in jobs.values() if j.stage in ('teacher', 'predistill'))} teacher/pre-distillation stages)")
+    if _in_distributed():  # every rank walks the same plan in the same order
+        return _ensure_in_process(jobs, status)
+    prio = _priority(jobs)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Manager().Queue()
+    finished: set[str] = set()
+    running: dict[Future, str] = {}
+    failed: list[tuple[str, str]] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(queue, threads)) as pool:
+        def submit_ready():
+            busy = set(running.values())
+            ready = [k for k, j in jobs.items() if k not in finished and k not in busy
+                     and all(par in finished for par in j.parents)]
+            for k in sorted(ready, key=lambda k: -prio[k])[: max(0, workers - len(running))]:
+                running[pool.submit(_train_job, jobs[k].params)] = k
+
+        submit_ready()
+        while running:
+            done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+            while not queue.empty():
+                key, step, total, t = queue.get()
+                if key in jobs:
+                    status.progress(key, step, total, t)
+            for fut in done:
+                key = running.pop(fut)
+                try:
+                    info = fut.result()
+                except Exception as e:  # noqa: BLE001 - report which run failed, then stop
+                    failed.append((jobs[key].label, "".join(traceback.format_exception_only(type(e), e)).strip()))
+                    continue
+                finished.add(key)
+                status.finished(key, info["time_s"], info)
+            if failed:
+                for fut in running:
+                    fut.cancel()
+                break
+            submit_ready()
+            status.maybe_print(running.values())
+    if failed:
+        label, err = failed[0]
+        raise RuntimeError(f"training {label} failed: {err}\n(finished runs are kept; re-running resumes the rest)")
+    log(f"[train] all {len(jobs)} runs finished in {_fmt_s(time.time() - status.t0)}")
+    return len(jobs)
+
+
+def _ensure_in_process(jobs: dict[str, Job], status: _Status) -> int:
+    from kdlib.trainers.base import set_progress_hook
+
+    order, seen = [], set()
+
+    def visit(k):
+        if k in seen:
+            return
+        seen.add(k)
+        for par in jobs[k].parents:
+            visit(par)
+        order.append(k)
+
+    for k in jobs:
+        visit(k)
+    set_progress_hook(lambda run, step, total: (status.progress(str(run.path), step, total, time.time()),
+                                                status.maybe_print([str(run.path)])))
+    try:
+        for k in order:
+            info = _train_job(jobs[k].params)
+            status.finished(k, info["time_s"], info)
+    finally:
+        set_progress_hook(None)
+    return len(jobs)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use kdlib.chains.schedule.ensure(...) or `python -m kdlib prepare`")

@@ -1,0 +1,173 @@
+"""Small statistics for reporting results over seeds (rliable-style pure numpy/scipy functions).
+
+Used for the 5-seed results with paired t-tests and 95% confidence intervals of seed 001,
+App. E. Every function takes array-likes of floats and returns plain Python floats / str;
+none of them raises on small or degenerate samples (they return NaN instead).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy import stats as _sps
+
+__all__ = ["mean_ci", "paired_ttest", "bootstrap_ci", "format_mean_ci"]
+
+
+def _as_1d(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).ravel()
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Sample mean and half-width of its two-sided t confidence interval.
+
+    ``half_width = t_{(1 + confidence)/2, n - 1} * s / sqrt(n)`` with ``s`` the sample
+    standard deviation (ddof = 1). Example: ``mean_ci([1, 2, 3]) == (2.0, 4.3027 / sqrt(3))``
+    = ``(2.0, 2.4841...)``.
+
+    n = 0 gives ``(nan, nan)``; n = 1 gives ``(value, nan)`` (no spread can be estimated
+    from one run). Returns ``(mean, half_width)`` as floats.
+    """
+    _check_confidence(confidence)
+    x = _as_1d(values)
+    n = x.size
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = float(x.mean())
+    if n == 1:
+        return mean, float("nan")
+    sem = float(x.std(ddof=1)) / math.sqrt(n)
+    t_crit = float(_sps.t.ppf(0.5 + confidence / 2.0, df=n - 1))
+    return mean, t_crit * sem
+
+
+def paired_ttest(a, b) -> tuple[float, float]:
+    """Two-sided paired t-test of ``a`` against ``b`` (``scipy.stats.ttest_rel``), e.g. per-seed scores.
+
+    Returns ``(t, p)`` as floats. Degenerate cases never raise: fewer than two pairs, or
+    differences with zero variance (all pairs differ by the same amount, including 0), give
+    ``(nan, nan)``. Raises ``ValueError`` only when the lengths differ.
+    """
+    x, y = _as_1d(a), _as_1d(b)
+    if x.size != y.size:
+        raise ValueError(f"paired_ttest needs samples of equal length, got {x.size} and {y.size}")
+    if x.size < 2:
+        return float("nan"), float("nan")
+    d = x - y
+    if not np.all(np.isfinite(d)) or float(np.ptp(d)) == 0.0:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _sps.ttest_rel(x, y)
+    return float(res.statistic), float(res.pvalue)
+
+
+def bootstrap_ci(values, confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval ``(low, high)`` of the mean.
+
+    Resamples ``values`` with replacement ``n_boot`` times (``numpy.random.default_rng(seed)``,
+    so the result is reproducible), and returns the ``(1 - confidence)/2`` and
+    ``(1 + confidence)/2`` percentiles of the resampled means. n = 0 gives ``(nan, nan)``;
+    n = 1 gives ``(value, value)``.
+    """
+    _check_confidence(confidence)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    x = _as_1d(values)
+    n = x.size
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))  # (n_boot, n)
+    means = x[idx].mean(axis=1)  # (n_boot,)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(means, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(low), float(high)
+
+
+def format_mean_ci(mean: float, hw: float, digits: int = 2) -> str:
+    """``"28.56 ± 0.31"``; just ``"28.56"`` when the half-width is NaN (e.g. a single run)."""
+    if hw is None or math.isnan(float(hw)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {hw:.{digits}f}"
+
+
+def excess_error_percent(kl_student_paths, mask_student, kl_teacher_paths, mask_teacher, max_len: int | None = None):
+    """ExError%(l) of LLMR (seed 002, after Arora et al. 2022): the excess accumulated error when
+    the models follow the student's own trajectories instead of the teacher's::
+
+        D_s(l) = E_{y ~ student} sum_{t <= l} KL(p(.|y_<t, x) || q(.|y_<t, x))
+        D_t(l) = E_{y ~ teacher} sum_{t <= l} KL(p(.|y_<t, x) || q(.|y_<t, x))
+        ExError%(l) = 100 (D_s(l) - D_t(l)) / D_t(l)
+
+    Inputs are per-position forward KLs (teacher p || student q) along sampled trajectories:
+    ``kl_*_paths`` (N, L) with their masks; a trajectory that ended before l keeps its total
+    (no further steps). Positive = exposure bias. Returns (l = 1..max_len, ExError%) arrays."""
+    ks, ms = _as_2d(kl_student_paths), _as_2d(mask_student).astype(bool)
+    kt, mt = _as_2d(kl_teacher_paths), _as_2d(mask_teacher).astype(bool)
+    L = max_len or max(ks.shape[1], kt.shape[1])
+
+    def accumulated(k, m):
+        k = np.where(m, k, 0.0)
+        if k.shape[1] < L:
+            k = np.pad(k, ((0, 0), (0, L - k.shape[1])))
+        return np.cumsum(k[:, :L], axis=1).mean(axis=0)  # (L,)
+
+    d_s, d_t = accumulated(ks, ms), accumulated(kt, mt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ex = np.where(d_t > 0, 100.0 * (d_s - d_t) / d_t, np.nan)
+    return np.arange(1, L + 1), ex
+
+
+def _as_2d(x) -> np.ndarray:
+    a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
+    if a.ndim != 2:
+        raise ValueError(f"expected an (N, L) array, got shape {a.shape}")
+    return a
+
+
+def projected_gradient_stats(P, directions: str = "gaussian") -> dict:
+    """Variance and signal of a stochastic gradient from its random projections (a
+    measurement the KETCHUP papers do not make: they measure the variance of the return).
+
+    ``P`` (r, N): ``P[j, n] = g_n . v_j``, N per-sample gradients g_n (e.g. one sampled output's
+    ``sum_t G^_t grad log pi(y_t|s_t)``) projected on r directions v_j ~ N(0, I). Because
+    ``E_v[(a . v)^2] = |a|^2``:
+
+    * ``trace_var`` = mean_j of the unbiased sample variance over n of P[j, :]: an unbiased estimate
+      of tr Cov(g) (the total variance of the single-sample gradient);
+    * ``mean_sq`` = mean_j (mean_n P[j, n])^2 - trace_var / N: an unbiased estimate of |E g|^2
+      (the plug-in estimate is biased up by the noise of the mean; clipped at 0);
+    * ``snr`` = sqrt(mean_sq / trace_var): |E g| / sqrt(tr Var g).
+
+    ``directions="basis"``: the v_j are an orthonormal basis of the gradient's space (r = dim g);
+    then sum_j (a . v_j)^2 = |a|^2 exactly, so the means over j above become sums and the
+    estimates are exact (tests/test_gradient_variance.py checks this against per-sample gradients
+    computed by backward). Returns floats."""
+    if directions not in ("gaussian", "basis"):
+        raise ValueError(f"directions must be 'gaussian' or 'basis', got {directions!r}")
+    P = _as_2d(P)
+    r, n = P.shape
+    if n < 2:
+        raise ValueError("need at least two samples per input")
+    scale = float(r) if directions == "basis" else 1.0
+    tv = scale * float(P.var(axis=1, ddof=1).mean())
+    ms = max(0.0, scale * float((P.mean(axis=1) ** 2).mean()) - tv / n)
+    return {"trace_var": tv, "mean_sq": ms, "snr": math.sqrt(ms / tv) if tv > 0 else float("nan")}
+
+
+def projected_cosine(PA, PB) -> float:
+    """Cosine between the mean gradients E g_A and E g_B of two estimators measured on the same
+    samples and directions (``P*`` (r, N) as in :func:`projected_gradient_stats`): the plug-in
+    estimate ``<mean_A, mean_B> / (|mean_A| |mean_B|)`` over the projected means (directions
+    v ~ N(0, I) preserve inner products in expectation). 1 = same direction."""
+    A, B = _as_2d(PA).mean(axis=1), _as_2d(PB).mean(axis=1)
+    den = float(np.sqrt((A ** 2).sum() * (B ** 2).sum()))
+    return float((A * B).sum() / den) if den > 0 else float("nan")

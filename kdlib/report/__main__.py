@@ -1,0 +1,7 @@
+"""``python -m kdlib.report index OUT_DIR``: rebuild the index page."""
+
+import sys
+
+from kdlib.report.index import main
+
+sys.exit(main())

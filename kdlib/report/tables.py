@@ -1,0 +1,263 @@
+"""Table 1 of the kit: mean ± 95% CI over seeds, the best student marked, paired t-tests against a baseline, verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from kdlib.maths.metrics import PRIMARY_METRIC
+from kdlib.maths.stats import format_mean_ci, mean_ci, paired_ttest
+from kdlib.report.labels import (
+    NOT_STUDENTS,
+    TASK_METRICS,
+    _higher_is_better,
+    _metric_label,
+    _sort_tasks,
+    method_label,
+    sort_methods,
+    task_kind,
+    task_label,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Main table
+# ---------------------------------------------------------------------------------------------
+
+_RESULT_COLUMNS = ("task", "method", "seed", "metric", "value")
+
+
+def _check_columns(df: pd.DataFrame, needed: Iterable[str], what: str) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}; got {', '.join(map(str, df.columns))}")
+
+
+def _aggregate(results: pd.DataFrame) -> pd.DataFrame:
+    """(task, method, metric) -> mean, 95% CI half-width (t), n_seeds; NaN values are dropped."""
+    rows = []
+    for (task, method, metric), g in results.groupby(["task", "method", "metric"], sort=False):
+        values = pd.to_numeric(g["value"], errors="coerce").dropna().to_numpy(dtype=float)
+        if values.size == 0:
+            continue
+        mean, hw = mean_ci(values)
+        rows.append({"task": task, "method": method, "metric": metric,
+                     "mean": mean, "half_width": hw, "n_seeds": int(values.size)})
+    return pd.DataFrame(rows, columns=["task", "method", "metric", "mean", "half_width", "n_seeds"])
+
+
+def _p_values(results: pd.DataFrame, baseline: str = "llmr") -> pd.DataFrame:
+    """Paired t-test (over seeds) of every KETCHUP run against ``baseline`` (LLMR; LLMR + PPO in the
+    PPO study) on each task's primary metric. Tasks without any ``baseline`` run get no test."""
+    rows = []
+    for task in results["task"].unique():
+        primary = PRIMARY_METRIC.get(task_kind(task) or "")
+        sub = results[(results["task"] == task) & (results["metric"] == primary)]
+        llmr = sub[sub["method"] == baseline].groupby("seed")["value"].mean()
+        if llmr.empty:
+            continue
+        for method in sort_methods(sub["method"]):
+            if not str(method).startswith("ketchup"):
+                continue
+            ours = sub[sub["method"] == method].groupby("seed")["value"].mean()
+            paired = pd.concat([ours.rename("ours"), llmr.rename("llmr")], axis=1, join="inner").dropna()
+            n = len(paired)
+            t, p = paired_ttest(paired["ours"], paired["llmr"]) if n >= 2 else (math.nan, math.nan)
+            delta = float((paired["ours"] - paired["llmr"]).mean()) if n else math.nan
+            if not _higher_is_better(primary):
+                delta = -delta  # positive = KETCHUP better, whatever the metric's direction
+            if n < 2:
+                text = "n/a (1 seed)" if n == 1 or len(ours) <= 1 else "n/a (no paired seeds)"
+            elif math.isnan(p):
+                text = "n/a (constant difference)"
+            else:
+                text = f"{delta:+.2f}, p {_format_p(p)}{significance_marker(p)}"
+            rows.append({"task": task, "method": method, "metric": primary, "t_vs_llmr": t,
+                         "p_vs_llmr": p, "n_paired": n, "delta_vs_llmr": delta,
+                         "significant_0035": bool(p < ALPHA) if not math.isnan(p) else False,
+                         "significant_005": bool(p < 0.05) if not math.isnan(p) else False, "p_text": text})
+    return pd.DataFrame(rows, columns=["task", "method", "metric", "t_vs_llmr", "p_vs_llmr", "n_paired", "delta_vs_llmr",
+                                       "significant_0035", "significant_005", "p_text"])
+
+
+ALPHA = 0.035  # seed 001 App. E: "p < 0.035 indicating the differences are deemed significant"
+
+
+def significance_marker(p: float) -> str:
+    """" ‡" for p < 0.035 (the paper's threshold), " †" for 0.035 <= p < 0.05, else ""."""
+    if p is None or math.isnan(p):
+        return ""
+    return " ‡" if p < ALPHA else (" †" if p < 0.05 else "")
+
+
+def _format_p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame,
+                 markers: Mapping[tuple[str, str], str] | None = None,
+                 baseline_label: str = "LLMR") -> tuple[pd.DataFrame, pd.DataFrame]:
+    markers = markers or {}
+    tasks = _sort_tasks(stats["task"])
+    methods = sort_methods(stats["method"])
+    stats = stats.copy()
+    stats["best"] = False
+    columns: list[tuple[str, str, str]] = []  # (column name, task, metric or "p")
+    for task in tasks:
+        in_task = stats[stats["task"] == task]
+        present = list(dict.fromkeys(in_task["metric"]))
+        kind = task_kind(task)
+        shown = [m for m in TASK_METRICS.get(kind, ()) if m in present] if kind else present
+        for metric in shown:
+            columns.append((f"{task_label(task)} {_metric_label(metric)}", task, metric))
+            # Best student: compare at the displayed precision so ties are all marked.
+            cand = in_task[(in_task["metric"] == metric) & ~in_task["method"].isin(NOT_STUDENTS)]
+            if not cand.empty:
+                shown_values = cand["mean"].round(2)
+                best = shown_values.max() if _higher_is_better(metric) else shown_values.min()
+                stats.loc[shown_values[shown_values == best].index, "best"] = True
+        if not p_values.empty and (p_values["task"] == task).any():
+            columns.append((f"{task_label(task)} vs {baseline_label}", task, "p"))
+
+    by_key = stats.set_index(["task", "method", "metric"])
+    p_by_key = p_values.set_index(["task", "method"]) if not p_values.empty else None
+    table = []
+    for method in methods:
+        row = {"Method": method_label(method)}
+        for col, task, metric in columns:
+            if metric == "p":
+                row[col] = p_by_key.loc[(task, method), "p_text"] if (task, method) in p_by_key.index else ""
+                continue
+            if (task, method, metric) not in by_key.index:
+                row[col] = "–"
+                continue
+            s = by_key.loc[(task, method, metric)]
+            hw = s["half_width"] if s["n_seeds"] >= 2 else math.nan
+            cell = format_mean_ci(float(s["mean"]), float(hw), digits=2)
+            cell = cell + " *" if bool(s["best"]) else cell
+            if metric == PRIMARY_METRIC.get(task_kind(task) or "") and (task, method) in markers:
+                cell += " " + markers[(task, method)]
+            row[col] = cell
+        table.append(row)
+    display = pd.DataFrame(table, columns=["Method"] + [c for c, _, _ in columns])
+
+    numeric = stats.copy()
+    numeric["best_at_step0"] = [markers.get((t, m), "") for t, m in zip(numeric["task"], numeric["method"])]
+    if not p_values.empty:
+        numeric = numeric.merge(p_values.drop(columns="p_text"), on=["task", "method", "metric"], how="left")
+    else:
+        numeric = numeric.assign(t_vs_llmr=math.nan, p_vs_llmr=math.nan, n_paired=pd.NA)
+    numeric.insert(1, "task_label", numeric["task"].map(task_label))
+    numeric.insert(3, "method_label", numeric["method"].map(method_label))
+    order = {m: i for i, m in enumerate(methods)}
+    numeric = (numeric.assign(_t=numeric["task"].map({t: i for i, t in enumerate(tasks)}),
+                              _m=numeric["method"].map(order))
+               .sort_values(["_t", "_m", "metric"], kind="stable").drop(columns=["_t", "_m"])
+               .reset_index(drop=True))
+    return display, numeric
+
+
+def start_markers(runs: pd.DataFrame | None) -> dict[tuple[str, str], str]:
+    """``{(task, method): "§k/n"}`` for methods whose best dev checkpoint was step 0 in k of their n
+    trained seeds: there the reported row IS the pre-distilled student, not the method."""
+    out: dict[tuple[str, str], str] = {}
+    if runs is None or runs.empty or "best_step" not in runs:
+        return out
+    trained = runs[pd.to_numeric(runs["steps"], errors="coerce").fillna(0) > 0]
+    for (task, method), g in trained.groupby(["task", "method"]):
+        if method in ("teacher", "predistill"):
+            continue
+        k = int((pd.to_numeric(g["best_step"], errors="coerce") == 0).sum())
+        if k:
+            out[(task, method)] = f"§{k}/{len(g)}"
+    return out
+
+
+def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None,
+               baseline: str = "llmr") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The kit's Table 1 from long-format results (columns task, method, seed, metric, value).
+
+    Returns ``(display, numeric)``:
+
+    * ``display``: one row per method (``METHOD_ORDER``, KETCHUP by K), a "Method" column, then
+      per task its metric columns (``"mini-XSum R-L"``; metrics from ``TASK_METRICS``) and, when
+      KETCHUP rows exist, a ``"<task> vs LLMR"`` column (mean paired difference, p, markers). Cells read ``"mean ± half-width"``
+      (95% CI, t-distribution over seeds) when a method has several seeds, else ``"mean"``; two
+      decimals; ``"–"`` when missing. The best student per column (teacher and zero-shot
+      student excluded; TER lower is better; ties at two decimals all marked) ends in ``" *"``.
+      The p column holds the two-sided paired t-test (pairs matched by seed) of each KETCHUP
+      run against LLMR on the task's primary metric, or ``"n/a (1 seed)"`` with fewer than two
+      paired seeds. ``baseline`` names the method KETCHUP rows are tested against (default LLMR;
+      ``llmr_ppo`` in the PPO study); without any run of it there is no such column.
+      ``display.attrs["caption"]`` explains all this; :func:`write_table` uses it.
+    * ``numeric``: one row per (task, method, metric): mean, half_width, n_seeds, best, and for
+      KETCHUP rows on the primary metric t_vs_llmr, p_vs_llmr, n_paired.
+    """
+    _check_columns(results, _RESULT_COLUMNS, "main_table(results)")
+    results = results.loc[:, list(_RESULT_COLUMNS)].copy()
+    results["value"] = pd.to_numeric(results["value"], errors="coerce")
+    dup = results.duplicated(["task", "method", "seed", "metric"], keep=False)
+    if dup.any():
+        example = results[dup].iloc[0]
+        raise ValueError(f"main_table(results): several values for task={example['task']!r}, "
+                         f"method={example['method']!r}, seed={example['seed']!r}, metric={example['metric']!r}; "
+                         "expected one value per (task, method, seed, metric)")
+    stats = _aggregate(results)
+    if stats.empty:
+        raise ValueError("main_table(results): no numeric values")
+    markers = start_markers(runs)
+    base = method_label(baseline)
+    p_values = _p_values(results, baseline)
+    display, numeric = _build_table(stats, p_values, markers, base)
+    n = sorted(set(numeric["n_seeds"]))
+    seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
+    display.attrs["caption"] = (
+        f"Test-set results ({seeds} seed(s) per method). Cells: mean ± 95% CI half-width "
+        "(t-distribution) over seeds; no ± for single runs. * best student per column "
+        "(teacher and zero-shot student excluded); ↓ lower is better. "
+        + (f"vs {base}: mean paired difference on the task's primary metric (positive = KETCHUP better) and the "
+           "two-sided paired t-test over seeds; ‡ p < 0.035 (seed 001 App. E's threshold), † p < 0.05. "
+           if not p_values.empty else "")
+        + "§k/n after a primary-metric cell: in k of n seeds the best dev checkpoint was step 0, so the row "
+        "is the pre-distilled student there, not the method.")
+    return display, numeric
+
+
+def ketchup_verdicts(numeric: pd.DataFrame) -> list[str]:
+    """One line per task: did any KETCHUP row beat LLMR with p < 0.035 (seed 001 App. E)? Read off
+    :func:`main_table`'s numeric frame; says so plainly when none did."""
+    lines = []
+    if "p_vs_llmr" not in numeric:
+        return ["No KETCHUP-vs-LLMR test (no KETCHUP rows or one seed)."]
+    tested = numeric.dropna(subset=["p_vs_llmr"])
+    for task in _sort_tasks(numeric["task"]):
+        sub = tested[tested["task"] == task]
+        if sub.empty:
+            lines.append(f"{task_label(task)}: not tested (fewer than two paired seeds).")
+            continue
+        metric = _metric_label(sub["metric"].iloc[0])
+        better = sub[(sub["p_vs_llmr"] < ALPHA) & (sub["delta_vs_llmr"] > 0)]
+        worse = sub[(sub["p_vs_llmr"] < ALPHA) & (sub["delta_vs_llmr"] < 0)]
+        n = int(sub["n_paired"].max())
+        if not better.empty:
+            parts = [f"{method_label(m)} ({d:+.2f} {metric}, p {_format_p(p)})"
+                     for m, d, p in zip(better["method"], better["delta_vs_llmr"], better["p_vs_llmr"])]
+            text = f"KETCHUP beat LLMR with p < 0.035 ({n} seeds): " + "; ".join(parts)
+        else:
+            # "closest": the KETCHUP row ahead of LLMR with the smallest p (or, when none is ahead, the
+            # row least behind); rows that pass only the looser 0.05 level are named as such.
+            ahead = sub[sub["delta_vs_llmr"] > 0]
+            best = ahead.loc[ahead["p_vs_llmr"].idxmin()] if not ahead.empty else sub.loc[sub["delta_vs_llmr"].idxmax()]
+            text = (f"KETCHUP did not beat LLMR with p < 0.035 ({n} seeds); closest: {method_label(best['method'])} "
+                    f"{best['delta_vs_llmr']:+.2f} {metric}, p {_format_p(best['p_vs_llmr'])}")
+            loose = ahead[ahead["p_vs_llmr"] < 0.05]
+            if not loose.empty:
+                text += " (p < 0.05 only, not the paper's 0.035: " + ", ".join(method_label(m) for m in loose["method"]) + ")"
+            elif ahead.empty:
+                text += " (every KETCHUP row is behind LLMR)"
+        if not worse.empty:
+            text += "; significantly WORSE than LLMR: " + ", ".join(method_label(m) for m in worse["method"])
+        lines.append(f"{task_label(task)}: {text}.")
+    return lines

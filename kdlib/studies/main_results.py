@@ -1,0 +1,48 @@
+"""Table 1 (notebook 01_main_results): test scores at the best dev checkpoint of every method x task x seed.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from kdlib.chains.core import (
+    BASE_SEED,
+    ensure_predistill,
+    ensure_teacher,
+    ensure_zeroshot,
+    train,
+)
+from kdlib.config import MainResultsParams, Params
+from kdlib.studies.common import (
+    chain_targets,
+    ensure_runs,
+    kit_params,
+    method_plan,
+    method_targets,
+    result_rows,
+    run_row,
+)
+
+
+def main_results(nb: MainResultsParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1: test scores at the best dev checkpoint of the teacher, the zero-shot and
+    pre-distilled students and every method (x seeds). Returns (long results, runs)."""
+    ensure_runs(nb)
+    rows, runs = [], []
+    for task in nb.tasks:
+        base = kit_params(nb, **{"task.name": task})
+        for label, run in (("teacher", ensure_teacher(base)), ("zeroshot", ensure_zeroshot(base)),
+                           ("predistill", ensure_predistill(base))):
+            rows += result_rows(task, label, BASE_SEED, run.summary())
+            runs.append(run_row(task, label, BASE_SEED, run))
+        for seed in nb.seeds:
+            for label, over in method_plan(nb):
+                run = train(kit_params(nb, **{"task.name": task, "seed": seed, **over}))
+                rows += result_rows(task, label, seed, run.summary())
+                runs.append(run_row(task, label, seed, run))
+    return pd.DataFrame(rows), pd.DataFrame(runs)
+
+
+def plan(nb: MainResultsParams) -> list[Params]:
+    """The runs Table 1 reads: each task's chain, then every method x seed."""
+    return [q for t in nb.tasks for q in chain_targets(nb, t)] + method_targets(nb, nb.tasks, nb.seeds, method_plan(nb))

@@ -1,0 +1,85 @@
+"""Seed 001 App. D (notebook 06_ppo): LLMR + PPO (critic, GAE) against KETCHUP + PPO; curve-shape verdicts.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from kdlib.chains.core import train
+from kdlib.config import Params, PPOStudyParams
+from kdlib.studies.common import chain_targets, ensure_runs, kit_params, result_rows
+
+# ----------------------------------------------------------------------------- 06: PPO (seed 001 App. D)
+PPO_SERIES = {"eval/return": "dev return", "train/td_error_sq": "TD error^2", "train/approx_kl": "approx KL",
+              "train/clip_fraction": "clip fraction", "train/value_loss": "value loss", "train/entropy": "entropy",
+              "train/return": "train return", "eval/length": "dev length"}
+
+
+def _ppo_overrides(nb: PPOStudyParams) -> list[dict]:
+    return [{"task.name": t, "method": m, "seed": s, **({"ppo.k": nb.k} if m == "ketchup_ppo" else {})}
+            for t in nb.tasks for s in nb.seeds for m in nb.methods]
+
+
+def ppo_study(nb: PPOStudyParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seed 001 Fig. 3: LLMR + PPO (critic, GAE) against KETCHUP + PPO (K-step return, no critic).
+    Returns (long curves: task, method, seed, step, series, value; long test results: task,
+    method, seed, metric, value)."""
+    from kdlib.chains.core import run_label
+
+    ensure_runs(nb)
+    curves, results = [], []
+    for over in _ppo_overrides(nb):
+        p = kit_params(nb, **over)
+        run = train(p)
+        label = run_label(p)
+        for r in run.metrics():
+            for key, name in PPO_SERIES.items():
+                if key in r:
+                    curves.append({"task": p.task.name, "method": label, "seed": p.seed, "step": r["step"],
+                                   "series": name, "value": float(r[key])})
+        results += result_rows(p.task.name, label, p.seed, run.summary())
+    return pd.DataFrame(curves), pd.DataFrame(results)
+
+
+def ppo_verdicts(curves: pd.DataFrame, tol_frac: float = 0.1) -> tuple[pd.DataFrame, list[str]]:
+    """Does each run show seed 001 Fig. 3b's shape? Per (task, method), on the mean over seeds of
+    the greedy dev return: start, peak (and its step), final, the drop from the peak, and the
+    Spearman correlation of the curve with the step. A curve "keeps rising" when its final value
+    is within ``tol_frac`` of the start-to-peak rise below its peak; it "falls back" otherwise.
+    The paper's claim holds on a task when LLMR + PPO falls back and KETCHUP + PPO keeps rising."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    dev = curves[curves["series"] == "dev return"]
+    for (task, method), g in dev.groupby(["task", "method"], sort=False):
+        mean = g.groupby("step")["value"].mean().sort_index()
+        start, final = float(mean.iloc[0]), float(mean.iloc[-1])
+        peak_step, peak = int(mean.idxmax()), float(mean.max())
+        rise = max(peak - start, 1e-12)
+        rho = float(spearmanr(mean.index, mean.values).statistic) if len(mean) > 2 else float("nan")
+        rows.append({"task": task, "method": method, "start": start, "peak": peak, "peak_step": peak_step,
+                     "final": final, "drop_from_peak": peak - final, "spearman_with_step": rho,
+                     "keeps_rising": bool(peak - final <= tol_frac * rise and final > start)})
+    table = pd.DataFrame(rows)
+    lines = []
+    for task, g in table.groupby("task", sort=False):
+        by = {r["method"]: r for r in g.to_dict(orient="records")}
+        llmr = by.get("llmr_ppo")
+        ket = next((r for m, r in by.items() if m.startswith("ketchup_ppo")), None)
+        parts = []
+        for r in (llmr, ket):
+            if r is None:
+                continue
+            shape = "keeps rising" if r["keeps_rising"] else "falls back from its peak"
+            parts.append(f"{r['method']} {shape} (start {r['start']:.2f}, peak {r['peak']:.2f} at step "
+                         f"{r['peak_step']}, final {r['final']:.2f}, Spearman with step {r['spearman_with_step']:.2f})")
+        holds = llmr is not None and ket is not None and not llmr["keeps_rising"] and ket["keeps_rising"]
+        verdict = "the paper's pattern (LLMR+PPO falls back, KETCHUP+PPO keeps rising) holds" if holds else \
+            "the paper's pattern (LLMR+PPO falls back, KETCHUP+PPO keeps rising) does NOT hold"
+        lines.append(f"{task}: {verdict}: " + "; ".join(parts) + ".")
+    return table, lines
+
+
+def plan(nb: PPOStudyParams) -> list[Params]:
+    """Each task's chain, then LLMR + PPO and KETCHUP + PPO per seed."""
+    return [q for t in nb.tasks for q in chain_targets(nb, t)] + [kit_params(nb, **o) for o in _ppo_overrides(nb)]

@@ -1,0 +1,149 @@
+"""The task bundle (data + tokenizer + token ids) and model loading for a run: what every family and chain reads before training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from kdlib import data as kdata
+from kdlib.config import Params, params_hash
+from kdlib.maths import metrics
+from kdlib.modeling.engines import has_active_dropout  # noqa: F401  (re-exported for the families)
+from kdlib.modeling.models import (
+    build_model,
+    is_tiny,
+    load_hub_tokenizer,
+    load_or_train_tokenizer,
+    load_pretrained,
+    tiny_arch,
+)
+
+
+# ----------------------------------------------------------------------------- task bundle
+@dataclass
+class Task:
+    """A task ready for training: texts, token ids with each prompt, tokenizer, metric names."""
+
+    name: str
+    kind: str
+    arch: str
+    tok: object
+    sources: dict[str, list[str]]  # raw sources by split
+    targets: dict[str, list[str]]  # references by split
+    student_src: dict[str, list[list[int]]]  # token ids of the student's prompt by split
+    teacher_src: dict[str, list[list[int]]]
+    use_calculator: bool
+    max_target_len: int
+    fingerprint: str = ""  # hash of every source and target: run keys change when the data does
+    primary: str = field(init=False)
+
+    def __post_init__(self):
+        self.primary = metrics.PRIMARY_METRIC[self.kind]
+
+    def split_size(self, split: str) -> int:
+        return len(self.targets[split])
+
+
+def resolve_arch(params: Params) -> str:
+    spec = params.models.student
+    return tiny_arch(spec) if is_tiny(spec) else params.models.arch
+
+
+def data_key(params: Params) -> dict:
+    return {"task": params.task.model_dump(), "arch": resolve_arch(params), "tokenizer": params.models.tokenizer,
+            "teacher": params.models.teacher if not is_tiny(params.models.teacher) else "tiny"}
+
+
+def load_task_bundle(params: Params) -> Task:
+    """The task bundle of ``params`` (cached per data-relevant parameters within a process)."""
+    sub = {"task": params.task.model_dump(), "models": params.models.model_dump(), "cache_dir": params.cache_dir}
+    return _load_task_bundle(json.dumps(sub, sort_keys=True))
+
+
+@lru_cache(maxsize=8)
+def _load_task_bundle(sub_json: str) -> Task:
+    sub = json.loads(sub_json)
+    params = Params(task=sub["task"], models=sub["models"], cache_dir=sub["cache_dir"])
+    tp = params.task
+    ds = kdata.load_task(tp.name, cache_dir=params.cache_dir, path=tp.path, n_train=tp.n_train, n_dev=tp.n_dev,
+                         n_test=tp.n_test, seed=tp.data_seed)
+    kind = kdata.task_kind(tp.name)
+    prompts = kdata.DEFAULT_PROMPTS[tp.name]
+    s_tpl = tp.student_prompt or prompts["student"]
+    t_tpl = tp.teacher_prompt or prompts["teacher"]
+    arch = resolve_arch(params)
+    sources = {s: list(ds[s]["source"]) for s in ("train", "dev", "test")}
+    targets = {s: list(ds[s]["target"]) for s in ("train", "dev", "test")}
+    s_text = {s: [kdata.apply_prompt(s_tpl, x) for x in xs] for s, xs in sources.items()}
+    t_text = {s: [kdata.apply_prompt(t_tpl, x) for x in xs] for s, xs in sources.items()}
+    if params.models.tokenizer or not is_tiny(params.models.teacher):
+        tok = load_hub_tokenizer(params.models.tokenizer or params.models.teacher, params.models.trust_remote_code)
+    else:
+        h = hashlib.sha256(params_hash(data_key(params)).encode()).hexdigest()[:12]
+        folder = os.path.join(params.cache_dir, "tokenizers", f"{tp.name}-{h}")
+        tok = load_or_train_tokenizer(folder, lambda: s_text["train"] + t_text["train"] + targets["train"])
+
+    def ids(texts):
+        return encode_sources(tok, texts, arch, tp.max_source_len)
+
+    use_calc = tp.calculator if tp.calculator is not None else kind == "arithmetic"
+    fingerprint = params_hash([sources, targets, s_tpl, t_tpl, len(tok), tok.convert_ids_to_tokens(list(range(len(tok))))])
+    return Task(fingerprint=fingerprint, name=tp.name, kind=kind, arch=arch, tok=tok, sources=sources, targets=targets,
+                student_src={s: ids(x) for s, x in s_text.items()},
+                teacher_src={s: ids(x) for s, x in t_text.items()},
+                use_calculator=use_calc, max_target_len=tp.max_target_len)
+
+
+def encode_sources(tok, texts: list[str], arch: str, max_len: int) -> list[list[int]]:
+    """Token ids of prompted source texts, truncated to ``max_len``; seq2seq sources end in EOS."""
+    add = arch == "seq2seq"
+    out = []
+    for t in texts:
+        x = tok(t, add_special_tokens=add)["input_ids"][:max_len]
+        if add and x[-1] != tok.eos_token_id:
+            x[-1] = tok.eos_token_id
+        out.append(x)
+    return out
+
+
+def encode_prompts(params: Params, task: Task, sources: list[str], which: str) -> list[list[int]]:
+    """Token ids of raw ``sources`` (e.g. a held-out evaluation set) under the task's ``which``
+    (student / teacher) prompt, exactly as :func:`load_task_bundle` encodes the task's own splits."""
+    prompts = kdata.DEFAULT_PROMPTS[task.name]
+    tpl = (params.task.teacher_prompt if which == "teacher" else params.task.student_prompt) or prompts[which]
+    return encode_sources(task.tok, [kdata.apply_prompt(tpl, s) for s in sources], task.arch, params.task.max_source_len)
+
+
+def quiet_transformers() -> None:
+    """No per-checkpoint progress bars from transformers (our own bars show the work)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def load_model(params: Params, task: Task, spec: str, checkpoint: str | None = None, seed: int = 0,
+               frozen_weights: bool = False):
+    """A model from a run checkpoint (safetensors) or freshly built from its spec.
+
+    A model that trains is loaded in float32 whatever ``models.dtype`` says (fp32 master weights;
+    bf16 is the compute dtype under :func:`autocast`); a frozen one (``frozen_weights``: a teacher
+    used for rewards) is stored in ``models.dtype``, which halves its memory in bf16."""
+    quiet_transformers()
+    dtype = params.models.dtype if frozen_weights else "float32"
+    if checkpoint is not None:
+        return load_pretrained(checkpoint, arch=task.arch, dtype=dtype,
+                               trust_remote_code=params.models.trust_remote_code, dropout=params.method_dropout())
+    return build_model(spec, vocab_size=len(task.tok), arch=task.arch, dropout=params.models.dropout, seed=seed,
+                       dtype=dtype, trust_remote_code=params.models.trust_remote_code)
+
+
+def frozen(model):
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
