@@ -286,7 +286,8 @@ def plot_curves(curves: pd.DataFrame, d: float, window: int = 5) -> Figure:
     per-sample KL with the budget d, the share of ours' samples within d (only ours trains with
     d; the KL-only methods ran before d was known), the sampled accuracy (the task reward R) and
     the greedy dev accuracy."""
-    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4.0 * len(CURVE_PANELS), 3.6), layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(10.0, 7.0), layout="constrained")
+    axes = list(axes.flat)
     for ax, series in zip(axes, CURVE_PANELS):
         g = curves[curves.series == series]
         for m in _order(list(g.method.unique())):
@@ -299,5 +300,6 @@ def plot_curves(curves: pd.DataFrame, d: float, window: int = 5) -> Figure:
         ax.set_title(series, fontsize=10)
         ax.set_xlabel("GRPO iteration")
         _style_axes(ax)
-    axes[0].legend(fontsize=7, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     return fig

@@ -23,7 +23,8 @@ from kdlib.report.io import _atomic_write
 _GROUP_RE = re.compile(r"^(\d\d)_")
 _TABLE_EXT = (".csv", ".md", ".tex")
 _FIGURE_EXT = (".png", ".pdf", ".svg")
-_MAX_ROWS = 60
+_MAX_ROWS = 25  # a longer or wider table is linked, not inlined (the page stays readable at 1,100 px)
+_MAX_COLS = 10
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -34,6 +35,7 @@ a { color: #0b61a4; text-decoration: none; } a:hover { text-decoration: underlin
 table.data { border-collapse: collapse; font-size: .85em; margin: .5em 0 1em; }
 table.data th, table.data td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
 table.data th { background: #f6f6f6; } table.data td:first-child { text-align: left; }
+.wide { overflow-x: auto; }
 figure { margin: .5em 0 1.5em; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption, .caption, .muted { color: #555; font-size: .9em; }
 pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: .8em; }
@@ -115,6 +117,18 @@ def _sections(out_dir: Path) -> list[tuple[str, str, dict[str, list[Path]]]]:
     return out
 
 
+def _folded(paths: list[Path]) -> tuple[list[Path], dict[str, int]]:
+    """Files at the top of the section, and {folder: number of files} for everything inside a folder (a judge
+    cache holds thousands of answers: the page counts them rather than listing them)."""
+    top, folders = [], {}
+    for p in paths:
+        if len(p.parts) > 1 and not _GROUP_RE.match(p.parts[0]):
+            folders[p.parts[0]] = folders.get(p.parts[0], 0) + 1
+        else:
+            top.append(p)
+    return top, folders
+
+
 def _stems(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(p.with_suffix("") for p in paths))
 
@@ -137,11 +151,10 @@ def _html_table(out_dir: Path, stem: Path, paths: list[Path]) -> str:
             df = pd.read_csv(out_dir / csv, keep_default_na=False, dtype=str)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
             return f'<p class="muted">(could not read {html.escape(csv.as_posix())}: {html.escape(str(e))})</p>'
-        note = ""
-        if len(df) > _MAX_ROWS:
-            note = f'<p class="muted">first {_MAX_ROWS} of {len(df)} rows; see the CSV for all.</p>'
-            df = df.head(_MAX_ROWS)
-        return df.to_html(index=False, classes="data", border=0, escape=True) + note
+        if len(df) > _MAX_ROWS or len(df.columns) > _MAX_COLS:
+            return (f'<p class="muted">{len(df)} rows x {len(df.columns)} columns: too large to show here; open it '
+                    "with the links above.</p>")
+        return '<div class="wide">' + df.to_html(index=False, classes="data", border=0, escape=True) + "</div>"
     if md in paths:
         return f"<pre>{html.escape(_read_text(out_dir / md))}</pre>"
     return ""
@@ -209,15 +222,19 @@ def _index_html(out_dir: Path, sections) -> str:
         if kinds["data"]:
             parts.append("<p class='muted'>Raw data: " + " · ".join(
                 f'<a href="{_href(p)}">{html.escape(p.as_posix())}</a>' for p in kinds["data"]) + "</p>")
-        for kind, heading in (("provenance", "Provenance"), ("logs", "Run logs")):
+        for kind, heading in (("provenance", "Provenance"), ("logs", "Run log")):
             for p in kinds[kind]:
-                parts.append(f'<h3>{heading}: <a href="{_href(p)}">{html.escape(p.as_posix())}</a></h3>')
-                text = _read_text(out_dir / p, 20_000)
-                parts.append(f"<details><summary>show</summary><pre>{html.escape(text)}</pre></details>")
-        if kinds["other"]:
-            parts.append("<h3>Other files</h3><ul class='files'>")
-            parts += [f'<li><a href="{_href(p)}">{html.escape(p.as_posix())}</a></li>' for p in kinds["other"]]
-            parts.append("</ul>")
+                text = _read_text(out_dir / p, 200_000)
+                tail = "\n".join(text.splitlines()[-40:])
+                parts.append(f'<details><summary>{heading}: <a href="{_href(p)}">{html.escape(p.as_posix())}</a> '
+                             f"({len(text.splitlines())} lines; the last 40 below)</summary>"
+                             f"<pre>{html.escape(tail)}</pre></details>")
+        top, folders = _folded(kinds["other"])
+        if top or folders:
+            items = [f'<li><a href="{_href(p)}">{html.escape(p.as_posix())}</a></li>' for p in top]
+            items += [f'<li><a href="{quote(d)}/">{html.escape(d)}/</a>: {n:,} files</li>' for d, n in sorted(folders.items())]
+            parts.append(f"<details><summary>Other files: {len(top)} here, {sum(folders.values()):,} in "
+                         f"{len(folders)} folder(s)</summary><ul class='files'>" + "".join(items) + "</ul></details>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -256,8 +273,10 @@ def _index_md(out_dir: Path, sections) -> str:
             if png in files:
                 lines.append(f"![{stem.name}](<{png.as_posix()}>)")
             lines += [f"Figure `{stem.as_posix()}` ({links})", ""]
-        for p in kinds["provenance"] + kinds["logs"] + kinds["other"] + kinds.get("data", []):
+        top, folders = _folded(kinds["other"])
+        for p in kinds["provenance"] + kinds["logs"] + top + kinds.get("data", []):
             lines.append(f"- {_md_link(p.as_posix(), p)}")
+        lines += [f"- {_md_link(d + '/', Path(d))}: {n:,} files" for d, n in sorted(folders.items())]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

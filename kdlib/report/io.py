@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -135,13 +136,40 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, caption: str |
     return paths
 
 
+PNG_DPI = 150
+MAX_PNG_WIDTH_PX = 2400  # legible at page width (about 1,100 px) without zooming past 2x
+
+
+class FigureLayoutWarning(UserWarning):
+    """A saved figure that will not read well: wider than ``MAX_PNG_WIDTH_PX`` or with a legend over its data."""
+
+
+def figure_layout_problems(fig: Figure, dpi: int = PNG_DPI) -> list[str]:
+    """What makes ``fig`` hard to read when saved at ``dpi``: a width over :data:`MAX_PNG_WIDTH_PX` (as saved, tight
+    bounding box), or an axes-level legend whose box overlaps its axes' data area. Empty when the figure is fine."""
+    problems = []
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width_px = fig.get_tightbbox(renderer).width * dpi
+    if width_px > MAX_PNG_WIDTH_PX:
+        problems.append(f"{width_px:.0f} px wide at {dpi} dpi (at most {MAX_PNG_WIDTH_PX})")
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is not None and leg.get_visible() and leg.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)):
+            problems.append(f"the legend of panel {ax.get_title()!r} lies over its data")
+    return problems
+
+
 def save_figure(fig: Figure, out_dir: str | Path, name: str) -> dict[str, Path]:
-    """Save ``<name>.png`` (150 dpi) and ``<name>.pdf`` atomically, close the figure, return the paths."""
+    """Save ``<name>.png`` (150 dpi) and ``<name>.pdf`` atomically, close the figure, return the paths. A figure that
+    will not read well (:func:`figure_layout_problems`) is saved all the same, with a :class:`FigureLayoutWarning`."""
+    for problem in figure_layout_problems(fig):
+        warnings.warn(f"figure {name}: {problem}", FigureLayoutWarning, stacklevel=2)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     try:
-        for ext, kwargs in (("png", {"dpi": 150}), ("pdf", {})):
+        for ext, kwargs in (("png", {"dpi": PNG_DPI}), ("pdf", {})):
             path = out_dir / f"{name}.{ext}"
             fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
             os.close(fd)

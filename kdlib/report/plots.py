@@ -82,6 +82,18 @@ def plot_returns(df: pd.DataFrame) -> Figure:
                             "Average return on the test set (higher is better)", handles)
 
 
+MAX_WIDTH_IN = 15.0  # at 150 dpi: 2,250 px, under io.MAX_PNG_WIDTH_PX
+
+
+def panel_grid(n: int, panel_w: float, panel_h: float, extra_w: float = 0.6) -> tuple[int, int, tuple[float, float]]:
+    """(rows, columns, figsize) for ``n`` panels of ``panel_w`` x ``panel_h`` inches: one row when it fits in
+    :data:`MAX_WIDTH_IN`, else as many columns as fit (panels wider than the limit are shrunk to it)."""
+    panel_w = min(panel_w, MAX_WIDTH_IN - extra_w)
+    cols = max(1, min(n, int((MAX_WIDTH_IN - extra_w) // panel_w)))
+    rows = -(-n // cols)
+    return rows, cols, (panel_w * cols + extra_w, panel_h * rows)
+
+
 def plot_method_bars(df: pd.DataFrame, value: str, ylabel: str, title: str, handles: list | None = None) -> Figure:
     """One panel per task, one bar per method: the mean of ``value`` over seeds (a run's rows are
     averaged first) with 95% CI error bars (t) when there are several seeds, each bar annotated."""
@@ -92,11 +104,12 @@ def plot_method_bars(df: pd.DataFrame, value: str, ylabel: str, title: str, hand
     per_run = df.groupby(["task", "method", "seed"], sort=False)[value].mean().reset_index()
     tasks = _sort_tasks(per_run["task"])
     n_methods = per_run.groupby("task")["method"].nunique().max()
-    width = max(3.2, 0.55 * n_methods + 1.2)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), 4.3), squeeze=False,
-                             layout="constrained")
+    rows, cols, figsize = panel_grid(len(tasks), max(3.2, 0.55 * n_methods + 1.2), 4.3)
+    fig, axes = plt.subplots(rows, cols, figsize=figsize, squeeze=False, layout="constrained")
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
     max_seeds = 0
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes.flat, tasks):
         sub = per_run[per_run["task"] == task]
         methods = sort_methods(sub["method"])
         stats = [_mean_hw(sub.loc[sub["method"] == m, value]) for m in methods]
@@ -124,7 +137,8 @@ def plot_method_bars(df: pd.DataFrame, value: str, ylabel: str, title: str, hand
                       fontsize=8.5)
         ax.set_title(task_label(task))
         _style_axes(ax)
-    axes[0][0].set_ylabel(ylabel)
+    for row in axes:
+        row[0].set_ylabel(ylabel)
     handles = list(handles or [])
     if max_seeds >= 2:
         handles.append(Line2D([], [], color="black", marker="|", linestyle="-", markersize=8, linewidth=0.9,
@@ -391,5 +405,5 @@ def plot_learning_curves(df: pd.DataFrame, value_label: str = "dev ROUGE-L") -> 
         _style_axes(ax)
     axes[0][0].set_ylabel(value_label)
     handles, labels = _legend_entries(axes[0], max_seeds)
-    axes[0][0].legend(handles, labels, fontsize=8.5, frameon=False, loc="best")
+    fig.legend(handles, labels, fontsize=8.5, frameon=False, loc="outside right upper")
     return fig

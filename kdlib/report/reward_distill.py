@@ -145,7 +145,7 @@ def plot_dfail(labels: pd.DataFrame) -> Figure:
     ax.set_ylim(0, max(5.0, 1.25 * float(np.nanmax(np.r_[fail, wrong, 0.0]))))
     ax.set_ylabel("% of questions")
     ax.set_title("Fig. 3: questions the teacher's vote leaves unlabelled", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _style_axes(ax)
     return fig
 
@@ -198,7 +198,7 @@ def plot_lambda_curves(curves: pd.DataFrame) -> Figure:
         ax.axhline(50, color="#999999", lw=0.8, ls=":")
         ax.set_ylim(-3, 103)
         _style_axes(ax)
-    axes[0].legend(fontsize=8, frameon=False)
+    axes[-1].legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("Fig. 5: reward-model accuracy over training for each λ of Eq. (6)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -227,7 +227,7 @@ def plot_ratio(rm: pd.DataFrame) -> Figure:
     ax.set_ylabel("RM-test accuracy (%)")
     ax.set_ylim(-3, 103)
     ax.axhline(50, color="#999999", lw=0.8, ls=":")
-    ax.legend(fontsize=8, frameon=False, loc="upper right")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Fig. 6: RM data ratio vs pairwise accuracy", fontsize=10)
     _style_axes(ax)
     return fig
