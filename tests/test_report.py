@@ -11,6 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from kdlib import report as R
+from kdlib.report import index as report_index
 
 T_975_2 = 4.302652729911275  # t_{0.975, 2}: the 95% CI half-width over 3 seeds is t * s / sqrt(3)
 
@@ -296,7 +297,7 @@ def test_write_index_lists_files_and_embeds_tables_and_images(tmp_path):
     md = (out / "index.md").read_text(encoding="utf-8")
     assert "01_main_results/table1.csv" in md and "![02_returns_fig1](<02_returns_fig1.png>)" in md
     assert "| 22.67 ± 3.79 *" in md
-    assert R.main(["index", str(out)]) == 0
+    assert report_index.main(["index", str(out)]) == 0
 
 
 def test_significance_markers_and_verdicts():
@@ -353,3 +354,48 @@ def test_main_table_tests_against_a_named_baseline_and_drops_the_column_without_
     display, numeric = R.main_table(_long(rows))
     assert list(display.columns) == ["Method", "mini-GSM8K Acc."]
     assert numeric["p_vs_llmr"].isna().all() and "paired difference" not in display.attrs["caption"]
+
+
+def test_index_counts_folders_of_files_and_links_large_tables(tmp_path):
+    from kdlib.report import index as report_index
+
+    out = tmp_path / "embedded"
+    cache = out / "judge_cache" / "ab"
+    cache.mkdir(parents=True)
+    for i in range(500):
+        (cache / f"answer-{i}.json").write_text("{}")
+    big = pd.DataFrame({"run": [f"r{i}" for i in range(105)], "gain": np.arange(105) / 7})
+    R.write_table(big, out, "02_return_gains", latex=False)
+    small = pd.DataFrame({"method": ["llmr", "ketchup_k4"], "return": [1.0, 2.0]})
+    R.write_table(small, out, "02_small", latex=False)
+    page = report_index.write_index(out).read_text(encoding="utf-8")
+    assert "answer-3.json" not in page and "500 files" in page  # counted, not listed
+    assert "r104" not in page and "105 rows x 2 columns" in page  # linked, not inlined
+    assert "ketchup_k4" in page  # a small table is still shown
+    assert page.count("<a ") < 40
+
+
+def test_figure_layout_problems_flag_wide_figures_and_legends_over_data():
+    import matplotlib.pyplot as plt
+
+    from kdlib.report.io import figure_layout_problems
+    from kdlib.report.plots import MAX_WIDTH_IN, panel_grid
+
+    wide, ax = plt.subplots(figsize=(24, 3))
+    ax.plot([0, 1], [0, 1], label="a")
+    fig_out, ax2 = plt.subplots(figsize=(6, 3), layout="constrained")
+    ax2.plot([0, 1], [0, 1], label="a")
+    fig_out.legend(loc="outside right upper")
+    fig_in, ax3 = plt.subplots(figsize=(6, 3))
+    ax3.plot([0, 1], [0, 1], label="a")
+    ax3.legend(loc="upper left")
+    try:
+        assert any("px wide" in p for p in figure_layout_problems(wide))
+        assert figure_layout_problems(fig_out) == []
+        assert any("legend" in p for p in figure_layout_problems(fig_in))
+    finally:
+        for f in (wide, fig_out, fig_in):
+            plt.close(f)
+    rows, cols, (w, h) = panel_grid(3, 7.0, 4.0)  # three 7-in panels do not fit in one 15-in row
+    assert (rows, cols) == (2, 2) and w <= MAX_WIDTH_IN and h == 8.0
+    assert panel_grid(3, 4.0, 4.0)[:2] == (1, 3)

@@ -77,14 +77,14 @@ def _md_caption(path: Path) -> str | None:
     return first[4:].strip() if first.startswith("### ") else None
 
 
-def _sections(out_dir: Path) -> list[tuple[str, str, dict[str, list[Path]]]]:
-    """[(group id, title, {kind: [relative paths]})] in display order."""
+def _sections(out_dir: Path) -> list[tuple[str, str, dict[str, list[Path]], dict[str, int]]]:
+    """[(group id, title, {kind: [relative paths]}, {folder: number of files})] in display order."""
     groups: dict[str | None, list[Path]] = {}
     for rel in _listed(out_dir):
         groups.setdefault(_group_of(rel), []).append(rel)
     out = []
     for gid in sorted((g for g in groups if g is not None)) + ([None] if None in groups else []):
-        files = groups[gid]
+        files, folders = _folded(groups[gid])
         if gid is None:
             title = "Run information and other files"
         else:
@@ -113,7 +113,7 @@ def _sections(out_dir: Path) -> list[tuple[str, str, dict[str, list[Path]]]]:
                 kinds["logs"].append(f)
             else:
                 kinds["other"].append(f)
-        out.append((gid or "", title, kinds))
+        out.append((gid or "", title, kinds, folders))
     return out
 
 
@@ -190,10 +190,10 @@ def _index_html(out_dir: Path, sections) -> str:
         parts.append("</ul></div>")
     if sections:
         parts.append("<p>Contents: " + " · ".join(
-            f'<a href="#{html.escape(gid or "other")}">{html.escape(t)}</a>' for gid, t, _ in sections) + "</p>")
+            f'<a href="#{html.escape(gid or "other")}">{html.escape(t)}</a>' for gid, t, _, _ in sections) + "</p>")
     else:
         parts.append("<p>No outputs yet.</p>")
-    for gid, title_, kinds in sections:
+    for gid, title_, kinds, folders in sections:
         parts.append(f'<h2 id="{html.escape(gid or "other")}">{html.escape(title_)}</h2>')
         files = [f for fs in kinds.values() for f in fs]
         if kinds["figures"]:
@@ -229,7 +229,7 @@ def _index_html(out_dir: Path, sections) -> str:
                 parts.append(f'<details><summary>{heading}: <a href="{_href(p)}">{html.escape(p.as_posix())}</a> '
                              f"({len(text.splitlines())} lines; the last 40 below)</summary>"
                              f"<pre>{html.escape(tail)}</pre></details>")
-        top, folders = _folded(kinds["other"])
+        top = kinds["other"]
         if top or folders:
             items = [f'<li><a href="{_href(p)}">{html.escape(p.as_posix())}</a></li>' for p in top]
             items += [f'<li><a href="{quote(d)}/">{html.escape(d)}/</a>: {n:,} files</li>' for d, n in sorted(folders.items())]
@@ -250,7 +250,7 @@ def _index_md(out_dir: Path, sections) -> str:
         lines += ["## What the runs say", ""] + [f"- {nb}: {line}" for nb, line in heads] + [""]
     if not sections:
         lines.append("No outputs yet.")
-    for _, title_, kinds in sections:
+    for _, title_, kinds, folders in sections:
         lines += [f"## {title_}", ""]
         files = [f for fs in kinds.values() for f in fs]
         for stem in _stems(kinds["notebooks"]):
@@ -273,8 +273,7 @@ def _index_md(out_dir: Path, sections) -> str:
             if png in files:
                 lines.append(f"![{stem.name}](<{png.as_posix()}>)")
             lines += [f"Figure `{stem.as_posix()}` ({links})", ""]
-        top, folders = _folded(kinds["other"])
-        for p in kinds["provenance"] + kinds["logs"] + top + kinds.get("data", []):
+        for p in kinds["provenance"] + kinds["logs"] + kinds["other"] + kinds.get("data", []):
             lines.append(f"- {_md_link(p.as_posix(), p)}")
         lines += [f"- {_md_link(d + '/', Path(d))}: {n:,} files" for d, n in sorted(folders.items())]
         lines.append("")
