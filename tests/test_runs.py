@@ -125,6 +125,44 @@ def test_plateau_rule_waits_for_the_metric_to_move_then_stops_after_patience():
     assert again.last_improvement == 10 and again.reference == 80.0
 
 
+def _climb_with_a_dip() -> dict[int, float]:
+    """A tiny model's dev BLEU as it learns in jumps: a steady rise, a climb to 74 by update 2,400, a dip of three
+    evaluations, then a second climb to 89 by 3,400 and a plateau (the mini-Europarl chain the old rule stopped at 2,800)."""
+    curve = {s: 61.0 * s / 2100 for s in range(0, 2200, 100)}
+    curve.update({2200: 66.0, 2300: 70.0, 2400: 74.0, 2500: 72.0, 2600: 71.5, 2700: 73.5, 2800: 74.3, 2900: 78.0,
+                  3000: 82.0, 3100: 85.0, 3200: 87.0, 3300: 88.5})
+    curve.update({s: 89.0 + 0.3 * ((s // 100) % 3 - 1) for s in range(3400, 6100, 100)})
+    return curve
+
+
+def _first_stop(rule, curve) -> int | None:
+    for step, score in curve.items():
+        if rule.update(step, score):
+            return step
+    return None
+
+
+def test_plateau_rule_does_not_fire_inside_a_climb():
+    from kdlib.trainers.base import PlateauRule
+
+    curve = _climb_with_a_dip()
+    old = PlateauRule(patience=4, min_delta=0.5, eval_every=100)  # patience only: stops on the dip
+    assert _first_stop(old, curve) == 2800
+    new = PlateauRule(patience=4, min_delta=0.5, eval_every=100, window=0.25, smooth=3)
+    stop = _first_stop(new, curve)
+    assert stop is not None and 3400 < stop <= 5000  # after the second climb, once flat for a quarter of the run
+    assert stop - new.last_improvement >= 0.25 * stop
+    late = PlateauRule(patience=4, min_delta=0.5, eval_every=100, window=0.25, smooth=3, min_steps=5500)
+    assert _first_stop(late, curve) == 5500
+    resumed = PlateauRule(patience=4, min_delta=0.5, eval_every=100, window=0.25, smooth=3)
+    steps = list(curve)
+    for s in steps[:30]:
+        resumed.update(s, curve[s])
+    again = PlateauRule(patience=4, min_delta=0.5, eval_every=100, window=0.25, smooth=3)
+    again.load(resumed.state())  # a resumed run smooths over the scores before its checkpoint
+    assert _first_stop(again, {s: curve[s] for s in steps[30:]}) == stop
+
+
 def test_reward_watch_flags_a_return_that_rises_while_the_metric_falls():
     from kdlib.trainers.base import reward_watch
 

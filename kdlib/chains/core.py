@@ -52,6 +52,9 @@ def _optim_key(optim) -> dict:
     d = optim.model_dump()
     for k in ("log_every", "checkpoint_every"):
         d.pop(k, None)
+    if d.get("patience") is None:  # no plateau rule: its settings change nothing (and keep older keys valid)
+        for k in ("plateau_window", "plateau_smooth", "min_steps"):
+            d.pop(k, None)
     return d
 
 

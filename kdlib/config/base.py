@@ -183,18 +183,31 @@ class OptimParams(_Strict):
     eval_every: StrictInt = 100  # steps between dev evaluations (model selection)
     log_every: StrictInt = 10
     checkpoint_every: StrictInt = 100  # steps between resumable checkpoints
-    # Plateau rule: stop once `patience` dev evaluations in a row have not beaten the best dev score
-    # by more than `min_delta` (in the primary metric's units); `steps` stays the cap. None: train
-    # all `steps`. summary.json records converged / stop_reason / last_improvement either way.
+    # Plateau rule (kdlib.trainers.base.PlateauRule): on the dev metric smoothed over `plateau_smooth`
+    # evaluations, stop once it has not beaten its best by more than `min_delta` (primary-metric units) for
+    # max(`patience` evaluations, `plateau_window` x the updates done), and not before `min_steps`; `steps`
+    # stays the cap. patience None: train all `steps`. summary.json records converged / stop_reason /
+    # last_improvement either way. plateau_window 0 and plateau_smooth 1 give the older rule (patience only).
     patience: Optional[StrictInt] = None
     min_delta: float = 0.0
+    plateau_window: float = 0.25
+    plateau_smooth: StrictInt = 3
+    min_steps: StrictInt = 0
 
     @field_validator("lr", "max_grad_norm")
     @classmethod
     def _pos_float(cls, v):
         return _pos(v)
 
-    @field_validator("batch_size", "grad_accum", "eval_every", "log_every", "checkpoint_every", "patience")
+    @field_validator("plateau_window")
+    @classmethod
+    def _window(cls, v):
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"must be in [0, 1) (a share of the updates done), got {v}")
+        return v
+
+    @field_validator("batch_size", "grad_accum", "eval_every", "log_every", "checkpoint_every", "patience",
+                     "plateau_smooth")
     @classmethod
     def _pos_int(cls, v):
         return _pos(v)
@@ -204,7 +217,7 @@ class OptimParams(_Strict):
     def _min_delta(cls, v):
         return _nonneg(v)
 
-    @field_validator("steps", "warmup_steps", "weight_decay")
+    @field_validator("steps", "warmup_steps", "weight_decay", "min_steps")
     @classmethod
     def _nonneg(cls, v):
         return _nonneg(v)

@@ -291,7 +291,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
     step0, best, best_step = 0, None, -1
     primary = evaluator.primary if evaluator is not None else task.primary
     higher = metrics.HIGHER_IS_BETTER.get(primary, True)
-    rule = PlateauRule(optim.patience, optim.min_delta, optim.eval_every, higher)
+    rule = PlateauRule(optim.patience, optim.min_delta, optim.eval_every, higher, window=optim.plateau_window,
+                       smooth=optim.plateau_smooth, min_steps=optim.min_steps)
     state = run.resume_state()
     if state is not None:  # resume: weights, optimiser and counters of the last checkpoint
         load_weights(model, run.last_dir)
@@ -392,7 +393,7 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
         summary = {"task": task.name, "kind": task.kind, "primary": primary, "best_step": best_step,
                    "steps": optim.steps, "stopped_at": done, "stop_reason": "plateau" if stopped_early else "steps",
                    "converged": bool(converged), "last_improvement": rule.last_improvement,
-                   "plateau_rule": {"patience": optim.patience, "min_delta": optim.min_delta, "eval_every": optim.eval_every},
+                   "plateau_rule": rule.settings(),
                    "best_is_start": best_step == 0 and optim.steps > 0, "seed": seed, "time_s": round(time.time() - t0, 2),
                    "dev": {k[5:]: v for k, v in dev_best.items() if k.startswith("eval/")}, "test": m_test,
                    "test_ci": test_ci, "reward_watch": reward_watch(run.metrics(), primary),
@@ -403,37 +404,57 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
 
 
 class PlateauRule:
-    """When a training stage has converged: ``patience`` dev evaluations in a row without beating
-    the best score so far by more than ``min_delta`` (primary metric units; ``higher`` says which
-    way is better). No plateau is declared before the metric has first left its starting value: a
-    model that has learned nothing yet (mini-GSM8K sits at 0% accuracy for hundreds of steps) is
-    not converged. ``patience`` None: never stop early."""
+    """When a training stage has converged, on a smoothed dev curve, with a patience that grows with the updates done.
 
-    def __init__(self, patience: int | None, min_delta: float, eval_every: int, higher: bool = True):
+    The dev metric is smoothed by a trailing mean over ``smooth`` evaluations. An *improvement* is a smoothed value
+    beating the best smoothed value so far by more than ``min_delta`` (primary-metric units; ``higher`` says which way
+    is better). Training stops at update ``s`` once no improvement has happened for ``max(patience * eval_every,
+    window * s)`` updates and ``s >= min_steps``: the curve must have been flat for at least a ``window`` share of the
+    updates done, so a rule that ran for 3,000 updates waits 750 more, and a dip of a few evaluations inside a climb
+    (tiny models learn in jumps) does not stop it. No plateau is declared before the metric has first left its
+    starting value (mini-GSM8K sits at 0% accuracy for hundreds of steps). ``patience`` None: never stop early.
+    ``window=0, smooth=1, min_steps=0`` is the older rule (``patience`` flat evaluations in a row)."""
+
+    def __init__(self, patience: int | None, min_delta: float, eval_every: int, higher: bool = True,
+                 window: float = 0.0, smooth: int = 1, min_steps: int = 0):
         self.patience, self.min_delta, self.eval_every, self.higher = patience, min_delta, eval_every, higher
-        self.reference: float | None = None  # the score the next one must beat
+        self.window, self.smooth, self.min_steps = window, smooth, min_steps
+        self.scores: list[float] = []  # raw dev scores so far (the smoothing window reads the last ``smooth``)
+        self.reference: float | None = None  # the smoothed score the next one must beat
         self.last_improvement = 0  # step of the last improvement (0: none yet)
 
     def update(self, step: int, score: float) -> bool:
         """Record a dev score; True when training should stop."""
+        self.scores.append(float(score))
+        recent = self.scores[-self.smooth:]
+        smoothed = sum(recent) / len(recent)
         sign = 1.0 if self.higher else -1.0
-        if self.reference is None or sign * (score - self.reference) > self.min_delta:
-            self.reference = score
+        if self.reference is None or sign * (smoothed - self.reference) > self.min_delta:
             if self.reference is not None and step > 0:
                 self.last_improvement = step
+            self.reference = smoothed
         return self.flat_since(step)
 
+    def patience_at(self, step: int) -> float:
+        """Updates without an improvement needed to stop at ``step``."""
+        return max((self.patience or 0) * self.eval_every, self.window * step)
+
     def flat_since(self, step: int) -> bool:
-        """Has the metric improved at least once and then stayed flat for ``patience`` evaluations?"""
-        return (self.patience is not None and self.last_improvement > 0
-                and step - self.last_improvement >= self.patience * self.eval_every)
+        """Has the metric improved at least once and then stayed flat for :meth:`patience_at` updates?"""
+        return (self.patience is not None and self.last_improvement > 0 and step >= self.min_steps
+                and step - self.last_improvement >= self.patience_at(step))
 
     def state(self) -> dict:
-        return {"reference": self.reference, "last_improvement": self.last_improvement}
+        return {"reference": self.reference, "last_improvement": self.last_improvement, "scores": self.scores}
 
     def load(self, state: dict) -> None:
         self.reference = state.get("reference")
         self.last_improvement = state.get("last_improvement", 0)
+        self.scores = list(state.get("scores", []))
+
+    def settings(self) -> dict:
+        return {"patience": self.patience, "min_delta": self.min_delta, "eval_every": self.eval_every,
+                "window": self.window, "smooth": self.smooth, "min_steps": self.min_steps}
 
 
 def _agree(acc, flag: bool) -> bool:
