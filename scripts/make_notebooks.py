@@ -68,9 +68,16 @@ nb("01_main_results", "Table 1: main results",
     "display(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))\ndisplay_table",
     "md:The paper's own numbers (FLAN-T5-XL teacher, T5-base student, full datasets), for reference only: "
     "they are not what this notebook ran.",
+    "md:Statistical power of each KETCHUP-vs-LLMR test: the SD of the paired differences over seeds, the smallest "
+    "difference the paired t-test detects at p < 0.035 with power 0.8 with these seeds, and the seeds needed to detect "
+    "the observed difference. Where the observed difference is below the detectable one, \"no difference\" is a lack of "
+    "power, not evidence that the methods are equal.",
+    "power = report.power_table(numeric)\npower",
     "paper = report.paper_table1()\npaper",
     "files = report.write_table(display_table, out, \"01_table1\")\n"
     "report.write_table(paper, out, \"01_table1_paper_reference\")\n"
+    "report.write_table(power, out, \"01_table1_power\", caption=\"Power of the KETCHUP-vs-LLMR paired t-tests (p < 0.035, \"\n"
+    "                   \"power 0.8)\", latex=False)\n"
     "results.to_csv(out / \"01_results_long.csv\", index=False)\nruns.to_csv(out / \"01_runs.csv\", index=False)",
     "# Record: what the tests and later notebooks read.\n"
     "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"tasks\": tasks,\n"

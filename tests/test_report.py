@@ -399,3 +399,19 @@ def test_figure_layout_problems_flag_wide_figures_and_legends_over_data():
     rows, cols, (w, h) = panel_grid(3, 7.0, 4.0)  # three 7-in panels do not fit in one 15-in row
     assert (rows, cols) == (2, 2) and w <= MAX_WIDTH_IN and h == 8.0
     assert panel_grid(3, 4.0, 4.0)[:2] == (1, 3)
+
+
+def test_table1_states_power_and_calls_an_underpowered_null_a_lack_of_power():
+    rng = np.random.default_rng(0)
+    rows = [("mini-xsum", m, s, "rougeL", 30 + off + rng.normal(0, 1))
+            for s in range(5) for m, off in (("llmr", 0.0), ("ketchup_k4", 0.3))]
+    _, numeric = R.main_table(_long(rows))
+    row = numeric.dropna(subset=["p_vs_llmr"]).iloc[0]
+    diffs = (pd.Series([v for t, m, s, _, v in rows if m == "ketchup_k4"])
+             - pd.Series([v for t, m, s, _, v in rows if m == "llmr"]))
+    assert row["sd_diff"] == pytest.approx(float(diffs.std(ddof=1)))
+    assert row["mde"] > abs(row["delta_vs_llmr"]) and row["seeds_needed"] > 5
+    (line,) = R.ketchup_verdicts(numeric)
+    assert "lack of power" in line and f"{row['mde']:.2f}" in line
+    power = R.power_table(numeric)
+    assert list(power["seeds"]) == [5] and power["detectable (power 0.8)"].iloc[0] == round(row["mde"], 2)

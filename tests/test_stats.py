@@ -88,3 +88,25 @@ def test_excess_error_percent_by_hand():
     assert np.allclose(ex, [100.0, 100 * 1.0 / 1.5, 50.0])
     _, same = excess_error_percent(kt, mt, kt, mt)
     assert np.allclose(same, 0.0)  # no exposure bias when both follow the same trajectories
+
+
+def test_paired_t_power_matches_a_published_value_and_a_simulation():
+    from scipy import stats as sps
+
+    from kdlib.maths.stats import min_detectable_effect, paired_t_power, seeds_needed
+
+    # One-sample / paired two-sided t-test, d = 1, n = 10, alpha = 0.05: power 0.8031 (G*Power, Cohen's tables).
+    assert paired_t_power(1.0, 1.0, 10, alpha=0.05) == pytest.approx(0.8031, abs=5e-4)
+    # The minimum detectable effect at 5 seeds, alpha 0.035, power 0.8, checked by simulating the test itself.
+    sd, n = 1.7, 5
+    mde = min_detectable_effect(sd, n, alpha=0.035, power=0.8)
+    assert paired_t_power(mde, sd, n, alpha=0.035) == pytest.approx(0.8, abs=1e-8)
+    rng = np.random.default_rng(0)
+    d = rng.normal(mde, sd, size=(40_000, n))
+    p = sps.ttest_1samp(d, 0.0, axis=1).pvalue
+    assert float(np.mean(p < 0.035)) == pytest.approx(0.8, abs=0.01)
+    # Seeds needed: the first n whose power reaches 0.8.
+    k = seeds_needed(0.5, 1.0, alpha=0.035, power=0.8)
+    assert paired_t_power(0.5, 1.0, int(k), 0.035) >= 0.8 > paired_t_power(0.5, 1.0, int(k) - 1, 0.035)
+    assert seeds_needed(0.0, 1.0) == float("inf") and math.isnan(min_detectable_effect(1.0, 1))
+    assert min_detectable_effect(1.0, 20) < min_detectable_effect(1.0, 5)  # more seeds, smaller effects

@@ -11,6 +11,7 @@ import math
 import warnings
 
 import numpy as np
+from scipy import optimize as _sps_optimize
 from scipy import stats as _sps
 
 __all__ = ["mean_ci", "paired_ttest", "bootstrap_ci", "format_mean_ci"]
@@ -171,3 +172,59 @@ def projected_cosine(PA, PB) -> float:
     A, B = _as_2d(PA).mean(axis=1), _as_2d(PB).mean(axis=1)
     den = float(np.sqrt((A ** 2).sum() * (B ** 2).sum()))
     return float((A * B).sum() / den) if den > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# statistical power of a paired t-test over seeds
+# ---------------------------------------------------------------------------------------------
+def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.035) -> float:
+    """Power of the two-sided paired t-test (one-sample t on the ``n`` paired differences, df = n - 1) to reject a
+    zero mean difference when the true mean difference is ``effect`` and the differences' SD is ``sd``:
+
+        P(|T| > t_{1-alpha/2, n-1}),  T ~ noncentral t(df = n - 1, nc = effect / sd * sqrt(n))   (scipy.stats.nct).
+
+    ``sd`` 0 with a nonzero effect is power 1; n < 2 is nan (no test)."""
+    if n < 2 or not math.isfinite(effect) or not math.isfinite(sd):
+        return float("nan")
+    if sd <= 0:
+        return 1.0 if effect != 0 else float(alpha)
+    df = n - 1
+    nc = abs(effect) / sd * math.sqrt(n)
+    crit = _sps.t.ppf(1 - alpha / 2, df)
+    return float(_sps.nct.sf(crit, df, nc) + _sps.nct.cdf(-crit, df, nc))
+
+
+def min_detectable_effect(sd: float, n: int, alpha: float = 0.035, power: float = 0.8) -> float:
+    """The smallest mean paired difference the two-sided paired t-test over ``n`` seeds detects with probability
+    ``power`` at level ``alpha``, given the SD ``sd`` of the paired differences (solved exactly on
+    :func:`paired_t_power`). nan when n < 2 or sd is not finite."""
+    if n < 2 or not math.isfinite(sd):
+        return float("nan")
+    if sd <= 0:
+        return 0.0
+    hi = sd
+    while paired_t_power(hi, sd, n, alpha) < power:
+        hi *= 2
+    return float(_sps_optimize.brentq(lambda e: paired_t_power(e, sd, n, alpha) - power, 0.0, hi, xtol=1e-10 * sd))
+
+
+def seeds_needed(effect: float, sd: float, alpha: float = 0.035, power: float = 0.8, n_max: int = 10_000) -> float:
+    """The fewest paired seeds (>= 2) at which the two-sided paired t-test detects a true mean difference ``effect``
+    (SD of the differences ``sd``) with probability ``power`` at level ``alpha``; inf when even ``n_max`` seeds do not
+    (e.g. a zero effect), nan when the inputs are not finite."""
+    if not (math.isfinite(effect) and math.isfinite(sd)):
+        return float("nan")
+    if effect == 0:
+        return float("inf")
+    lo, hi = 2, 2
+    while paired_t_power(effect, sd, hi, alpha) < power:
+        if hi >= n_max:
+            return float("inf")
+        lo, hi = hi, min(2 * hi, n_max)
+    while lo < hi:  # power grows with n: the first n that reaches it
+        mid = (lo + hi) // 2
+        if paired_t_power(effect, sd, mid, alpha) >= power:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(hi)

@@ -79,4 +79,5 @@ from kdlib.report.tables import (  # noqa: E402,F401
     main_table,
     significance_marker,
     start_markers,
+    power_table,
 )

@@ -9,7 +9,13 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 from kdlib.maths.metrics import PRIMARY_METRIC
-from kdlib.maths.stats import format_mean_ci, mean_ci, paired_ttest
+from kdlib.maths.stats import (
+    format_mean_ci,
+    mean_ci,
+    min_detectable_effect,
+    paired_ttest,
+    seeds_needed,
+)
 from kdlib.report.labels import (
     NOT_STUDENTS,
     TASK_METRICS,
@@ -74,15 +80,19 @@ def _p_values(results: pd.DataFrame, baseline: str = "llmr") -> pd.DataFrame:
                 text = "n/a (constant difference)"
             else:
                 text = f"{delta:+.2f}, p {_format_p(p)}{significance_marker(p)}"
+            sd = float((paired["ours"] - paired["llmr"]).std(ddof=1)) if n >= 2 else math.nan
             rows.append({"task": task, "method": method, "metric": primary, "t_vs_llmr": t,
-                         "p_vs_llmr": p, "n_paired": n, "delta_vs_llmr": delta,
+                         "p_vs_llmr": p, "n_paired": n, "delta_vs_llmr": delta, "sd_diff": sd,
+                         "mde": min_detectable_effect(sd, n, alpha=ALPHA, power=POWER),
+                         "seeds_needed": seeds_needed(delta, sd, alpha=ALPHA, power=POWER),
                          "significant_0035": bool(p < ALPHA) if not math.isnan(p) else False,
                          "significant_005": bool(p < 0.05) if not math.isnan(p) else False, "p_text": text})
     return pd.DataFrame(rows, columns=["task", "method", "metric", "t_vs_llmr", "p_vs_llmr", "n_paired", "delta_vs_llmr",
-                                       "significant_0035", "significant_005", "p_text"])
+                                       "sd_diff", "mde", "seeds_needed", "significant_0035", "significant_005", "p_text"])
 
 
 ALPHA = 0.035  # seed 001 App. E: "p < 0.035 indicating the differences are deemed significant"
+POWER = 0.8  # the power at which minimum detectable effects and seeds needed are stated
 
 
 def significance_marker(p: float) -> str:
@@ -252,6 +262,12 @@ def ketchup_verdicts(numeric: pd.DataFrame) -> list[str]:
             best = ahead.loc[ahead["p_vs_llmr"].idxmin()] if not ahead.empty else sub.loc[sub["delta_vs_llmr"].idxmax()]
             text = (f"KETCHUP did not beat LLMR with p < 0.035 ({n} seeds); closest: {method_label(best['method'])} "
                     f"{best['delta_vs_llmr']:+.2f} {metric}, p {_format_p(best['p_vs_llmr'])}")
+            if math.isfinite(best.get("mde", math.nan)) and abs(best["delta_vs_llmr"]) < best["mde"]:
+                needed = best.get("seeds_needed", math.nan)
+                text += (f"; a lack of power, not evidence of no difference: with {n} seeds the smallest difference "
+                         f"detectable (p < {ALPHA}, power {POWER:.0%}) is {best['mde']:.2f} {metric}, and "
+                         + (f"{needed:.0f} seeds would be needed to detect {best['delta_vs_llmr']:+.2f}"
+                            if math.isfinite(needed) else "no number of seeds would detect a zero difference"))
             loose = ahead[ahead["p_vs_llmr"] < 0.05]
             if not loose.empty:
                 text += " (p < 0.05 only, not the paper's 0.035: " + ", ".join(method_label(m) for m in loose["method"]) + ")"
@@ -261,3 +277,20 @@ def ketchup_verdicts(numeric: pd.DataFrame) -> list[str]:
             text += "; significantly WORSE than LLMR: " + ", ".join(method_label(m) for m in worse["method"])
         lines.append(f"{task_label(task)}: {text}.")
     return lines
+
+
+def power_table(numeric: pd.DataFrame) -> pd.DataFrame:
+    """Statistical power of each KETCHUP-vs-baseline comparison in :func:`main_table`'s numeric frame: the mean paired
+    difference (positive = KETCHUP better), the SD of the paired differences, the smallest difference the paired t-test
+    detects at p < 0.035 with power 0.8 with the row's seeds, the seeds needed to detect the observed difference with
+    that power, and p. A "no difference" whose observed difference is below the detectable one is a lack of power."""
+    cols = ["Task", "Method", "seeds", "difference", "SD of differences", "detectable (power 0.8)", "seeds needed", "p"]
+    if "sd_diff" not in numeric:
+        return pd.DataFrame(columns=cols)
+    rows = numeric.dropna(subset=["p_vs_llmr"]) if "p_vs_llmr" in numeric else numeric.iloc[0:0]
+    out = [{"Task": task_label(r["task"]), "Method": method_label(r["method"]), "seeds": int(r["n_paired"]),
+            "difference": round(float(r["delta_vs_llmr"]), 2), "SD of differences": round(float(r["sd_diff"]), 2),
+            "detectable (power 0.8)": round(float(r["mde"]), 2),
+            "seeds needed": (f"{r['seeds_needed']:.0f}" if math.isfinite(r["seeds_needed"]) else "never (no difference)"),
+            "p": _format_p(float(r["p_vs_llmr"])).lstrip("= ")} for _, r in rows.iterrows()]
+    return pd.DataFrame(out, columns=cols)
