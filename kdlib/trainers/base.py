@@ -404,53 +404,70 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
 
 
 class PlateauRule:
-    """When a training stage has converged, on a smoothed dev curve, with a patience that grows with the updates done.
+    """When a training stage has converged: the smoothed dev curve has stopped rising over a window that grows with
+    the updates done.
 
-    The dev metric is smoothed by a trailing mean over ``smooth`` evaluations. An *improvement* is a smoothed value
-    beating the best smoothed value so far by more than ``min_delta`` (primary-metric units; ``higher`` says which way
-    is better). Training stops at update ``s`` once no improvement has happened for ``max(patience * eval_every,
-    window * s)`` updates and ``s >= min_steps``: the curve must have been flat for at least a ``window`` share of the
-    updates done, so a rule that ran for 3,000 updates waits 750 more, and a dip of a few evaluations inside a climb
-    (tiny models learn in jumps) does not stop it. No plateau is declared before the metric has first left its
-    starting value (mini-GSM8K sits at 0% accuracy for hundreds of steps). ``patience`` None: never stop early.
-    ``window=0, smooth=1, min_steps=0`` is the older rule (``patience`` flat evaluations in a row)."""
+    The dev metric is smoothed by a trailing mean over ``smooth`` evaluations. At update ``s`` the rule compares the
+    smoothed value now with the smoothed value ``W = max(patience * eval_every, window * s)`` updates earlier, and
+    stops once the rise over that window is at most ``min_delta`` (primary-metric units; ``higher`` says which way is
+    better) and ``s >= min_steps``. Inside a climb the rise over the last quarter of the run is large, so a dip of a
+    few evaluations (tiny models learn in jumps) does not stop it; on a noisy plateau the rise hovers around 0 and it
+    stops, where a running best would keep creeping up with the noise. No plateau is declared before the metric has
+    first left its starting value by more than ``min_delta`` (mini-GSM8K sits at 0% accuracy for hundreds of steps).
+    ``patience`` None: never stop early. ``window=0, smooth=1`` compares with ``patience`` evaluations ago."""
 
     def __init__(self, patience: int | None, min_delta: float, eval_every: int, higher: bool = True,
                  window: float = 0.0, smooth: int = 1, min_steps: int = 0):
         self.patience, self.min_delta, self.eval_every, self.higher = patience, min_delta, eval_every, higher
         self.window, self.smooth, self.min_steps = window, smooth, min_steps
-        self.scores: list[float] = []  # raw dev scores so far (the smoothing window reads the last ``smooth``)
-        self.reference: float | None = None  # the smoothed score the next one must beat
-        self.last_improvement = 0  # step of the last improvement (0: none yet)
+        self.history: list[tuple[int, float]] = []  # (step, raw dev score) of every evaluation so far
+        self.last_improvement = 0  # step of the last new best of the smoothed curve by > min_delta (0: none yet)
+        self._best: float | None = None
+
+    def _smoothed(self, i: int) -> float:
+        recent = [v for _, v in self.history[max(0, i - self.smooth + 1): i + 1]]
+        return sum(recent) / len(recent)
 
     def update(self, step: int, score: float) -> bool:
         """Record a dev score; True when training should stop."""
-        self.scores.append(float(score))
-        recent = self.scores[-self.smooth:]
-        smoothed = sum(recent) / len(recent)
+        self.history.append((step, float(score)))
         sign = 1.0 if self.higher else -1.0
-        if self.reference is None or sign * (smoothed - self.reference) > self.min_delta:
-            if self.reference is not None and step > 0:
+        now = self._smoothed(len(self.history) - 1)
+        if self._best is None or sign * (now - self._best) > self.min_delta:
+            if self._best is not None and step > 0:
                 self.last_improvement = step
-            self.reference = smoothed
+            self._best = now
         return self.flat_since(step)
 
     def patience_at(self, step: int) -> float:
-        """Updates without an improvement needed to stop at ``step``."""
+        """The window (in updates) over which the smoothed curve must not have risen, to stop at ``step``."""
         return max((self.patience or 0) * self.eval_every, self.window * step)
 
+    def rise(self, step: int) -> float | None:
+        """Rise of the smoothed curve over the window ending at the last evaluation (None: not enough history)."""
+        if not self.history:
+            return None
+        past = [i for i, (st, _) in enumerate(self.history) if st <= step - self.patience_at(step)]
+        if not past:
+            return None
+        sign = 1.0 if self.higher else -1.0
+        return sign * (self._smoothed(len(self.history) - 1) - self._smoothed(past[-1]))
+
     def flat_since(self, step: int) -> bool:
-        """Has the metric improved at least once and then stayed flat for :meth:`patience_at` updates?"""
-        return (self.patience is not None and self.last_improvement > 0 and step >= self.min_steps
-                and step - self.last_improvement >= self.patience_at(step))
+        """Has the metric left its start, and has its smoothed curve not risen by more than ``min_delta`` over the last
+        :meth:`patience_at` updates (and ``step >= min_steps``)?"""
+        if self.patience is None or self.last_improvement == 0 or step < self.min_steps:
+            return False
+        r = self.rise(step)
+        return r is not None and r <= self.min_delta
 
     def state(self) -> dict:
-        return {"reference": self.reference, "last_improvement": self.last_improvement, "scores": self.scores}
+        return {"history": self.history, "last_improvement": self.last_improvement, "best": self._best}
 
     def load(self, state: dict) -> None:
-        self.reference = state.get("reference")
+        self.history = [(int(s), float(v)) for s, v in state.get("history", [])]
         self.last_improvement = state.get("last_improvement", 0)
-        self.scores = list(state.get("scores", []))
+        self._best = state.get("best", state.get("reference"))
 
     def settings(self) -> dict:
         return {"patience": self.patience, "min_delta": self.min_delta, "eval_every": self.eval_every,
