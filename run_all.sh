@@ -106,8 +106,8 @@ for nb in "${notebooks[@]}"; do
   # The kernel gets the inline backend (no window either, like Agg) so that figures are embedded
   # in the executed notebook and its HTML copy; under plain Agg they would be missing there.
   if ! MPLBACKEND=module://matplotlib_inline.backend_inline \
-      python -m papermill "notebooks/$nb.ipynb" "$out_nb" -f "$pf" -p output_dir "$out" \
-      --cwd . -k python3 --log-level WARNING; then
+      python -m papermill "notebooks/$nb.ipynb" "$out_nb" -p params_file "$pf" -p output_dir "$out" \
+      --cwd notebooks -k python3 --log-level WARNING; then
     secs=$(( $(date +%s) - t0 ))
     echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) profile=$profile notebook=$nb status=FAILED seconds=$secs params=$pf" >> "$log"
     echo >&2

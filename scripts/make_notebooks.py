@@ -13,39 +13,62 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
-COMMON_PARAMS = '''profile = "embedded"
-params_files = ["params/embedded/kit.yaml"]  # kit params, layered (later wins)
-overrides = {}  # dotted overrides of the kit params, e.g. {"rl.lr": 1e-5}
-output_dir = "outputs/embedded"
-seeds = [19083, 34007, 84122, 310, 55080]  # seed 001 App. E
+COMMON_PARAMS = '''params_file = None  # None: params/embedded/{stem}.yaml (params/$KDLIB_PROFILE/... when set), as run_all.sh passes it
+output_dir = None  # None: outputs/scratch/<profile>/, never run_all.sh's outputs/<profile>/ (which it passes here)
+# Every value below that is None comes from params_file; set one (or inject it: papermill -p NAME VALUE) to override
+# the file for this run only.
+profile = None
+params_files = None  # kit params, layered (later wins)
+overrides = None  # dotted overrides of the kit params, e.g. {{"rl.lr": 1e-5}}
+seeds = None
 '''
 
-SETUP = '''import json
+SETUP = '''from kdlib.config import use_project_root
+
+use_project_root()  # paths are relative to the repository root, wherever the kernel started (JupyterLab: notebooks/)
+
+import json
 from pathlib import Path
 
 import pandas as pd
 from IPython.display import Markdown, display
 
 from kdlib import report
-from kdlib.config import kit_params_for, validate_notebook
+from kdlib.config import kit_params_for, notebook_params
 from kdlib.studies import {study} as study
 from kdlib.trainers.runs import atomic_write_json
 
 pd.set_option("display.width", 200)'''
 
 
+K_HELP = {  # how to try a new K in each notebook: the one place to edit (the README says the same)
+    "k_values": "add it to `k_values` in that file (a new K trains only its own runs)",
+    "k": "set `k` in that file (this notebook trains KETCHUP at one K)",
+}
+
+
 def nb(name: str, title: str, intro: str, params: str, cells: list[str]) -> None:
     notebook = new_notebook()
-    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                         "language_info": {"name": "python"}}
-    p = new_code_cell(f'notebook = "{name}"\n' + COMMON_PARAMS + params)
+    # Stored as the nbstripout git filter leaves a notebook (scripts/bootstrap.sh installs it): no outputs, no
+    # execution counts, no language_info (JupyterLab adds it on opening; the filter strips it again).
+    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
+    stem = name.split("_", 1)[1]
+    own = [line.split("=")[0].strip() for line in params.splitlines() if "=" in line and not line.startswith(" ")]
+    p = new_code_cell(f'notebook = "{name}"\n' + COMMON_PARAMS.format(stem=stem) + "".join(f"{n} = None\n" for n in own))
     p.metadata["tags"] = ["parameters"]
-    names = ["notebook", "profile", "params_files", "overrides", "output_dir", "seeds"] + [
-        line.split("=")[0].strip() for line in params.splitlines() if "=" in line and not line.startswith(" ")]
-    check = ("# Validate everything before any compute (bad values raise ParamsError naming the field).\n"
-             f"nb = validate_notebook({', '.join(f'{n}={n}' for n in names)})\n"
-             "out = Path(output_dir)\nout.mkdir(parents=True, exist_ok=True)\nnb")
-    notebook.cells = [new_markdown_cell(f"# {title}\n\n{intro}"), new_code_cell(SETUP.format(study=name.split("_", 1)[1])), p, new_code_cell(check)]
+    names = ["profile", "params_files", "overrides", "output_dir", "seeds"] + own
+    check = ("# Validate everything before any compute (bad values raise ParamsError naming the file and field).\n"
+             f"nb = notebook_params(notebook, params_file, {', '.join(f'{n}={n}' for n in names)})\n"
+             "out = Path(nb.output_dir)\nout.mkdir(parents=True, exist_ok=True)\n"
+             "globals().update(nb.model_dump())  # every value as the notebook's cells name it\nnb")
+    k_field = next((k for k in K_HELP if k in own), None)
+    k_line = (f" **To try a new K**, {K_HELP[k_field]}." if k_field else " This notebook takes no K.")
+    drive = (f"\n\n**Parameters:** `params/embedded/{stem}.yaml` drives this notebook, as `./run_all.sh` runs it "
+             f"(`KDLIB_PROFILE=smoke` before `jupyter lab` reads `params/smoke/{stem}.yaml`); a value set in the "
+             f"parameters cell overrides the file for that run only, and an interactive run writes to "
+             f"`outputs/scratch/<profile>/`, never over `./run_all.sh`'s outputs.{k_line}")
+    notebook.cells = [new_markdown_cell(f"# {title}\n\n{intro}{drive}"),
+                      new_code_cell(SETUP.format(study=stem)), p, new_code_cell(check)]
     for c in cells:
         notebook.cells.append(new_markdown_cell(c[3:]) if c.startswith("md:") else new_code_cell(c))
     for i, cell in enumerate(notebook.cells):  # stable ids: regenerating changes only what changed

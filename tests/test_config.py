@@ -194,3 +194,35 @@ def test_k_auto_and_its_grid_are_validated():
         load_params(ROOT / "params/embedded/kit.yaml", **{"rl.k": "banana"})
     with pytest.raises(ParamsError, match="auto_k_grid"):
         load_params(ROOT / "params/embedded/kit.yaml", **{"rl.auto_k_grid": [2, 4]})
+
+
+def test_a_params_file_that_is_not_text_exits_2_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\x00\xff")
+    r = subprocess.run([sys.executable, "-m", "kdlib", "validate", "-f", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and str(bad) in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(ParamsError, match="not a text file"):
+        load_params(str(bad))
+
+
+def test_notebook_params_read_the_file_and_take_only_the_values_set(tmp_path, monkeypatch):
+    from kdlib.config import notebook_params
+
+    nb = notebook_params("02_returns", "params/smoke/returns.yaml", seeds=None, k_values=[3], output_dir=None)
+    assert nb.k_values == [3] and nb.seeds == [0] and nb.profile == "smoke"  # seeds from the file, K from the cell
+    assert nb.output_dir == "outputs/scratch/smoke"  # never run_all's outputs/smoke unless told
+    monkeypatch.delenv("KDLIB_PROFILE", raising=False)
+    assert notebook_params("02_returns").profile == "embedded"  # what run_all.sh reads by default
+    monkeypatch.setenv("KDLIB_PROFILE", "smoke")
+    assert notebook_params("02_returns", output_dir="x").output_dir == "x"
+    with pytest.raises(ParamsError, match="this file is for '01_main_results'"):
+        notebook_params("02_returns", "params/smoke/main_results.yaml")
+
+
+def test_project_root_is_found_from_the_notebooks_folder(tmp_path, monkeypatch):
+    from kdlib.config import project_root, use_project_root
+
+    monkeypatch.chdir(ROOT / "notebooks")
+    assert use_project_root() == ROOT and Path.cwd() == ROOT
+    assert use_project_root() == ROOT  # idempotent
+    assert project_root(ROOT / "kdlib" / "maths") == ROOT

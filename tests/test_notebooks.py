@@ -26,10 +26,13 @@ def _run(name, env, **params):
     import yaml
 
     out, cache = env
-    base = yaml.safe_load((ROOT / "params/smoke" / f"{name.split('_', 1)[1]}.yaml").read_text())
-    base.update(output_dir=str(out), overrides={"cache_dir": cache}, **params)
+    params_file = f"params/smoke/{name.split('_', 1)[1]}.yaml"
+    overrides = {**(yaml.safe_load((ROOT / params_file).read_text()).get("overrides") or {}), "cache_dir": cache}
+    # The kernel starts in notebooks/, as JupyterLab starts it: the notebook finds the repository root itself.
     papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
-                               parameters=base, cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+                               parameters={"params_file": params_file, "output_dir": str(out), "overrides": overrides,
+                                           **params},
+                               cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
     return out
 
 

@@ -589,12 +589,30 @@ def test_adaptive_k_follows_the_exact_bias_of_each_sequence():
     k = adaptive_k(q, v, mask, grid=(1, 2, 4, 8, 16), tol=0.1)
     assert k[0] == 16 and k[1] == 1  # no bias -> the largest K; any skipped gap too costly -> LLMR
     assert 1 < k[2] <= 16
-    for row in range(3):  # the chosen K keeps the bias per token within tol, and the next K does not
-        G0 = kstep_returns_loop(q[row:row + 1], v[row:row + 1], mask[row:row + 1], 1)[0, 0]
-        chosen = kstep_returns_loop(q[row:row + 1], v[row:row + 1], mask[row:row + 1], int(k[row]))[0, 0]
-        assert (chosen - G0) / T <= 0.1 + 1e-12
+    for row in range(3):  # the chosen K keeps the bias per token within tol at every position
+        G = kstep_returns_loop(q[row:row + 1], v[row:row + 1], mask[row:row + 1], 1)[0]
+        chosen = kstep_returns_loop(q[row:row + 1], v[row:row + 1], mask[row:row + 1], int(k[row]))[0]
+        assert float((chosen - G).max()) / T <= 0.1 + 1e-12
     got = kstep_returns_per_row(q, v, mask, k)
     for row in range(3):
         assert torch.allclose(got[row], kstep_returns_loop(q[row:row + 1], v[row:row + 1], mask[row:row + 1], int(k[row]))[0])
     with pytest.raises(ValueError, match="must contain 1"):
         adaptive_k(q, v, mask, grid=(2, 4))
+
+
+def test_adaptive_k_bounds_the_bias_at_every_position_not_only_the_first():
+    """T = 48, teacher gaps of 5 nats only at positions 16 and 32: K = 16's block from t = 0 lands on both (zero bias
+    at t = 0) while the blocks from t = 1..15 skip them (G^_t - G_t = 10 nats, twice the tolerance of 0.1 x 48)."""
+    from kdlib.maths.returns import adaptive_k, full_returns, kstep_returns_loop
+
+    T = 48
+    mask = torch.ones(1, T, dtype=torch.bool)
+    v = torch.randn(1, T, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    q = v.clone()
+    q[0, [16, 32]] -= 5.0
+    g16 = kstep_returns_loop(q, v, mask, 16)[0] - full_returns(q, v, mask)[0]
+    assert abs(float(g16[0])) < 1e-9 and float(g16[1:16].min()) == pytest.approx(10.0)  # the trap G^_0 alone misses
+    assert int(adaptive_k(q, v, mask, grid=(1, 2, 4, 8, 16), tol=0.1)) == 1  # every K > 1 skips a 5-nat gap somewhere
+    q_small = v.clone()
+    q_small[0, [16, 32]] -= 1.0  # 2 nats of skipped gaps at most: 2 / 48 <= 0.1 at every position
+    assert int(adaptive_k(q_small, v, mask, grid=(1, 2, 4, 8, 16), tol=0.1)) == 16

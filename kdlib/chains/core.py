@@ -52,8 +52,9 @@ def _optim_key(optim) -> dict:
     d = optim.model_dump()
     for k in ("log_every", "checkpoint_every"):
         d.pop(k, None)
-    if d.get("patience") is None:  # no plateau rule: its settings change nothing (and keep older keys valid)
-        for k in ("plateau_window", "plateau_smooth", "min_steps"):
+    legacy = {"plateau_window": 0.0, "plateau_smooth": 1, "min_steps": 0}  # the older plateau rule: keys as before
+    if d.get("patience") is None or all(d.get(k) == v for k, v in legacy.items()):
+        for k in legacy:
             d.pop(k, None)
     return d
 
@@ -101,6 +102,8 @@ def method_run(p: Params) -> Run:
             optim.pop("tail")
         if optim["k"] != "auto":
             optim.pop("auto_k_grid"), optim.pop("auto_k_tol")
+        else:  # adaptive K bounds the bias at every position since rule 2 (rule 1 bounded G^_0's only)
+            optim["auto_k_rule"] = 2
     elif p.method in PPO_METHODS:
         optim = _optim_key(p.ppo)
         if p.method != "ketchup_ppo":

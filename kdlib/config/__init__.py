@@ -60,6 +60,7 @@ from kdlib.config.loading import (  # noqa: F401
     params_hash,
     parse_override,
     validate_notebook,
+    notebook_params,
 )
 from kdlib.config.notebooks import (  # noqa: F401
     ConstrainedKDStudyParams,
@@ -75,3 +76,4 @@ from kdlib.config.notebooks import (  # noqa: F401
     RewardDistillStudyParams,
     VarianceBiasParams,
 )
+from kdlib.config.paths import project_root, use_project_root  # noqa: F401,E402

@@ -183,15 +183,16 @@ class OptimParams(_Strict):
     eval_every: StrictInt = 100  # steps between dev evaluations (model selection)
     log_every: StrictInt = 10
     checkpoint_every: StrictInt = 100  # steps between resumable checkpoints
-    # Plateau rule (kdlib.trainers.base.PlateauRule): on the dev metric smoothed over `plateau_smooth`
-    # evaluations, stop once it has not beaten its best by more than `min_delta` (primary-metric units) for
-    # max(`patience` evaluations, `plateau_window` x the updates done), and not before `min_steps`; `steps`
-    # stays the cap. patience None: train all `steps`. summary.json records converged / stop_reason /
-    # last_improvement either way. plateau_window 0 and plateau_smooth 1 give the older rule (patience only).
+    # Plateau rule (kdlib.trainers.base.PlateauRule): with plateau_window > 0, stop once the dev metric smoothed
+    # over `plateau_smooth` evaluations has not risen by more than `min_delta` (primary-metric units) over the
+    # last max(`patience` evaluations, `plateau_window` x the updates done), and not before `min_steps`. The
+    # defaults (window 0, smooth 1) are the older rule: `patience` evaluations in a row without a new best.
+    # `steps` stays the cap; patience None: train all `steps`. summary.json records converged / stop_reason /
+    # last_improvement either way.
     patience: Optional[StrictInt] = None
     min_delta: float = 0.0
-    plateau_window: float = 0.25
-    plateau_smooth: StrictInt = 3
+    plateau_window: float = 0.0
+    plateau_smooth: StrictInt = 1
     min_steps: StrictInt = 0
 
     @field_validator("lr", "max_grad_norm")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import copy
 import hashlib
 import json
@@ -23,7 +25,11 @@ def _read_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise ParamsError(f"{p}: params file not found")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{p}: not a text file (not UTF-8 at byte {e.start}); a params file is YAML text") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ParamsError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -134,6 +140,26 @@ def load_notebook_params(path: str | Path, **overrides: Any) -> NotebookParams:
     raw = _read_yaml(path)
     raw.update(overrides)
     return _notebook_params(raw, str(path), Path(path).parent)
+
+
+def notebook_params(notebook: str, params_file: str | Path | None = None, **values: Any) -> NotebookParams:
+    """A notebook's validated params: the values of ``params_file``, overridden by every value of the notebook's
+    parameters cell that is not None (what the user set there, or what papermill injected).
+
+    ``params_file`` None is ``params/<profile>/<name>.yaml`` for notebook ``NN_<name>``, the profile being
+    ``$KDLIB_PROFILE`` or ``embedded``: the file ``./run_all.sh`` passes, so an interactive run reads what the
+    regenerated one reads. ``output_dir`` None is ``outputs/scratch/<profile>``: an interactive run never writes over
+    ``./run_all.sh``'s ``outputs/<profile>/`` unless told to. The file must be this notebook's."""
+    if params_file is None:
+        profile = os.environ.get("KDLIB_PROFILE") or "embedded"
+        params_file = f"params/{profile}/{notebook.split('_', 1)[-1]}.yaml"
+    raw = _read_yaml(params_file)
+    if raw.get("notebook") != notebook:
+        raise ParamsError(f"{params_file}: field 'notebook': this file is for {raw.get('notebook')!r}, not {notebook!r}")
+    raw.update({k: v for k, v in values.items() if v is not None})
+    if values.get("output_dir") is None:
+        raw["output_dir"] = str(Path("outputs") / "scratch" / str(raw.get("profile", "embedded")))
+    return _notebook_params(raw, str(params_file), Path(params_file).parent)
 
 
 def validate_notebook(**values: Any) -> NotebookParams:

@@ -321,24 +321,27 @@ def kstep_returns_loop(q_sa: Tensor, v: Tensor, mask: Tensor, k: int, tail: str 
 def adaptive_k(q_sa: Tensor, v: Tensor, mask: Tensor, grid: tuple[int, ...] = (1, 2, 4, 8, 16), tol: float = 0.1,
                tail: str = "algorithm1") -> Tensor:
     """Per-sequence K for ``rl.k: auto`` (a kit extension; seed 001 Sec. 6 leaves adaptive K as
-    future work). The K-step return is optimistic: ``G^_0 - G_0`` is the sum of the teacher's logit
-    gaps ``d_t = v_t - q_sa_t`` at the positions its blocks skip (App. B), and for a sampled
-    sequence those gaps are known exactly. Row b gets the largest K of ``grid`` whose bias per
-    token, ``(G^_0(K) - G_0) / T_b``, is at most ``tol`` (nats): where the student took the
-    teacher's argmax the gaps are 0 and a long block costs no bias (so K grows and the variance
-    falls), where it did not, K shrinks towards LLMR (K = 1, no bias). ``grid`` must contain 1.
+    future work). The K-step return is optimistic: ``G^_t - G_t >= 0`` is the sum of the teacher's logit
+    gaps ``d_s = v_s - q_sa_s`` at the positions after ``t`` that its blocks skip (App. B), and for a sampled
+    sequence those gaps are known exactly at every position. Row b gets the largest K of ``grid`` whose bias is
+    within ``tol`` nats per token **at every position**: ``max_t (G^_t(K) - G_t) / T_b <= tol``, where ``T_b`` is
+    the row's length (so the whole-sequence bias allowed is ``tol * T_b``, as for ``G^_0``). Bounding ``G^_0``
+    alone is not enough: a block that starts at 0 can jump over a large gap that the blocks starting at
+    ``t = 1 .. K-1`` skip. Where the student took the teacher's argmax the gaps are 0 and a long block costs no
+    bias (so K grows and the variance falls); where it did not, K shrinks towards LLMR (K = 1, no bias).
+    ``grid`` must contain 1.
 
     q_sa, v, mask: (B, T). Returns (B,) long.
     """
     if 1 not in grid:
         raise ValueError(f"the K grid must contain 1 (the unbiased fallback), got {grid}")
-    G0 = full_returns(q_sa, v, mask)[..., 0]  # (B,)
-    length = mask.bool().sum(-1).clamp(min=1).to(G0.dtype)  # (B,)
-    k_row = torch.ones_like(G0, dtype=torch.long)
+    G = full_returns(q_sa, v, mask)  # (B, T)
+    length = mask.bool().sum(-1).clamp(min=1).to(G.dtype)  # (B,)
+    k_row = torch.ones(G.shape[:-1], dtype=torch.long, device=G.device)
     for k in sorted(grid):
         if k == 1:
             continue
-        bias = (kstep_returns(q_sa, v, mask, k, tail=tail)[..., 0] - G0) / length  # (B,) >= 0
+        bias = (kstep_returns(q_sa, v, mask, k, tail=tail) - G).amax(dim=-1) / length  # (B,) >= 0, worst position
         k_row = torch.where(bias <= tol, torch.full_like(k_row, k), k_row)  # larger K wins while within tol
     return k_row
 

@@ -414,7 +414,8 @@ class PlateauRule:
     few evaluations (tiny models learn in jumps) does not stop it; on a noisy plateau the rise hovers around 0 and it
     stops, where a running best would keep creeping up with the noise. No plateau is declared before the metric has
     first left its starting value by more than ``min_delta`` (mini-GSM8K sits at 0% accuracy for hundreds of steps).
-    ``patience`` None: never stop early. ``window=0, smooth=1`` compares with ``patience`` evaluations ago."""
+    ``patience`` None: never stop early. ``window=0, smooth=1`` is the older rule: stop after ``patience`` evaluations
+    in a row without a new best by more than ``min_delta`` (it can fire on a dip inside a climb)."""
 
     def __init__(self, patience: int | None, min_delta: float, eval_every: int, higher: bool = True,
                  window: float = 0.0, smooth: int = 1, min_steps: int = 0):
@@ -458,6 +459,8 @@ class PlateauRule:
         :meth:`patience_at` updates (and ``step >= min_steps``)?"""
         if self.patience is None or self.last_improvement == 0 or step < self.min_steps:
             return False
+        if self.window == 0 and self.smooth == 1:  # the older rule: `patience` evaluations without a new best
+            return step - self.last_improvement >= self.patience * self.eval_every
         r = self.rise(step)
         return r is not None and r <= self.min_delta
 
