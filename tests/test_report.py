@@ -95,9 +95,20 @@ def test_main_table_three_seeds_hand_checked():
     assert math.isclose(p_num, ref.pvalue, rel_tol=1e-12)
     # cell: mean paired difference (positive = KETCHUP better), p, and the significance marker
     marker = " ‡" if ref.pvalue < 0.035 else (" †" if ref.pvalue < 0.05 else "")
-    assert row.loc["KETCHUP (K=2)", "mini-XSum vs LLMR"] == f"+1.67, p = {ref.pvalue:.3f}{marker}"
+    # ...and Holm's adjustment over every KETCHUP row of the table (one family), by hand from the raw p-values
+    tested = numeric.dropna(subset=["p_vs_llmr"]).drop_duplicates(["task", "method"])
+    ps = sorted(tested["p_vs_llmr"])
+    m = len(ps)
+    holm_by_hand = {}
+    running = 0.0
+    for i, p in enumerate(ps):
+        running = max(running, min(1.0, p * (m - i)))
+        holm_by_hand[p] = running
+    holm = holm_by_hand[ref.pvalue]
+    assert row.loc["KETCHUP (K=2)", "mini-XSum vs LLMR"] == f"+1.67, p = {ref.pvalue:.3f}{marker} (Holm = {holm:.3f})"
     ref_bleu = sps.ttest_rel([9.0, 10.0, 14.0], [10.0, 11.0, 12.0])
-    assert row.loc["KETCHUP (K=16)", "mini-Europarl EN-NL vs LLMR"] == f"+0.00, p = {ref_bleu.pvalue:.3f}"
+    assert row.loc["KETCHUP (K=16)", "mini-Europarl EN-NL vs LLMR"] == (
+        f"+0.00, p = {ref_bleu.pvalue:.3f} (Holm = {holm_by_hand[ref_bleu.pvalue]:.3f})")
     assert row.loc["LLMR", "mini-XSum vs LLMR"] == "" and row.loc["Teacher", "mini-XSum vs LLMR"] == ""
 
     # numeric: tidy, one row per (task, method, metric)
@@ -412,6 +423,6 @@ def test_table1_states_power_and_calls_an_underpowered_null_a_lack_of_power():
     assert row["sd_diff"] == pytest.approx(float(diffs.std(ddof=1)))
     assert row["mde"] > abs(row["delta_vs_llmr"]) and row["seeds_needed"] > 5
     (line,) = R.ketchup_verdicts(numeric)
-    assert "lack of power" in line and f"{row['mde']:.2f}" in line
+    assert "lack of power" in line and f"{row['mde']:.2f}" in line and "1 comparisons in the table" in line
     power = R.power_table(numeric)
     assert list(power["seeds"]) == [5] and power["detectable (power 0.8)"].iloc[0] == round(row["mde"], 2)

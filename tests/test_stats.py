@@ -110,3 +110,28 @@ def test_paired_t_power_matches_a_published_value_and_a_simulation():
     assert paired_t_power(0.5, 1.0, int(k), 0.035) >= 0.8 > paired_t_power(0.5, 1.0, int(k) - 1, 0.035)
     assert seeds_needed(0.0, 1.0) == float("inf") and math.isnan(min_detectable_effect(1.0, 1))
     assert min_detectable_effect(1.0, 20) < min_detectable_effect(1.0, 5)  # more seeds, smaller effects
+
+
+def test_one_answer_ahead_on_every_seed_is_one_constant_difference_whatever_the_seeds_scores():
+    from kdlib.maths.stats import paired_ttest
+
+    n = 300
+    counts = np.array([255, 258, 253, 257, 261])
+    llmr, ours = counts / n * 100, (counts + 1) / n * 100  # KETCHUP exactly one answer ahead on every seed
+    assert np.ptp(ours - llmr) > 0  # float rounding: the old rule saw a varying difference here (p ~ 1e-50)
+    same = np.full(5, 255)
+    t1, p1 = paired_ttest(ours, llmr)
+    t2, p2 = paired_ttest((same + 1) / n * 100, same / n * 100)
+    assert math.isnan(p1) and math.isnan(p2)  # one rule: no t-test on a constant difference, in both cases
+    t3, p3 = paired_ttest(ours + np.array([0, 1, 0, 0, 0]) / n * 100, llmr)  # one seed two answers ahead: a real test
+    assert math.isfinite(p3) and p3 > 1e-6
+
+
+def test_holm_adjustment_by_hand():
+    from kdlib.maths.stats import holm_adjust
+
+    p = [0.01, 0.04, 0.03, float("nan"), 0.005]
+    # sorted: 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> monotone 0.06
+    assert np.allclose(holm_adjust(p), [0.03, 0.06, 0.06, np.nan, 0.02], equal_nan=True)
+    assert np.allclose(holm_adjust([0.9, 0.8]), [1.0, 1.0])
+    assert np.isnan(holm_adjust([np.nan])).all()

@@ -11,6 +11,7 @@ import pandas as pd
 from kdlib.maths.metrics import PRIMARY_METRIC
 from kdlib.maths.stats import (
     format_mean_ci,
+    holm_adjust,
     mean_ci,
     min_detectable_effect,
     paired_ttest,
@@ -77,7 +78,7 @@ def _p_values(results: pd.DataFrame, baseline: str = "llmr") -> pd.DataFrame:
             if n < 2:
                 text = "n/a (1 seed)" if n == 1 or len(ours) <= 1 else "n/a (no paired seeds)"
             elif math.isnan(p):
-                text = "n/a (constant difference)"
+                text = f"{delta:+.2f} on every seed (a constant difference: no t-test)"
             else:
                 text = f"{delta:+.2f}, p {_format_p(p)}{significance_marker(p)}"
             sd = float((paired["ours"] - paired["llmr"]).std(ddof=1)) if n >= 2 else math.nan
@@ -87,8 +88,15 @@ def _p_values(results: pd.DataFrame, baseline: str = "llmr") -> pd.DataFrame:
                          "seeds_needed": seeds_needed(delta, sd, alpha=ALPHA, power=POWER),
                          "significant_0035": bool(p < ALPHA) if not math.isnan(p) else False,
                          "significant_005": bool(p < 0.05) if not math.isnan(p) else False, "p_text": text})
-    return pd.DataFrame(rows, columns=["task", "method", "metric", "t_vs_llmr", "p_vs_llmr", "n_paired", "delta_vs_llmr",
-                                       "sd_diff", "mde", "seeds_needed", "significant_0035", "significant_005", "p_text"])
+    out = pd.DataFrame(rows, columns=["task", "method", "metric", "t_vs_llmr", "p_vs_llmr", "n_paired", "delta_vs_llmr",
+                                      "sd_diff", "mde", "seeds_needed", "significant_0035", "significant_005", "p_text"])
+    # Every KETCHUP row of every task is one family of comparisons against the baseline: Holm's adjustment over it.
+    out["p_holm"] = holm_adjust(out["p_vs_llmr"].to_numpy(dtype=float)) if len(out) else []
+    out["n_comparisons"] = int(out["p_vs_llmr"].notna().sum()) if len(out) else 0
+    has_p = out["p_vs_llmr"].notna()
+    out.loc[has_p, "p_text"] = [f"{text} (Holm {_format_p(ph)})" for text, ph in zip(out.loc[has_p, "p_text"],
+                                                                                    out.loc[has_p, "p_holm"])]
+    return out
 
 
 ALPHA = 0.035  # seed 001 App. E: "p < 0.035 indicating the differences are deemed significant"
@@ -228,7 +236,8 @@ def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None,
         "(t-distribution) over seeds; no ± for single runs. * best student per column "
         "(teacher and zero-shot student excluded); ↓ lower is better. "
         + (f"vs {base}: mean paired difference on the task's primary metric (positive = KETCHUP better) and the "
-           "two-sided paired t-test over seeds; ‡ p < 0.035 (seed 001 App. E's threshold), † p < 0.05. "
+           "two-sided paired t-test over seeds; ‡ p < 0.035 (seed 001 App. E's threshold), † p < 0.05 (unadjusted); "
+           "Holm: p adjusted over every KETCHUP row of the table (one family of comparisons). "
            if not p_values.empty else "")
         + "§k/n after a primary-metric cell: in k of n seeds the best dev checkpoint was step 0, so the row "
         "is the pre-distilled student there, not the method.")
@@ -275,6 +284,12 @@ def ketchup_verdicts(numeric: pd.DataFrame) -> list[str]:
                 text += " (every KETCHUP row is behind LLMR)"
         if not worse.empty:
             text += "; significantly WORSE than LLMR: " + ", ".join(method_label(m) for m in worse["method"])
+        if "p_holm" in sub:
+            m = int(sub["n_comparisons"].max())
+            holm = sub[(sub["p_holm"] < ALPHA)]
+            text += (f"; {m} comparisons in the table (every K x task), Holm-adjusted p < {ALPHA}: "
+                     + (", ".join(f"{method_label(r)} ({d:+.2f})" for r, d in zip(holm["method"], holm["delta_vs_llmr"]))
+                        if not holm.empty else "none"))
         lines.append(f"{task_label(task)}: {text}.")
     return lines
 
