@@ -151,16 +151,15 @@ def plot_method_bars(df: pd.DataFrame, value: str, ylabel: str, title: str, hand
 
 
 def plot_gradient_variance(df: pd.DataFrame) -> Figure:
-    """Issue 13: the policy gradient's total variance, the return's variance (Figure 2's, same
-    samples), the gradient's bias (1 - cosine with the gradient under the true return) and its
-    signal-to-noise ratio against K; one line per student (KL from the teacher), solid =
-    Algorithm 1, dashed = block form."""
-    _check_columns(df, ("student", "kl", "k", "tail", "trace_var", "return_var", "cosine_to_true", "snr"),
-                   "plot_gradient_variance(df)")
+    """The policy gradient's total variance, the return's variance (Figure 2's, same samples), the gradient's
+    relative bias ``|E g_K - E g_1|^2 / |E g_1|^2`` with its 95% CI (band), and its signal-to-noise ratio against K;
+    one line per student (KL from the teacher), solid = Algorithm 1, dashed = block form."""
+    _check_columns(df, ("student", "kl", "k", "tail", "trace_var", "return_var", "rel_bias", "rel_bias_low",
+                        "rel_bias_high", "snr"), "plot_gradient_variance(df)")
     panels = (("trace_var", "tr Var of the policy gradient", True), ("return_var", "Var of the return G^_0 (Figure 2)", True),
-              ("bias", "gradient bias: 1 - cos(E g_K, E g_true)", False), ("snr", "SNR = |E g| / sqrt(tr Var g)", False))
+              ("rel_bias", "gradient bias |E g_K - E g_1|^2 / |E g_1|^2 (95% CI)", False),
+              ("snr", "SNR = |E g| / sqrt(tr Var g)", False))
     d = df.copy()
-    d["bias"] = 1.0 - d["cosine_to_true"]
     fig, axes = plt.subplots(2, 2, figsize=(10.5, 7.4), layout="constrained")
     students = list(dict.fromkeys(d.sort_values("kl", ascending=False)["student"]))
     colors = plt.cm.viridis(np.linspace(0.1, 0.85, max(1, len(students))))
@@ -171,12 +170,16 @@ def plot_gradient_variance(df: pd.DataFrame) -> Figure:
                 kl = g["kl"].iloc[0] if len(g) else float("nan")
                 ax.plot(g["k"], g[col], linestyle=ls, marker=mk, color=c, markersize=4,
                         label=f"{st} (KL {kl:.2f})" if tail == "algorithm1" else None)
+                if col == "rel_bias":
+                    ax.fill_between(g["k"], g["rel_bias_low"], g["rel_bias_high"], color=c, alpha=0.12, linewidth=0)
         ax.set_xscale("log", base=2)
         if log:
             ax.set_yscale("log")
         ax.set_xticks(sorted(d["k"].unique()), [str(k) for k in sorted(d["k"].unique())])
         ax.set_xlabel("K")
         ax.set_title(title, fontsize=10)
+        if col == "rel_bias":
+            ax.axhline(0.0, color="black", linewidth=0.7)
         _style_axes(ax)
     handles, labels = axes[0][0].get_legend_handles_labels()
     handles += [Line2D([], [], color="grey", linestyle=ls, marker=mk, label=lab) for ls, mk, lab in _TAIL_STYLE.values()]
