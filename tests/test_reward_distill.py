@@ -273,3 +273,12 @@ def test_sharded_student_sampling_gives_the_unsharded_samples(tmp_path):
     a, b = rd.student_samples(one), rd.student_samples(two)
     assert sorted(a) == list(range(8)) and a == b and all(len(v) == 2 for v in a.values())
     assert run_for(two).summary()["n_samples"] == 16
+
+
+def test_the_rl_prompt_set_keeps_the_questions_the_student_always_failed():
+    """Step 7: prompts = D_S (student failed at least once) + D_fail. A D_S question the student got wrong every time
+    gives no triplet (no correct student answer), so it is not in D_R, but it stays an RL prompt."""
+    from kdlib.chains.reward_distill import RMData, ppo_prompts
+
+    d = RMData(y_star={1: "3", 2: "5", 3: None, 4: "7"}, d_s=[1, 2], train=[], dev=[], test=[], d_r=[1], d_fail=[3])
+    assert ppo_prompts(d) == [1, 2, 3]  # 2: always wrong (not in D_R) but kept; 4: never failed, not a prompt

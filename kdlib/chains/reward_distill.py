@@ -184,7 +184,8 @@ def ppo_run(p: Params) -> Run:
     r = p.rd
     init = sft_run(_warmup(p)).key if r.policy_init == "warmup" else _init_key(p)
     key = {"parent": rm_run(p).key, "stage": "rd_ppo", "policy_init": init, "optim": _ppo_key(p),
-           "shaping": r.shaping, "no_answer_reward": r.no_answer_reward, "eval": _eval_key(p), "seed": p.seed}
+           "shaping": r.shaping, "no_answer_reward": r.no_answer_reward, "eval": _eval_key(p), "seed": p.seed,
+           "prompts": "d_s+d_fail"}
     return Run(p.cache_dir, p.task.name, ppo_label(p), key)
 
 
@@ -262,6 +263,13 @@ class RMData:
 
 def _as_triplets(rows, idx: list[int]) -> list[Triplet]:
     return [(idx[t.qid], t.teacher_pos, t.student_pos, t.student_neg) for t in rows]
+
+
+def ppo_prompts(d: RMData) -> list[int]:
+    """The RL prompt set of Step 7 (Sec. 3.4 "Data"): every question of D_S (the student failed at least once, with or
+    without a correct answer of its own: a question it failed every time yields no triplet for D_R but stays an RL
+    prompt) and of D_F (the teacher's vote failed). Train indices, sorted."""
+    return sorted(set(d.d_s) | set(d.d_fail))
 
 
 def rm_data(p: Params) -> RMData:
@@ -507,13 +515,13 @@ def ensure_ppo(p: Params) -> Run:
     value_model_from_rm(policy, load_rm(p, task, rm_dir, trainable=True))
     if reference is not None:
         reference.to(dev)
-    prompts = sorted(set(d.d_r) | set(d.d_fail))
+    prompts = ppo_prompts(d)
     truth = {i: answer_of(task.targets["train"][i]) for i in prompts}
     method = rd_ppo_method(rm, task, p.ppo, d.y_star, r.shaping, r.no_answer_reward, truth)
     optim = p.ppo if prompts else p.ppo.model_copy(update={"steps": 0})
     train_run(run, params=p, optim=optim, task=task, model=policy, seed=p.seed,
               step_fn=ppo_step_fn(method, task, p.ppo, acc, p.seed, reference, prompts=prompts or [0]),
-              extra_summary={"method": ppo_label(p), "n_prompts": len(prompts), "n_d_r": len(d.d_r),
+              extra_summary={"method": ppo_label(p), "n_prompts": len(prompts), "n_d_r": len(d.d_r), "n_d_s": len(d.d_s),
                              "n_fail": len(d.d_fail), "shaping": r.shaping, "policy_init": r.policy_init,
                              "rm_data": r.rm_data})
     return run

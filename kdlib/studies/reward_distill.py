@@ -166,7 +166,7 @@ def reward_distill(nb: RewardDistillStudyParams) -> dict[str, pd.DataFrame]:
                                  "student samples agreeing with y*": st["agree_ystar"],
                                  "D_S (student fails once)": s["n_d_s"], "D_R questions": s["n_d_r"],
                                  "RM triplets train/val/test": f"{s['n_train']}/{s['n_dev']}/{s['n_test']}",
-                                 "PPO prompts (D_R + D_fail)": s["n_d_r"] + s["n_fail"]})
+                                 "PPO prompts (D_S + D_fail)": s["n_d_s"] + s["n_fail"]})
     return {"results": pd.DataFrame(results), "labels": pd.DataFrame(labels), "rm": pd.DataFrame(rms),
             "rm_curves": pd.DataFrame(rm_curves), "ppo_curves": pd.DataFrame(ppo_curves), "pipeline": pd.DataFrame(pipeline),
             "perturbations": pd.DataFrame(perturbations), "runs": pd.DataFrame(runs)}
