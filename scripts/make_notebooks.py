@@ -223,6 +223,11 @@ nb("06_ppo", "Seed 001 Figure 3: PPO with a learned critic against PPO with the 
     "with 95% CI bands.",
     "fig = report.plot_rl_curves(curves, panels=report.PPO_PANELS)\nreport.save_figure(fig, out, \"06_figure3_ppo\")\nfig",
     "md:Does our run show the paper's pattern? Computed from the curves above (mean over seeds), not judged by eye.",
+    "md:**Precondition.** The comparison is seed 001's only where LLMR + PPO has a critic: its explained variance of the "
+    "value targets, 1 - Var(G - V) / Var(G), must reach 0.5 (mean over seeds of the last half of training). Measured "
+    "before the verdict; a task where it is not met reads \"not tested\".",
+    "preconditions = study.preconditions(curves)\n"
+    "display(pd.DataFrame(preconditions))",
     "shape, verdicts = study.ppo_verdicts(curves)\n"
     "display(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))\nshape.round(3)",
     "md:Test scores at the best dev checkpoint, Table 1 style (mean ± 95% CI over seeds), KETCHUP + PPO tested "
@@ -233,7 +238,8 @@ nb("06_ppo", "Seed 001 Figure 3: PPO with a learned critic against PPO with the 
     "                   \"(mean over seeds) of each PPO variant\", latex=False)\n"
     "curves.to_csv(out / \"06_ppo_curves.csv\", index=False)\nresults.to_csv(out / \"06_ppo_results_long.csv\", index=False)\n"
     "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"verdicts\": verdicts, \"headlines\": verdicts,\n"
-    "          \"shape\": shape.to_dict(orient=\"records\"), \"table\": numeric.to_dict(orient=\"records\")}\n"
+    "          \"preconditions\": preconditions, \"shape\": shape.to_dict(orient=\"records\"),\n"
+    "          \"table\": numeric.to_dict(orient=\"records\")}\n"
     "atomic_write_json(out / \"06_ppo.json\", record)\nprint(len(curves), \"curve points\")"])
 
 nb("07_reward_distill", "Seed 003: distilling data and rewards (Tables 2-4, Figures 3-7)",

@@ -44,7 +44,8 @@ def lab(tmp_path):
     port, token = _free_port(), "kdlib-browser-test"
     env = {**os.environ, "KDLIB_PROFILE": "smoke", "KDLIB_PROGRESS": "0", "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
            "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--config", str(ROOT / "jupyter_server_config.py"),  # as scripts/lab.sh
+           "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
@@ -98,13 +99,11 @@ def test_run_all_in_jupyterlab_leaves_no_error_and_a_clean_tree(lab, tmp_path):
             time.sleep(3)
             page.screenshot(path=str(tmp_path / "lab.png"), full_page=False)
             browser.close()
-        assert record.exists(), f"the notebook did not record its results ({record})"
+        # Run All stops at the first error: the record the last cell writes exists only if every cell ran without one.
+        assert record.exists(), f"the notebook did not run to its last cell ({record} missing)"
+        assert _git_status() == status_before, "opening, running and saving a notebook changed `git status`"
         saved = json.loads(path.read_text())
-        code = [c for c in saved["cells"] if c["cell_type"] == "code"]
-        errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
-        assert not errors, f"cell errors: {[(e['ename'], e['evalue']) for e in errors]}"
-        assert all(c.get("execution_count") for c in code), "not every cell ran"
-        assert _git_status() == status_before, "opening and running a notebook changed `git status`"
+        assert not any(c.get("outputs") for c in saved["cells"] if c["cell_type"] == "code")  # saved as committed
         rec = json.loads(record.read_text())
         assert rec["notebook"] == NOTEBOOK and rec["profile"] == "smoke"
     finally:

@@ -150,6 +150,11 @@ def test_06_ppo_with_a_paired_test_against_llmr_ppo(env):
         (t, m) for t in ("mini-xsum", "mini-gsm8k") for m in ("llmr_ppo", "ketchup_ppo_k2")}
     assert all(_finite(r["start"]) and _finite(r["final"]) for r in rec["shape"])
     assert len(rec["verdicts"]) == 2 and all("pattern" in v for v in rec["verdicts"])
+    pre = {p["name"].split(":")[0]: p for p in rec["preconditions"]}  # measured before the verdict, one per task
+    assert set(pre) == {"mini-xsum", "mini-gsm8k"} and all(p["threshold"] == 0.5 for p in pre.values())
+    for v in rec["verdicts"]:  # a task whose critic did not fit reads "not tested", never "does not hold"
+        task = v.split(":")[0]
+        assert ("NOT TESTED" in v) == (not pre[task]["met"])
     # KETCHUP + PPO is tested against LLMR + PPO (two seeds: a paired test), not against absent plain LLMR.
     tested = [r for r in rec["table"] if r["method"] == "ketchup_ppo_k2" and r.get("n_paired") == 2]
     assert {r["task"] for r in tested} == {"mini-xsum", "mini-gsm8k"}

@@ -616,3 +616,40 @@ def test_fold_to_actions_moves_calculator_rewards_to_the_action_before():
     out = fold_to_actions(r, act, mask)
     assert out.tolist() == [[6.0, 0.0, 0.0, 4.0, 5.0, 0.0], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]]
     assert torch.allclose(out.sum(1), torch.where(mask, r, 0.0).sum(1))
+
+
+def test_explained_variance_by_hand():
+    from kdlib.maths.advantages import explained_variance
+
+    targets = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, True], [False, False, False, False]])
+    assert explained_variance(targets, targets, mask) == 1.0  # a perfect critic
+    assert explained_variance(torch.zeros_like(targets), targets - 2.5, mask) == pytest.approx(0.0)  # V = 0, centred G
+    half = targets.clone()
+    half[0] = torch.tensor([1.5, 1.5, 3.5, 3.5])  # residuals +-0.5: Var 0.25 of Var 1.25 -> EV 0.8
+    assert explained_variance(half, targets, mask) == pytest.approx(0.8)
+    garbage = targets.clone()
+    garbage[1] = 1e9  # masked positions never count
+    assert explained_variance(targets, garbage, mask) == 1.0
+    assert math.isnan(explained_variance(targets, targets, torch.zeros_like(mask)))
+
+
+def test_ppo_critic_has_its_own_learning_rate(tmp_path):
+    """ppo.vf_lr puts the critic head in its own AdamW group (scheduled with the policy's warm-up and decay);
+    ppo.critic_warmup fits the critic on the first rollout before any policy update, which raises its explained
+    variance on that batch."""
+    from kdlib.config import load_params
+    from kdlib.trainers.base import lr_factor, make_optimizer, set_lr
+
+    p = load_params("params/smoke/kit.yaml", **{"ppo.vf_lr": 1e-2, "ppo.lr": 1e-4})
+    from kdlib.modeling.models import attach_head, build_model
+
+    model = build_model("tiny-t5:micro", vocab_size=50, arch="seq2seq", seed=0)
+    attach_head(model)
+    opt = make_optimizer(model, p.ppo)
+    assert [g["base_lr"] for g in opt.param_groups] == [1e-4, 1e-2]
+    set_lr(opt, p.ppo, 0)
+    f = lr_factor(p.ppo, 0)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4 * f, 1e-2 * f])
+    plain = make_optimizer(model, load_params("params/smoke/kit.yaml").ppo)
+    assert len(plain.param_groups) == 1  # no vf_lr: one group, as before

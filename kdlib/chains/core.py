@@ -56,6 +56,9 @@ def _optim_key(optim) -> dict:
     if d.get("patience") is None or all(d.get(k) == v for k, v in legacy.items()):
         for k in legacy:
             d.pop(k, None)
+    for k, neutral in (("vf_lr", None), ("critic_warmup", 0)):  # critic settings at their neutral value: keys as before
+        if k in d and d[k] == neutral:
+            d.pop(k)
     return d
 
 

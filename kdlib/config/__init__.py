@@ -57,10 +57,10 @@ from kdlib.config.loading import (  # noqa: F401
     load_any,
     load_notebook_params,
     load_params,
+    notebook_params,
     params_hash,
     parse_override,
     validate_notebook,
-    notebook_params,
 )
 from kdlib.config.notebooks import (  # noqa: F401
     ConstrainedKDStudyParams,

@@ -146,12 +146,24 @@ class PPOParams(OptimParams):
     entropy_coef: float = 0.0  # entropy bonus [kit default]
     whiten_advantages: StrictBool = False  # seed 001 App. D uses the K-step return unnormalised
     value_model: Literal["shared", "separate"] = "shared"  # critic head on the policy, or its own network
+    vf_lr: Optional[float] = None  # the critic's own learning rate (None: the policy's `lr`) [kit default]
+    critic_warmup: StrictInt = 0  # value-only epochs on the first rollout batch before any policy update [kit default]
     temperature: float = 1.0  # rollouts at temperature 1 are on-policy samples of pi_old
     k: StrictInt = 2
     tail: Literal["algorithm1", "block", "clamp"] = "algorithm1"
     normalize: Literal["raw", "mean", "log_softmax"] = "mean"
     reward_clip: float = 100.0
     truncated: Literal["drop", "keep", "bootstrap"] = "drop"
+
+    @field_validator("vf_lr")
+    @classmethod
+    def _vf_lr(cls, v):
+        return v if v is None else _pos(v)
+
+    @field_validator("critic_warmup")
+    @classmethod
+    def _warmup(cls, v):
+        return _nonneg(v)
 
     @field_validator("group_size", "epochs", "minibatches", "k")
     @classmethod

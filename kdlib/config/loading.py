@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import os
-
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 

@@ -352,3 +352,20 @@ def minillm_advantages(
         std = torch.zeros_like(mean)
     adv = (r_long.reshape(-1, G, L) - mean.unsqueeze(-1)) / (std.unsqueeze(-1) + eps)  # (B, G, L)
     return torch.where(m, adv.reshape(N, L), zero)
+
+
+def explained_variance(values: Tensor, targets: Tensor, mask: Tensor) -> float:
+    """How much of the value targets' variance a critic explains, over the positions of ``mask``:
+
+        EV = 1 - Var(targets - values) / Var(targets)      (values, targets, mask: (N, L))
+
+    1: a perfect critic; 0: no better than a constant at the targets' mean (e.g. V = 0 when the targets are centred);
+    below 0: worse than that. nan when the targets have no variance or no position is valid."""
+    m = mask.bool()
+    if int(m.sum()) < 2:
+        return float("nan")
+    g = targets[m].double()
+    var_g = float(g.var(unbiased=False))
+    if var_g <= 0:
+        return float("nan")
+    return 1.0 - float((g - values[m].double()).var(unbiased=False)) / var_g

@@ -348,7 +348,8 @@ RL_PANELS = (("dev return", "greedy dev return, Eq. (10)", 1), ("train return", 
 
 PPO_PANELS = (("TD error^2", "(a) critic TD error, mean delta^2", 1), ("dev return", "(b) greedy dev return, Eq. (10)", 1),
               ("approx KL", "approx KL(pi_old || pi)", 1), ("clip fraction", "clip fraction", 1),
-              ("value loss", "value loss", 1), ("entropy", "entropy (nats/token)", 1))
+              ("value loss", "value loss", 1), ("explained variance", "critic explained variance, 1 - Var(G-V)/Var(G)", 1),
+              ("entropy", "entropy (nats/token)", 1))
 
 
 def plot_rl_curves(curves: pd.DataFrame, panels=RL_PANELS) -> Figure:

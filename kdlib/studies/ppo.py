@@ -12,7 +12,7 @@ from kdlib.studies.common import chain_targets, ensure_runs, kit_params, result_
 # ----------------------------------------------------------------------------- 06: PPO (seed 001 App. D)
 PPO_SERIES = {"eval/return": "dev return", "train/td_error_sq": "TD error^2", "train/approx_kl": "approx KL",
               "train/clip_fraction": "clip fraction", "train/value_loss": "value loss", "train/entropy": "entropy",
-              "train/return": "train return", "eval/length": "dev length"}
+              "train/return": "train return", "eval/length": "dev length", "train/explained_var": "explained variance"}
 
 
 def _ppo_overrides(nb: PPOStudyParams) -> list[dict]:
@@ -74,10 +74,38 @@ def ppo_verdicts(curves: pd.DataFrame, tol_frac: float = 0.1) -> tuple[pd.DataFr
             parts.append(f"{r['method']} {shape} (start {r['start']:.2f}, peak {r['peak']:.2f} at step "
                          f"{r['peak_step']}, final {r['final']:.2f}, Spearman with step {r['spearman_with_step']:.2f})")
         holds = llmr is not None and ket is not None and not llmr["keeps_rising"] and ket["keeps_rising"]
-        verdict = "the paper's pattern (LLMR+PPO falls back, KETCHUP+PPO keeps rising) holds" if holds else \
-            "the paper's pattern (LLMR+PPO falls back, KETCHUP+PPO keeps rising) does NOT hold"
+        ev = critic_fit(curves, task)
+        if ev is not None and not ev["met"]:  # the comparison needs a critic that fits: else it is not seed 001's
+            verdict = (f"the paper's pattern is NOT TESTED: LLMR + PPO's critic explains {ev['value']:.2f} of the "
+                       f"returns' variance over the last half of training (precondition: >= {ev['threshold']}), so "
+                       "its GAE runs on an unfitted baseline and the comparison is not the paper's")
+        elif holds:
+            verdict = "the paper's pattern (LLMR+PPO falls back, KETCHUP+PPO keeps rising) holds"
+        else:
+            verdict = "the paper's pattern (LLMR+PPO falls back, KETCHUP+PPO keeps rising) does NOT hold"
         lines.append(f"{task}: {verdict}: " + "; ".join(parts) + ".")
     return table, lines
+
+
+EV_THRESHOLD = 0.5
+
+
+def critic_fit(curves: pd.DataFrame, task: str, threshold: float = EV_THRESHOLD) -> dict | None:
+    """The precondition of notebook 06's comparison on ``task``: LLMR + PPO's critic explains at least ``threshold`` of
+    the variance of its value targets (1 - Var(G - V) / Var(G), logged every iteration), as the mean over seeds of
+    the mean over the last half of the iterations. None where no explained variance was logged."""
+    g = curves[(curves["task"] == task) & (curves["method"] == "llmr_ppo") & (curves["series"] == "explained variance")]
+    if g.empty:
+        return None
+    half = g[g["step"] >= g["step"].max() / 2]
+    value = float(half.groupby("seed")["value"].mean().mean())
+    return {"name": f"{task}: critic explained variance (LLMR + PPO)", "value": value, "threshold": threshold,
+            "met": bool(value >= threshold)}
+
+
+def preconditions(curves: pd.DataFrame) -> list[dict]:
+    """Every precondition notebook 06 measured: one critic fit per task."""
+    return [c for t in curves["task"].unique() if (c := critic_fit(curves, t)) is not None]
 
 
 def plan(nb: PPOStudyParams) -> list[Params]:

@@ -24,6 +24,7 @@ from kdlib.modeling.engines import has_active_dropout  # noqa: F401  (re-exporte
 from kdlib.modeling.evaluate import evaluate, teacher_scores
 from kdlib.modeling.generation import generate
 from kdlib.modeling.models import (
+    HEAD_ATTR,
     EncoderCache,
     encode_targets,
     encoder_states,
@@ -204,6 +205,13 @@ def make_optimizer(model, optim: OptimParams) -> torch.optim.Optimizer:
     pass over all parameters; CPU and CUDA) when the parameters are all float32 on one device."""
     params = [p for p in model.parameters() if p.requires_grad]
     fused = all(p.dtype == torch.float32 for p in params) and len({p.device for p in params}) == 1
+    head = getattr(model, HEAD_ATTR, None)
+    vf_lr = getattr(optim, "vf_lr", None)
+    if head is not None and vf_lr is not None:  # a critic with its own learning rate (PPO's ppo.vf_lr)
+        in_head = {id(p) for p in head.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in in_head], "base_lr": optim.lr},
+                  {"params": [p for p in params if id(p) in in_head], "lr": vf_lr, "base_lr": vf_lr}]
+        return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay, betas=(0.9, 0.999), fused=fused)
     return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, betas=(0.9, 0.999), fused=fused)
 
 
@@ -223,7 +231,7 @@ def lr_factor(optim: OptimParams, step: int) -> float:
 
 def set_lr(opt, optim: OptimParams, step: int) -> None:
     for g in opt.param_groups:
-        g["lr"] = optim.lr * lr_factor(optim, step)
+        g["lr"] = g.get("base_lr", optim.lr) * lr_factor(optim, step)
 
 
 def optimizer_step(model, opt, acc, micro_loss: MicroLoss, optim: OptimParams, step: int, seed: int,

@@ -127,7 +127,8 @@ def llmr_ppo_scorer(teacher, task: Task, pp: PPOParams, teacher_cache=None) -> S
         n_act = b.action_mask.sum().clamp(min=1)
         logs = {**_teacher_logs(q_sa, v, t_logp, b), "td_error_sq": float((delta ** 2).sum() / n_act),
                 "td_error_abs": float(delta.abs().sum() / n_act),
-                "value_mean": float((b.values_old * b.action_mask).sum() / n_act)}
+                "value_mean": float((b.values_old * b.action_mask).sum() / n_act),
+                "explained_var": advantages.explained_variance(b.values_old, ret, b.action_mask)}
         return Scored(advantages=adv, value_targets=ret, logs=logs)
 
     return score
@@ -167,6 +168,30 @@ def prepare_policy(model, method: Method, pp: PPOParams):
 
 
 # ----------------------------------------------------------------------------- the loop
+def critic_warmup(model, b: Batch, sc: Scored, task: Task, pp: PPOParams, accelerator, opt, amp, rng) -> float:
+    """``pp.critic_warmup`` epochs of value-loss-only minibatch updates on the first rollout batch (unclipped: there is
+    no old critic worth staying near), so that GAE does not run on a critic that has never seen a return. The policy's
+    head gets no gradient from them only where the critic is a separate network; on a shared trunk they move it too, as
+    any value loss does. Returns the last warm-up loss."""
+    N = len(b.idx)
+    size = max(1, N // pp.minibatches)
+    last = float("nan")
+    for _ in range(pp.critic_warmup):
+        perm = rng.permutation(N)
+        for j in range(max(1, N // size)):
+            rows = perm[j * size: (j + 1) * size].tolist()
+            with amp():
+                _, hidden = forward_with_hidden(model, task.arch, b.src[rows], b.src_m[rows], b.tokens[rows], b.mask[rows])
+                values = head_values(model, task.arch, b.src[rows], b.src_m[rows], b.tokens[rows], b.mask[rows], hidden)
+                v_loss, _ = ppo_value_loss(values, b.values_old[rows], sc.value_targets[rows], b.action_mask[rows], None)
+            accelerator.backward(pp.vf_coef * v_loss)
+            accelerator.clip_grad_norm_(model.parameters(), pp.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            last = float(v_loss.detach())
+    return last
+
+
 def ppo_step_fn(method: Method, task: Task, pp: PPOParams, accelerator, seed: int, reference=None,
                 prompts: list[int] | None = None):
     """The harness ``step_fn`` of one PPO/GRPO iteration (see the module docstring). ``prompts``:
@@ -219,6 +244,8 @@ def ppo_step_fn(method: Method, task: Task, pp: PPOParams, accelerator, seed: in
         rng = np.random.default_rng([seed, step, rank, 7])
         sums: dict[str, float] = {}
         n_updates = 0
+        if method.critic and step == 0 and pp.critic_warmup > 0:  # fit the critic before the first policy update
+            sums["critic_warmup_loss"] = critic_warmup(model, b, sc, task, pp, accelerator, opt, amp, rng)
         for _ in range(pp.epochs):
             perm = rng.permutation(N)
             for j in range(pp.minibatches):
