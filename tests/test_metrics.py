@@ -257,3 +257,33 @@ def test_math_answer_none(text):
     from kdlib.maths.metrics import math_answer
 
     assert math_answer(text) is None
+
+
+JUNK = ["#### nan", "#### NaN", "#### inf", "#### -Infinity", "#### 1e999999", "\\boxed{nan}", "\\boxed{inf}",
+        "\\boxed{-Infinity}", "\\boxed{1e400}", "#### " + "9" * 5000, "\\boxed{" + "9" * 5000 + "}", "\x00#### 5",
+        "####", "\\boxed{", "", "#### 5e3", "\\boxed{\\frac{1}{0}}", "#### 1,2,3,4", "\\boxed{1e-999999}"]
+
+
+@pytest.mark.parametrize("text", JUNK)
+def test_every_answer_parser_survives_junk_nan_infinity_and_huge_numbers(text):
+    """A paper-profile model can sample anything: no parser may raise on what it writes."""
+    from kdlib.maths.constrained_metrics import answers_match, final_answer, task_rewards
+    from kdlib.maths.metrics import gsm8k_accuracy, gsm8k_answer, math_answer
+
+    for parse in (gsm8k_answer, math_answer, final_answer):
+        out = parse(text)
+        assert out is None or isinstance(out, str)
+    for gold in ("5", "nan", "inf", "9" * 5000):
+        assert answers_match(final_answer(text), gold) in (True, False)
+    assert gsm8k_accuracy([text], ["#### 5"]) in (0.0, 100.0)
+    assert task_rewards([text], ["#### 5"])[0] in (0.0, 1.0)
+
+
+def test_huge_and_special_answers_compare_as_numbers_or_not_at_all():
+    from kdlib.maths.constrained_metrics import answers_match
+    from kdlib.maths.metrics import gsm8k_answer
+
+    assert gsm8k_answer("#### " + "9" * 5000) == "9" * 5000  # no int-conversion digit limit
+    assert gsm8k_answer("#### -0.00") == "0" and gsm8k_answer("#### 72.0") == "72"
+    assert not answers_match("nan", "5")  # NaN is not a number an answer can equal; the text rule applies
+    assert answers_match("1e400", "1" + "0" * 400) and not answers_match("inf", "5")

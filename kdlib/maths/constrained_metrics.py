@@ -60,11 +60,13 @@ def final_answer(text: str) -> str | None:
 
 
 def _number(s: str) -> Decimal | None:
+    """A finite number, or None (text, NaN and infinities are not numbers an answer can equal)."""
     t = s.strip().replace(",", "").replace("$", "").rstrip(".")
     try:
-        return Decimal(t)
+        d = Decimal(t)
     except InvalidOperation:
         return None
+    return d if d.is_finite() else None
 
 
 def answers_match(pred: str | None, gold: str | None) -> bool:

@@ -146,9 +146,12 @@ def _answer_decimal(text: str) -> Decimal | None:
 
 
 def _normalise(value: Decimal) -> str:
-    if value == value.to_integral_value():
-        return str(int(value))  # "72.0" -> "72", "-0" -> "0"
-    return format(value.normalize(), "f")  # "2.50" -> "2.5", never exponent notation
+    """Plain decimal notation without trailing zeros, at any number of digits (no context rounding, no int()
+    digit limit): "72.0" -> "72", "2.50" -> "2.5", "-0" -> "0", "1E+3" -> "1000"."""
+    s = format(value, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "", "-") else s
 
 
 def gsm8k_answer(text: str) -> str | None:
