@@ -72,6 +72,7 @@ from kdlib.config.notebooks import (  # noqa: F401
     ModelSizeParams,
     NotebookParams,
     PPOStudyParams,
+    RegimesParams,
     ReturnsParams,
     RewardDistillStudyParams,
     VarianceBiasParams,

@@ -68,6 +68,7 @@ from kdlib.report.plots import (  # noqa: E402,F401
     plot_gradient_variance,
     plot_learning_curves,
     plot_method_bars,
+    plot_regimes,
     plot_returns,
     plot_rl_curves,
     plot_variance_bias,
@@ -77,7 +78,7 @@ from kdlib.report.tables import (  # noqa: E402,F401
     ALPHA,
     ketchup_verdicts,
     main_table,
+    power_table,
     significance_marker,
     start_markers,
-    power_table,
 )

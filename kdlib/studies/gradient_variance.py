@@ -59,7 +59,11 @@ def gradient_variance(nb: GradientVarianceParams) -> pd.DataFrame:
     projected on ``n_directions`` Gaussian directions through forward-mode derivatives of the
     log-probabilities (kdlib.maths.stats.projected_gradient_stats). Beside it, the return variance of
     Figure 2 on the same samples. One row per (student, K, tail), averaged over inputs."""
-    from kdlib.maths.stats import projected_cosine, projected_gradient_stats, projected_relative_bias
+    from kdlib.maths.stats import (
+        projected_cosine,
+        projected_gradient_stats,
+        projected_relative_bias,
+    )
 
     ensure_runs(nb)
     acc = get_accelerator()
