@@ -90,8 +90,11 @@ def reverse_cumsum(x: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------
 # teacher Q-values
 # ----------------------------------------------------------------------------------------
+VALUES = ("max", "soft")
+
+
 @torch.no_grad()
-def teacher_q(logits: Tensor, actions: Tensor, mask: Tensor, normalize: str = "mean"):
+def teacher_q(logits: Tensor, actions: Tensor, mask: Tensor, normalize: str = "mean", value: str = "max"):
     """Teacher Q-values of the sampled actions and of the best action (seed 000, Eq. (1)).
 
     Teacher logits are read as Q-values (Eq. (1); LLMR Eq. (2)), evaluated in ONE teacher
@@ -109,15 +112,28 @@ def teacher_q(logits: Tensor, actions: Tensor, mask: Tensor, normalize: str = "m
               reference code does;
             * ``"log_softmax"``: ``q = log p_teacher(a | s)``.
 
+        value: the state value the rewards bootstrap with: ``"max"`` (LLMR, seed 000: ``v = max_a q``, the Bellman
+            optimality value) or ``"soft"`` (``v = logsumexp_a q``, the soft value). With the soft value the
+            one-step reward is ``r_t = q_t(y_t) - v_{t+1}`` and the reward-to-go telescopes: writing z for the raw
+            logits and c_t for the shift, ``q_t(y_t) = z_t(y_t) - c_t`` and ``v_i = lse_i z - c_i``, so
+            ``G_t = sum_{i>=t} r_i = z_t(y_t) - c_t + sum_{i>t} (z_i(y_i) - lse_i z) = q_t(y_t) + sum_{i>t} log
+            pi_T(y_i | s_i)``: the teacher's log-probabilities of the future tokens plus the logit of the present
+            one. On-policy reverse KL's undiscounted return has teacher half ``sum_{i>=t} log pi_T(y_i | s_i)``;
+            the two differ by ``q_t(y_t) - log pi_T(y_t | s_t) = v_t`` (soft), a function of the state alone: a
+            per-state baseline. The K-step return with ``value="soft"`` bootstraps with the soft value every K steps.
+
     Returns:
         ``(q_sa, v)``, both (B, T), detached, float32 (float64 if the logits are float64),
-        0 where ``mask`` is False: ``q_sa[b, t] = q(s_t, y_t)``, ``v[b, t] = max_a q(s_t, a)``.
+        0 where ``mask`` is False: ``q_sa[b, t] = q(s_t, y_t)``, ``v[b, t] = max_a q(s_t, a)`` (``value="max"``) or
+        ``logsumexp_a q(s_t, a)`` (``value="soft"``).
 
     Everything is reduced to (B, T) at once (gather, max, one reduction for the shift); no
     normalised (B, T, V) copy is kept.
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if value not in VALUES:
+        raise ValueError(f"value must be one of {VALUES}, got {value!r}")
     if logits.dim() < 2 or logits.shape[:-1] != actions.shape or actions.shape != mask.shape:
         raise ValueError(
             f"expected logits (B, T, V), actions (B, T), mask (B, T); got {tuple(logits.shape)}, "
@@ -128,7 +144,10 @@ def teacher_q(logits: Tensor, actions: Tensor, mask: Tensor, normalize: str = "m
     safe_actions = torch.where(mask, actions.long(), 0)  # padding ids (e.g. -100) -> 0
     # selections are exact in the logits' own dtype; upcast only the (B, T) results
     logit_sa = logits.gather(-1, safe_actions.unsqueeze(-1)).squeeze(-1).to(out_dtype)  # (B, T)
-    logit_max = logits.amax(dim=-1).to(out_dtype)  # (B, T)
+    if value == "max":
+        logit_max = logits.amax(dim=-1).to(out_dtype)  # (B, T)
+    else:  # the soft value
+        logit_max = torch.logsumexp(logits if logits.dtype == out_dtype else logits.to(out_dtype), dim=-1)  # (B, T)
     if normalize == "raw":
         shift = torch.zeros_like(logit_max)  # (B, T)
     elif normalize == "mean":
