@@ -267,7 +267,11 @@ JUNK = ["#### nan", "#### NaN", "#### inf", "#### -Infinity", "#### 1e999999", "
 @pytest.mark.parametrize("text", JUNK)
 def test_every_answer_parser_survives_junk_nan_infinity_and_huge_numbers(text):
     """A paper-profile model can sample anything: no parser may raise on what it writes."""
-    from kdlib.maths.constrained_metrics import answers_match, final_answer, task_rewards
+    from kdlib.maths.constrained_metrics import (
+        answers_match,
+        final_answer,
+        task_rewards,
+    )
     from kdlib.maths.metrics import gsm8k_accuracy, gsm8k_answer, math_answer
 
     for parse in (gsm8k_answer, math_answer, final_answer):

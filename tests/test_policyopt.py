@@ -651,5 +651,5 @@ def test_ppo_critic_has_its_own_learning_rate(tmp_path):
     set_lr(opt, p.ppo, 0)
     f = lr_factor(p.ppo, 0)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4 * f, 1e-2 * f])
-    plain = make_optimizer(model, load_params("params/smoke/kit.yaml").ppo)
+    plain = make_optimizer(model, load_params("params/smoke/kit.yaml", **{"ppo.vf_lr": None}).ppo)
     assert len(plain.param_groups) == 1  # no vf_lr: one group, as before

@@ -92,3 +92,44 @@ def test_sampling_generators_live_on_the_accelerators_device(monkeypatch, tmp_pa
     rl_mod.rl_micro_loss("llmr", teacher, task, p.rl, acc, 0)(model, [0, 1], 0, 0)
     div_mod.divergence_micro_loss("js", teacher, task, [""] * 32, p.divergence, acc, 0)(model, [0, 1], 0, 0)
     assert seen == [acc.device, acc.device]
+
+
+def test_opd_is_reinforce_with_the_per_token_log_ratio_as_its_return():
+    """On-policy reverse KL in the REINFORCE family: the loss is -sum_t A_t log pi(y_t) / B with A_t the (discounted)
+    log ratio of teacher to student on the student's own tokens, and no gradient through A."""
+    from kdlib.maths.onpolicy import opd_advantages
+
+    g = torch.Generator().manual_seed(0)
+    B, T = 3, 5
+    logp = (-torch.rand(B, T, generator=g, dtype=torch.float64)).requires_grad_(True)
+    t_logp = -torch.rand(B, T, generator=g, dtype=torch.float64) * 2
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    ended = torch.tensor([True, True, True])
+    for gamma in (0.0, 1.0):
+        rp = RLParams(opd_gamma=gamma)
+        q = torch.zeros(B, T, dtype=torch.float64)
+        loss, A = rl_loss("opd", logp, q, q, mask, mask, ended, rp, t_logp=t_logp)
+        want_A = opd_advantages(t_logp, logp.detach(), mask, gamma)
+        assert torch.allclose(A, want_A)
+        assert torch.allclose(loss, -(want_A * logp * mask).sum() / B)
+        (grad,) = torch.autograd.grad(loss, logp)
+        assert torch.allclose(grad, -want_A * mask / B)  # A is a constant: REINFORCE's gradient
+
+
+def test_opd_and_soft_value_ketchup_train_end_to_end_with_their_own_runs(tmp_path):
+    from kdlib.chains.core import run_for, train
+    from kdlib.config import load_params
+
+    base = load_params("params/smoke/kit.yaml", **{"cache_dir": str(tmp_path), "task.name": "mini-xsum"})
+    plain = run_for(base.model_copy(update={"method": "ketchup"}))
+    soft_p = load_params("params/smoke/kit.yaml", **{"cache_dir": str(tmp_path), "task.name": "mini-xsum",
+                                                      "method": "ketchup", "rl.value": "soft"})
+    soft = train(soft_p)
+    opd = train(load_params("params/smoke/kit.yaml", **{"cache_dir": str(tmp_path), "task.name": "mini-xsum",
+                                                         "method": "opd", "rl.opd_gamma": 0.5}))
+    assert soft.finished and opd.finished
+    assert soft.path.name.startswith("ketchup_soft_k") and soft.key != plain.key  # its own run and table row
+    assert opd.path.name.startswith("opd-")
+    assert any("train/return_soft" in r for r in soft.metrics()) and not any("train/return" in r for r in soft.metrics())
+    assert any("train/return" in r for r in opd.metrics())
+    assert all(k in soft.summary()["test"] for k in ("rougeL", "return"))

@@ -107,6 +107,10 @@ def method_run(p: Params) -> Run:
             optim.pop("auto_k_grid"), optim.pop("auto_k_tol")
         else:  # adaptive K bounds the bias at every position since rule 2 (rule 1 bounded G^_0's only)
             optim["auto_k_rule"] = 2
+        if p.method != "opd":
+            optim.pop("opd_gamma")
+        if p.method == "opd" or optim["value"] == "max":  # the papers' value: keys as before
+            optim.pop("value")
     elif p.method in PPO_METHODS:
         optim = _optim_key(p.ppo)
         if p.method != "ketchup_ppo":
@@ -121,7 +125,7 @@ def method_run(p: Params) -> Run:
 def run_label(p: Params) -> str:
     """The name a method's runs and table rows carry (KETCHUP with its K)."""
     if p.method == "ketchup":
-        return f"ketchup_k{p.rl.k}"
+        return f"ketchup_soft_k{p.rl.k}" if p.rl.value == "soft" else f"ketchup_k{p.rl.k}"
     if p.method == "ketchup_ppo":
         return f"ketchup_ppo_k{p.ppo.k}"
     return p.method

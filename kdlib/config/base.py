@@ -26,7 +26,7 @@ EVAL_SETS = ("mini-gsm-plus", "mini-gsm-symbolic", "mini-gsm-hard", "gsm-plus", 
 TASK_LENGTHS = {"mini-xsum": (160, 40), "mini-europarl": (48, 40), "mini-gsm8k": (112, 128),
                 "xsum": (1024, 64), "europarl": (80, 80), "gsm8k": (200, 300)}
 DIVERGENCE_METHODS = ("seqkd", "kl", "js", "tvd")
-RL_METHODS = ("llmr", "llmr_mean", "llmr_minvar", "ketchup")
+RL_METHODS = ("llmr", "llmr_mean", "llmr_minvar", "ketchup", "opd")  # opd: on-policy reverse KL (REINFORCE family)
 PPO_METHODS = ("llmr_ppo", "ketchup_ppo")  # seed 001 App. D: PPO with a critic + GAE, PPO with the K-step return
 # Seed 004 (constrained KD, kdlib.chains.constrained_kd): its start stage and five methods on one GRPO loop.
 CMDP_METHODS = ("cmdp", "grpo", "gkd_grpo", "gkd", "minillm")

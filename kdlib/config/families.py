@@ -93,6 +93,13 @@ class RLParams(OptimParams):
     # actions; see kdlib.maths.returns.truncated_kstep_returns). The embedded students rarely hit the limit.
     truncated: Literal["drop", "keep", "bootstrap"] = "drop"
     pg_normalize: Literal["batch", "tokens"] = "batch"
+    # The state value LLMR's rewards and KETCHUP's K-step return bootstrap with: max (the papers': max_a q) or soft
+    # (logsumexp_a q; then LLMR's reward-to-go is the present logit plus the teacher's future log-probabilities,
+    # kdlib.maths.returns.teacher_q). A kit extension; `ketchup` with `soft` is its own Table 1 row.
+    value: Literal["max", "soft"] = "max"
+    # `opd` (on-policy reverse KL): A_t = sum_{i>=t} opd_gamma^(i-t) (log pi_T(y_i) - log pi_S(y_i)), discounted by
+    # distance; 0 is per-token (tinker-cookbook's and Qwen3's default), 1 the reward-to-go.
+    opd_gamma: float = 0.0
 
     @field_validator("k", mode="before")
     @classmethod
@@ -101,6 +108,13 @@ class RLParams(OptimParams):
             return v
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"K must be an integer >= 1 or 'auto', got {v!r}")
+        return v
+
+    @field_validator("opd_gamma")
+    @classmethod
+    def _gamma(cls, v):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"must lie in [0, 1], got {v}")
         return v
 
     @field_validator("auto_k_grid")

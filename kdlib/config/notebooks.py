@@ -56,6 +56,7 @@ class _MethodGridParams(NotebookParams):
 
     methods: list[str] = Field(default_factory=lambda: ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"])
     k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
+    soft_k_values: list[StrictInt] = Field(default_factory=list)  # KETCHUP with the soft value (rl.value: soft), per K
 
     @field_validator("methods")
     @classmethod
@@ -65,10 +66,10 @@ class _MethodGridParams(NotebookParams):
                 raise ValueError(f"unknown method {m!r}; known: {', '.join(DIVERGENCE_METHODS + RL_METHODS)}")
         return v
 
-    @field_validator("k_values")
+    @field_validator("k_values", "soft_k_values")
     @classmethod
     def _ks(cls, v):
-        return _check_ks(v)
+        return _check_ks(v) if v else v
 
 
 class MainResultsParams(_MethodGridParams):

@@ -15,16 +15,18 @@ from kdlib.modeling.models import decode, forward_logits, pad, token_logprobs
 
 @torch.no_grad()
 def teacher_scores(teacher, arch: str, t_src: Tensor, t_src_mask: Tensor, tokens: Tensor, mask: Tensor,
-                   normalize: str = "mean", encoder_hidden: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                   normalize: str = "mean", encoder_hidden: Tensor | None = None,
+                   value: str = "max") -> tuple[Tensor, Tensor, Tensor]:
     """One teacher forward pass over the student's sequence, reduced to ``(B, T)`` at once.
 
     Returns ``q_sa``, ``v`` (Sec. 2: teacher logits as Q-values) and the teacher's log-probability
     of the student's tokens (for the student-teacher KL estimate). The ``(B, T, V)`` logits are
     freed before returning. ``encoder_hidden``: the teacher's encoder states of ``t_src`` if the
-    caller has them (a frozen teacher's are cached across steps).
+    caller has them (a frozen teacher's are cached across steps). ``value``: ``max`` or ``soft``
+    (:func:`kdlib.maths.returns.teacher_q`).
     """
     logits = forward_logits(teacher, arch, t_src, t_src_mask, tokens, mask, encoder_hidden)  # (B, T, V)
-    q_sa, v = returns.teacher_q(logits, tokens, mask, normalize=normalize)  # (B, T) each
+    q_sa, v = returns.teacher_q(logits, tokens, mask, normalize=normalize, value=value)  # (B, T) each
     t_logp = token_logprobs(logits, tokens)  # (B, T)
     del logits
     return q_sa, v, t_logp * mask

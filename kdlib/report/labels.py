@@ -18,7 +18,7 @@ METHOD_ORDER: tuple[str, ...] = (
     "teacher", "zeroshot", "predistill",
     "seqkd", "kl", "js", "tvd",
     "llmr", "llmr_mean", "llmr_minvar",
-    "ketchup",
+    "ketchup", "opd", "ketchup_soft",
     "llmr_ppo", "ketchup_ppo",
     "cmdp", "grpo", "gkd_grpo", "gkd", "minillm",
 )
@@ -34,6 +34,7 @@ _METHOD_LABELS = {
     "llmr_mean": "LLMR + mean baseline",
     "llmr_minvar": "LLMR + min-var baseline",
     "ketchup": "KETCHUP",
+    "opd": "On-policy reverse KL (OPD)",
     "llmr_ppo": "LLMR + PPO (critic, GAE)",
     "ketchup_ppo": "KETCHUP + PPO",
     "cmdp": "Ours (constrained KD)",  # seed 004
@@ -75,6 +76,9 @@ def _ketchup_k(name: str) -> int | None:
     return 10**6 if m.group(1) == "auto" else int(m.group(1))
 
 
+_KETCHUP_SOFT_RE = re.compile(r"^ketchup_soft_k(\d+)$")
+
+
 def method_label(name: str) -> str:
     """Display label of a run name: ``"llmr_mean"`` -> ``"LLMR + mean baseline"``,
     ``"ketchup_k4"`` -> ``"KETCHUP (K=4)"``; unknown names are returned unchanged."""
@@ -84,6 +88,9 @@ def method_label(name: str) -> str:
     m = _KETCHUP_PPO_RE.match(str(name))
     if m:
         return f"KETCHUP + PPO (K={m.group(1)})"
+    m = _KETCHUP_SOFT_RE.match(str(name))
+    if m:
+        return f"KETCHUP, soft value (K={m.group(1)})"
     return _METHOD_LABELS.get(name, str(name))
 
 
@@ -94,6 +101,9 @@ def _method_key(name: str, first_seen: Mapping[str, int]) -> tuple:
     m = _KETCHUP_PPO_RE.match(str(name))
     if m:
         return (1, METHOD_ORDER.index("ketchup_ppo"), int(m.group(1)), 0)
+    m = _KETCHUP_SOFT_RE.match(str(name))
+    if m:
+        return (1, METHOD_ORDER.index("ketchup_soft"), int(m.group(1)), 0)
     if name in METHOD_ORDER:
         return (0 if name != "ketchup" else 1, METHOD_ORDER.index(name), -1, 0)
     return (2, 0, 0, first_seen.get(name, 0))

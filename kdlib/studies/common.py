@@ -24,6 +24,8 @@ def method_plan(nb: MainResultsParams | ReturnsParams) -> list[tuple[str, dict]]
     """(run label, overrides) of every method row: the listed methods, then KETCHUP per K."""
     plan = [(m, {"method": m}) for m in nb.methods if m != "ketchup"]
     plan += [(f"ketchup_k{k}", {"method": "ketchup", "rl.k": k}) for k in nb.k_values]
+    plan += [(f"ketchup_soft_k{k}", {"method": "ketchup", "rl.k": k, "rl.value": "soft"})
+             for k in getattr(nb, "soft_k_values", [])]
     return plan
 
 

@@ -24,6 +24,7 @@ from torch.profiler import record_function
 from kdlib.config import RLParams
 from kdlib.maths import returns
 from kdlib.maths.losses import authors_code_pg_loss, policy_gradient_loss
+from kdlib.maths.onpolicy import opd_advantages as advantages_opd
 from kdlib.modeling.evaluate import teacher_scores
 from kdlib.modeling.generation import generate
 from kdlib.modeling.models import forward_logits, token_logprobs
@@ -41,8 +42,14 @@ def method_k(method: str, q_sa, v, mask, rp: RLParams):
     return rp.k
 
 
-def estimate_returns(method: str, q_sa, v, mask, ended, rp: RLParams, student_logits=None, tokens=None):
-    """The return each method multiplies with grad log pi (paper semantics). Shapes (B, T)."""
+def estimate_returns(method: str, q_sa, v, mask, ended, rp: RLParams, student_logits=None, tokens=None,
+                     t_logp=None, logp=None):
+    """The return each method multiplies with grad log pi (paper semantics). Shapes (B, T). ``opd`` (on-policy
+    reverse KL) needs the teacher's and the student's log-probabilities of the sampled tokens (``t_logp``, ``logp``)."""
+    if method == "opd":
+        counted = mask & ended[:, None] if rp.truncated == "drop" else mask
+        A = advantages_opd(t_logp, logp.detach(), mask, rp.opd_gamma)
+        return returns.clip_rewards(A, -rp.reward_clip, rp.reward_clip) * counted
     G = returns.truncated_kstep_returns(q_sa, v, mask, ended, method_k(method, q_sa, v, mask, rp), tail=rp.tail,
                                         truncated=rp.truncated)
     G = returns.clip_rewards(G, -rp.reward_clip, rp.reward_clip)
@@ -55,19 +62,20 @@ def estimate_returns(method: str, q_sa, v, mask, ended, rp: RLParams, student_lo
     return G * counted
 
 
-def rl_loss(method: str, logp, q_sa, v, mask, action_mask, ended, rp: RLParams, student_logits=None, tokens=None):
+def rl_loss(method: str, logp, q_sa, v, mask, action_mask, ended, rp: RLParams, student_logits=None, tokens=None,
+            t_logp=None):
     """(loss, returns) of one batch for ``method`` under ``rp.compat``; rows cut at the length
     limit are left out of the loss when ``rp.truncated == "drop"``."""
     if rp.truncated == "drop":
         action_mask = action_mask & ended[:, None]
-    if rp.compat == "authors_code":  # spec seed001_brim_extras.md Sec. 8.2: clamp tail, rho * G^, clip, scalar baseline
+    if rp.compat == "authors_code" and method != "opd":  # spec seed001_brim_extras.md Sec. 8.2: clamp tail, rho * G^, clip, scalar baseline
         G = returns.truncated_kstep_returns(q_sa, v, mask, ended, method_k(method, q_sa, v, mask, rp), tail="clamp",
                                             truncated=rp.truncated) * mask
         b = None
         if method in ("llmr_mean", "llmr_minvar"):
             b = returns.authors_code_baseline(logp.detach().exp() * G, mask)
         return authors_code_pg_loss(logp, G, action_mask, rp.reward_clip, baseline=b), G
-    G = estimate_returns(method, q_sa, v, mask, ended, rp, student_logits, tokens)
+    G = estimate_returns(method, q_sa, v, mask, ended, rp, student_logits, tokens, t_logp, logp)
     if rp.pg_normalize == "batch" and rp.truncated == "drop":  # mean over the rollouts that count
         kept = max(1, int(ended.sum()))
         return policy_gradient_loss(logp, G, action_mask, normalize="batch") * (logp.shape[0] / kept), G
@@ -101,16 +109,19 @@ def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, s
             t_enc = None
             if teacher_cache is not None:
                 t_enc, t_src_m = teacher_cache.get(idx)  # (B, S, D), (B, S)
-            q_sa, v, t_logp = teacher_scores(teacher, task.arch, t_src, t_src_m, y, mask, rp.normalize, t_enc)  # (B, T)
+            q_sa, v, t_logp = teacher_scores(teacher, task.arch, t_src, t_src_m, y, mask, rp.normalize, t_enc,
+                                             value=rp.value if method != "opd" else "max")  # (B, T)
         with record_function("kdlib.student_forward"):
             s_logits = forward_logits(model, task.arch, src, src_m, y, mask, enc)  # (B, T, V)
             logp = token_logprobs(s_logits, y)  # (B, T)
-        loss, G = rl_loss(method, logp, q_sa, v, mask, roll.action_mask, roll.ended, rp, s_logits, y)
+        loss, G = rl_loss(method, logp, q_sa, v, mask, roll.action_mask, roll.ended, rp, s_logits, y, t_logp)
         with torch.no_grad():
             true_G0 = returns.full_returns(q_sa, v, mask)[:, 0]  # Eq. (10) of each rollout
             n_tok = mask.sum().clamp(min=1)
             kl = ((logp.detach() - t_logp) * mask).sum() / n_tok  # MC estimate of KL(pi || p_teacher) per token
-        info = {"return": float(true_G0.mean()), "kl": float(kl), "eos_rate": float(roll.ended.float().mean()),
+        # Eq. (10)'s return bootstraps with the max value; a soft-value run logs its own (the evaluations log Eq. (10))
+        key = "return_soft" if (rp.value == "soft" and method != "opd") else "return"
+        info = {key: float(true_G0.mean()), "kl": float(kl), "eos_rate": float(roll.ended.float().mean()),
                 "length": float(mask.sum(1).float().mean()), "G_mean": float((G.sum() / n_tok))}
         if method == "ketchup" and rp.k == "auto":
             info["k_mean"] = float(method_k(method, q_sa, v, mask, rp).float().mean())
