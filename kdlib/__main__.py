@@ -39,8 +39,10 @@ def cmd_validate(args) -> int:
 
 def cmd_train(args) -> int:
     from kdlib.chains.core import train
+    from kdlib.chains.schedule import check_pairs
 
     p = _load(args)
+    check_pairs([p])  # before any compute
     run = train(p)
     s = run.summary()
     print(json.dumps({"run": str(run.path), "stage": run.stage, "best_step": s.get("best_step"), "test": s.get("test")},
@@ -132,11 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from kdlib.config import ParamsError
+    from kdlib.modeling.models import ModelPairError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except ParamsError as e:
+    except (ParamsError, ModelPairError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -47,3 +47,47 @@ def test_decoder_only_models_through_the_same_chain(tmp_path):
                        "models.student": "tiny-causal:micro", "models.arch": "causal"})
     s = train(p).summary()
     assert s["k"] == 2 and "bleu" in s["test"] and "return" in s["test"]
+
+
+def test_a_pair_with_another_vocabulary_or_chat_template_is_refused_before_any_compute(hub_like_models, tmp_path):
+    """Every method here scores the student's token ids with the teacher: a pair that does not share the vocabulary
+    (TRL #4562) or the chat template (tinker-cookbook #796) is refused before anything trains, naming both models and
+    the first difference, with exit code 2 from the command line."""
+    import shutil
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from kdlib.chains.schedule import check_pairs
+    from kdlib.modeling.models import ModelPairError
+
+    texts = [l for f in FIX.glob("gsm8k/*.jsonl") for l in f.read_text().splitlines()] * 5
+    other = tmp_path / "other_vocab"
+    shutil.copytree(hub_like_models / "student", other)
+    train_tokenizer(texts, vocab_size=280).save_pretrained(other)  # another corpus: another vocabulary
+    chat = tmp_path / "other_template"
+    shutil.copytree(hub_like_models / "student", chat)
+    tok = AutoTokenizer.from_pretrained(chat)
+    tok.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+    tok.save_pretrained(chat)
+
+    def params(student):
+        return load_params(ROOT / "params/paper/kit.yaml", cache_dir=str(tmp_path / "cache"), method="llmr", **SHORT,
+                           **{"task.name": "xsum", "task.path": str(FIX / "xsum"),
+                              "models.teacher": str(hub_like_models / "teacher"), "models.student": str(student),
+                              "models.dtype": "float32"})
+
+    check_pairs([params(hub_like_models / "student")])  # the same tokenizer: accepted
+    with pytest.raises(ModelPairError, match=r"do not share a vocabulary.*first difference at id \d+") as e:
+        check_pairs([params(other)])
+    assert str(hub_like_models / "teacher") in str(e.value) and str(other) in str(e.value)
+    with pytest.raises(ModelPairError, match="different chat templates"):
+        check_pairs([params(chat)])
+    r = subprocess.run([sys.executable, "-m", "kdlib", "train", "-f", str(ROOT / "params/paper/kit.yaml"),
+                        "--set", f"cache_dir={tmp_path / 'cli'}", "--set", f"models.teacher={hub_like_models / 'teacher'}",
+                        "--set", f"models.student={other}", "--set", "task.name=xsum", "--set", f"task.path={FIX / 'xsum'}",
+                        "--set", "models.dtype=float32", "--set", "method=llmr"],
+                       cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and "do not share a vocabulary" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "cli").exists() or not list((tmp_path / "cli").rglob("summary.json"))  # nothing trained
