@@ -80,40 +80,37 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float,
     return _chunked_mean(per_row, s, t, chunk_size)
 
 
-def skew_kl(student_logits: Tensor, teacher_logits: Tensor, alpha: float, mask: Tensor,
-            chunk_size: int | None = None) -> Tensor:
-    """DistiLLM's alpha-skew KL per token, mean over valid positions: ``KL(p_T || alpha p_T + (1 - alpha) p_S)``
-    (alpha = 0 is the forward KL; the paper uses alpha = 0.1). (N, L, V) logits, (N, L) mask -> scalar."""
+def _skew(student_logits: Tensor, teacher_logits: Tensor, alpha: float, mask: Tensor, chunk_size: int | None,
+          reverse: bool) -> Tensor:
+    """KL(p || alpha p + (1 - alpha) q) per token, mean over valid positions; p = p_T, q = p_S, or swapped (reverse)."""
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
     s, t = _rows(student_logits, teacher_logits, mask)
 
     def per_row(sc: Tensor, tc: Tensor) -> Tensor:
-        log_s, log_t = F.log_softmax(sc, -1), F.log_softmax(tc, -1)
+        log_p, log_q = F.log_softmax(tc, -1), F.log_softmax(sc, -1)
+        if reverse:
+            log_p, log_q = log_q, log_p
         if alpha == 0.0:
-            return _kl_rows(log_t, log_s)
-        log_mix = torch.logsumexp(torch.stack([log_t + math.log(alpha), log_s + math.log(1 - alpha)]), dim=0)
-        return _kl_rows(log_t, log_mix)
+            return _kl_rows(log_p, log_q)
+        log_mix = torch.logsumexp(torch.stack([log_p + math.log(alpha), log_q + math.log(1 - alpha)]), dim=0)
+        return _kl_rows(log_p, log_mix)
 
     return _chunked_mean(per_row, s, t, chunk_size)
+
+
+def skew_kl(student_logits: Tensor, teacher_logits: Tensor, alpha: float, mask: Tensor,
+            chunk_size: int | None = None) -> Tensor:
+    """DistiLLM's alpha-skew KL per token, mean over valid positions: ``KL(p_T || alpha p_T + (1 - alpha) p_S)``
+    (alpha = 0 is the forward KL; the paper uses alpha = 0.1). (N, L, V) logits, (N, L) mask -> scalar."""
+    return _skew(student_logits, teacher_logits, alpha, mask, chunk_size, reverse=False)
 
 
 def skew_rkl(student_logits: Tensor, teacher_logits: Tensor, alpha: float, mask: Tensor,
              chunk_size: int | None = None) -> Tensor:
     """DistiLLM's alpha-skew reverse KL per token, mean over valid positions:
     ``KL(p_S || alpha p_S + (1 - alpha) p_T)`` (alpha = 0 is the reverse KL). (N, L, V) logits -> scalar."""
-    if not 0.0 <= alpha < 1.0:
-        raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
-    s, t = _rows(student_logits, teacher_logits, mask)
-
-    def per_row(sc: Tensor, tc: Tensor) -> Tensor:
-        log_s, log_t = F.log_softmax(sc, -1), F.log_softmax(tc, -1)
-        if alpha == 0.0:
-            return _kl_rows(log_s, log_t)
-        log_mix = torch.logsumexp(torch.stack([log_s + math.log(alpha), log_t + math.log(1 - alpha)]), dim=0)
-        return _kl_rows(log_s, log_mix)
-
-    return _chunked_mean(per_row, s, t, chunk_size)
+    return _skew(student_logits, teacher_logits, alpha, mask, chunk_size, reverse=True)
 
 
 def opd_advantages(logp_teacher: Tensor, logp_student: Tensor, mask: Tensor, gamma: float = 0.0) -> Tensor:
