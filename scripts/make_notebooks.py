@@ -79,19 +79,24 @@ def nb(name: str, title: str, intro: str, params: str, cells: list[str]) -> None
 nb("01_main_results", "Table 1: main results",
    "Teacher, zero-shot and pre-distilled students, divergence KD (SeqKD, KL, JS, TVD), LLMR and its two "
    "baselines, and KETCHUP for each K, on each task (seed 000 Table 1; seeds, 95% CIs and paired t-tests as in "
-   "seed 001 App. E). Test scores at the best dev checkpoint. Runs are cached: re-running reuses every finished run, "
+   "seed 001 App. E), beside today's on-policy distillation: on-policy reverse KL (OPD), GKD, MiniLLM, DistiLLM and "
+   "KETCHUP over the teacher's soft value. Every KETCHUP and on-policy row is tested against LLMR and against OPD. "
+   "Test scores at the best dev checkpoint. Runs are cached: re-running reuses every finished run, "
    "and a new K in `k_values` trains only its own runs.",
    'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
-   'methods = ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar"]\n'
-   'k_values = [2, 4, 8, 16]\n',
+   'methods = ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar", "opd", "gkd_jsd", "minillm_pg", "distillm"]\n'
+   'k_values = [2, 4, 8, 16]\n'
+   'soft_k_values = [4]\n',
    ["results, runs = study.main_results(nb)\nruns",
-    "display_table, numeric = report.main_table(results, runs)\n"
+    "display_table, numeric = report.main_table(results, runs, second=\"opd\")\n"
     "verdicts = report.ketchup_verdicts(numeric)\n"
+    "verdicts_opd = report.ketchup_verdicts(numeric, against=\"opd\") if \"p_vs_opd\" in numeric else []\n"
+    "best = report.best_method_lines(numeric)\n"
     "display(Markdown(f\"**Our Table 1** ({profile} profile, seeds {seeds}). \" + display_table.attrs[\"caption\"]))\n"
-    "display(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))\ndisplay_table",
+    "display(Markdown(\"\\n\".join(f\"* {v}\" for v in best + verdicts + verdicts_opd)))\ndisplay_table",
     "md:The paper's own numbers (FLAN-T5-XL teacher, T5-base student, full datasets), for reference only: "
     "they are not what this notebook ran.",
-    "md:Statistical power of each KETCHUP-vs-LLMR test: the SD of the paired differences over seeds, the smallest "
+    "md:Statistical power of each test against LLMR (KETCHUP and on-policy rows): the SD of the paired differences over seeds, the smallest "
     "difference the paired t-test detects at p < 0.035 with power 0.8 with these seeds, and the seeds needed to detect "
     "the observed difference. Where the observed difference is below the detectable one, \"no difference\" is a lack of "
     "power, not evidence that the methods are equal.",
@@ -99,12 +104,13 @@ nb("01_main_results", "Table 1: main results",
     "paper = report.paper_table1()\npaper",
     "files = report.write_table(display_table, out, \"01_table1\")\n"
     "report.write_table(paper, out, \"01_table1_paper_reference\")\n"
-    "report.write_table(power, out, \"01_table1_power\", caption=\"Power of the KETCHUP-vs-LLMR paired t-tests (p < 0.035, \"\n"
+    "report.write_table(power, out, \"01_table1_power\", caption=\"Power of the paired t-tests against LLMR (p < 0.035, \"\n"
     "                   \"power 0.8)\", latex=False)\n"
     "results.to_csv(out / \"01_results_long.csv\", index=False)\nruns.to_csv(out / \"01_runs.csv\", index=False)",
     "# Record: what the tests and later notebooks read.\n"
     "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"tasks\": tasks,\n"
-    "          \"methods\": sorted(results.method.unique().tolist()), \"verdicts\": verdicts, \"headlines\": verdicts,\n"
+    "          \"methods\": sorted(results.method.unique().tolist()), \"verdicts\": verdicts,\n"
+    "          \"verdicts_vs_opd\": verdicts_opd, \"best\": best, \"headlines\": best + verdicts + verdicts_opd,\n"
     "          \"table\": numeric.to_dict(orient=\"records\"), \"n_runs\": len(runs)}\n"
     "atomic_write_json(out / \"01_main_results.json\", record)\n"
     "report.write_provenance(out, {\"notebook\": nb.model_dump(mode=\"json\")})\n"
@@ -112,14 +118,16 @@ nb("01_main_results", "Table 1: main results",
 
 nb("02_returns", "Figure 1: average return of each RL method, and what RL did to it",
    "The true return of Eq. (10) (the sum of LLMR's teacher-induced rewards), of greedy test outputs, for LLMR, "
-   "its two baselines and KETCHUP per K (seed 000 Figure 1). The runs are the ones `01_main_results` trained "
+   "its two baselines and KETCHUP per K (seed 000 Figure 1), and for the other REINFORCE-family rows of Table 1 "
+   "(on-policy reverse KL, MiniLLM, KETCHUP over the soft value: Eq. (10) is not the objective they optimise). The runs are the ones `01_main_results` trained "
    "(shared run cache). Higher is better: it is what the RL objective maximises. Below, every run's learning "
    "curves: the greedy dev return (what Figure 1 measures), the sampled training return (what REINFORCE "
    "optimises), the greedy length beside them (a return bought by shorter outputs is reward hacking, not "
    "learning) and the student's KL to the teacher.",
    'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
-   'methods = ["llmr", "llmr_mean", "llmr_minvar"]\n'
-   'k_values = [2, 4, 8, 16]\n',
+   'methods = ["llmr", "llmr_mean", "llmr_minvar", "opd", "minillm_pg"]\n'
+   'k_values = [2, 4, 8, 16]\n'
+   'soft_k_values = [4]\n',
    ["rets, curves = study.rl_returns(nb)\nrets.pivot_table(index=\"method\", columns=\"task\", values=\"return\")",
     "fig = report.plot_returns(rets)\nreport.save_figure(fig, out, \"02_figure1_returns\")\nfig",
     "md:Did every run raise the return it optimises? `gain`: greedy dev return at the last evaluation minus "
@@ -361,7 +369,7 @@ nb("10_decoder_only", "Seed 001 Tables 7-8: decoder-only teacher and student",
    "the T5 chain (`models.arch: causal`; the layer `params/<profile>/causal.yaml`). KETCHUP's K is chosen on dev "
    "from `k_values`, as App. G does; Table 8's T5 row reads Table 1's runs from the cache.",
    'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
-   'methods = ["kl", "tvd", "llmr"]\n'
+   'methods = ["kl", "tvd", "llmr", "gkd_jsd", "opd"]\n'
    'k_values = [2, 4, 8, 16]\n'
    't5_params_files = ["params/embedded/kit.yaml"]\n'
    't5_seeds = [19083, 34007, 84122, 310, 55080]\n',

@@ -77,3 +77,48 @@ def test_mixed_prefix_keeps_the_one_coin_estimator(setup):
     s, t = _logits(student, teacher, task, y, m)
     assert info == {"on_policy": 0.0}
     assert torch.allclose(loss.detach(), js_divergence(s, t, m, beta=0.3), rtol=1e-6, atol=0)
+
+
+def test_gkd_scores_the_generalised_jsd_on_fixed_outputs_or_student_samples(setup):
+    from kdlib.maths.onpolicy import generalized_jsd
+
+    p, task, teacher, student, outputs = setup
+    fixed = p.divergence.model_copy(update={"gkd_lambda": 0.0, "gkd_beta": 0.3})
+    loss, info = divergence_micro_loss("gkd_jsd", teacher, task, outputs, fixed, ACC, seed=5)(student, IDX, 0, 0)
+    y, m = batch_tgt(task, [outputs[i] for i in IDX])
+    s, t = _logits(student, teacher, task, y, m)
+    assert info == {"on_policy": 0.0}
+    assert torch.allclose(loss.detach(), generalized_jsd(s, t, 0.3, m), rtol=1e-6, atol=0)
+    onp = p.divergence.model_copy(update={"gkd_lambda": 1.0, "gkd_beta": 0.3})
+    loss, info = divergence_micro_loss("gkd_jsd", teacher, task, outputs, onp, ACC, seed=5)(student, IDX, 0, 0)
+    assert info == {"on_policy": 1.0}
+    g = micro_generator(5, 0, 0, 0, torch.device("cpu"))
+    float(torch.rand(1, generator=g))  # the coin
+    src, src_m = batch_src(task, "train", IDX, "student")
+    roll = generate(student, task.tok, src, src_m, arch=task.arch, max_new_tokens=task.max_target_len, do_sample=True,
+                    temperature=onp.temperature, use_calculator=task.use_calculator, generator=g)
+    s, t = _logits(student, teacher, task, roll.tokens, roll.mask)
+    assert torch.allclose(loss.detach(), generalized_jsd(s, t, 0.3, roll.mask), rtol=1e-5, atol=1e-7)
+
+
+def test_distillm_starts_on_fixed_outputs_with_the_skew_kl_and_checkpoints_its_schedule(setup):
+    from kdlib.maths.onpolicy import skew_kl, skew_rkl
+
+    p, task, teacher, student, outputs = setup
+    for kind, fn in (("skl", skew_kl), ("srkl", skew_rkl)):
+        dp = p.divergence.model_copy(update={"distillm_loss": kind, "distillm_alpha": 0.1, "distillm_init": 0.0})
+        loss_fn = divergence_micro_loss("distillm", teacher, task, outputs, dp, ACC, seed=5, n_dev=8)
+        loss, info = loss_fn(student, IDX, 0, 0)  # phi = 0 at the start: the fixed outputs
+        assert info["student_outputs"] == 0.0 and info["sgo_share"] == 0.0
+        y, m = batch_tgt(task, [outputs[i] for i in IDX])
+        s, t = _logits(student, teacher, task, y, m)
+        assert torch.allclose(loss.detach(), fn(s, t, 0.1, m), rtol=1e-6, atol=0)
+        assert loss_fn.ref_loss is not None and loss_fn.ref_loss > 0  # the dev loss before training: the reference
+    # all student outputs: fresh samples fill the buffer; the schedule's state survives a checkpoint round trip
+    dp = p.divergence.model_copy(update={"distillm_init": 1.0, "distillm_capacity": 8})
+    loss_fn = divergence_micro_loss("distillm", teacher, task, outputs, dp, ACC, seed=5, n_dev=8)
+    _, info = loss_fn(student, IDX, 0, 0)
+    assert info["student_outputs"] == 1.0 and info["replayed"] == 0.0 and len(loss_fn.buffer) == len(IDX)
+    again = divergence_micro_loss("distillm", teacher, task, outputs, dp, ACC, seed=5, n_dev=8)
+    again.load_state_dict(__import__("json").loads(__import__("json").dumps(loss_fn.state_dict())))
+    assert again.state_dict() == loss_fn.state_dict()

@@ -114,3 +114,75 @@ def test_the_soft_value_turns_llmr_reward_to_go_into_teacher_log_probs_plus_the_
     assert torch.all(v_max <= teacher_q(z, y, mask, value="soft")[1] + 1e-12)  # max <= logsumexp
     with pytest.raises(ValueError, match="value must be one of"):
         teacher_q(z, y, mask, value="hard")
+
+
+# ---------------------------------------------------------------- MiniLLM and DistiLLM pieces
+from kdlib.maths.onpolicy import (  # noqa: E402
+    FIXED,
+    FRESH,
+    REPLAY,
+    distillm_source,
+    distillm_threshold,
+    minillm_long_term,
+    mix_logits,
+    teacher_mix_weights,
+)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.2, 0.9])
+def test_mix_logits_is_the_log_of_the_mixed_distribution(alpha):
+    s, t, _ = _batch(1)
+    got = mix_logits(s.detach(), t, alpha)
+    want = torch.log(alpha * F.softmax(t, -1) + (1 - alpha) * F.softmax(s.detach(), -1))
+    assert torch.allclose(got, want, atol=1e-12)
+    assert torch.allclose(got.exp().sum(-1), torch.ones(got.shape[:-1], dtype=got.dtype))
+    with pytest.raises(ValueError):
+        mix_logits(s, t, 1.0)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.2])
+def test_teacher_mix_weights_against_a_literal_loop(alpha):
+    g = torch.Generator().manual_seed(3)
+    ls = -torch.rand(3, 5, generator=g, dtype=torch.float64) * 3
+    lt = -torch.rand(3, 5, generator=g, dtype=torch.float64) * 3
+    _, _, mask = _batch()
+    w = teacher_mix_weights(ls, lt, mask, alpha)
+    for n in range(3):
+        for l in range(5):
+            q, p = math.exp(ls[n, l]), math.exp(lt[n, l])
+            want = q / (alpha * p + (1 - alpha) * q) if mask[n, l] else 0.0
+            assert w[n, l].item() == pytest.approx(want, rel=1e-12)
+    assert float(w.max()) <= 1 / (1 - alpha) + 1e-12
+
+
+def test_minillm_long_term_is_the_mean_of_the_strictly_future_log_ratios():
+    g = torch.Generator().manual_seed(4)
+    ls = -torch.rand(3, 6, generator=g, dtype=torch.float64) * 3
+    lt = -torch.rand(3, 6, generator=g, dtype=torch.float64) * 3
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)  # a hole
+    R = minillm_long_term(lt, ls, mask, whiten_batch=False)
+    for n in range(3):
+        valid = [l for l in range(6) if mask[n, l]]
+        for l in range(6):
+            fut = [float(lt[n, u] - ls[n, u]) for u in valid if u > l]
+            want = sum(fut) / len(fut) if (mask[n, l] and fut) else 0.0
+            assert R[n, l].item() == pytest.approx(want, abs=1e-12)
+    W = minillm_long_term(lt, ls, mask, whiten_batch=True)
+    vals = R[mask]
+    assert torch.allclose(W[mask], (vals - vals.mean()) / vals.std(), atol=1e-6)
+    assert bool((W[~mask] == 0).all())
+
+
+def test_distillm_schedule_follows_algorithm_1():
+    # phi = 0: the fixed outputs only
+    assert {distillm_source(u, 0.0, 5, 100, 0, 10) for u in (0.0, 0.3, 0.99)} == {FIXED}
+    # below the decreasing share s = phi (1 - (step + 1) / steps): fresh student outputs
+    assert distillm_source(0.1, 0.5, 9, 100, 10, 10) == FRESH  # s = 0.45
+    # between s and phi with a full buffer: replay; with room left: fresh
+    assert distillm_source(0.48, 0.5, 9, 100, 10, 10) == REPLAY
+    assert distillm_source(0.48, 0.5, 9, 100, 3, 10) == FRESH
+    assert distillm_source(0.6, 0.5, 9, 100, 10, 10) == FIXED
+    # the share grows by 0.1 once the dev loss has risen by eps over the reference, which then moves
+    assert distillm_threshold(0.0, 2.0, 2.05, 0.1) == (0.0, 2.0)
+    assert distillm_threshold(0.0, 2.0, 2.1, 0.1) == (0.1, 2.1)
+    assert distillm_threshold(0.95, 2.0, 3.0, 0.1) == (1.0, 3.0)

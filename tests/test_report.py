@@ -423,6 +423,29 @@ def test_table1_states_power_and_calls_an_underpowered_null_a_lack_of_power():
     assert row["sd_diff"] == pytest.approx(float(diffs.std(ddof=1)))
     assert row["mde"] > abs(row["delta_vs_llmr"]) and row["seeds_needed"] > 5
     (line,) = R.ketchup_verdicts(numeric)
-    assert "lack of power" in line and f"{row['mde']:.2f}" in line and "1 comparisons in the table" in line
+    assert "lack of power" in line and f"{row['mde']:.2f}" in line and "1 comparisons against LLMR in the table" in line
     power = R.power_table(numeric)
     assert list(power["seeds"]) == [5] and power["detectable (power 0.8)"].iloc[0] == round(row["mde"], 2)
+
+
+def test_table1_tests_todays_rows_against_llmr_and_a_second_baseline_opd():
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(1)
+    offs = {"llmr": 0.0, "opd": 2.0, "gkd_jsd": 1.0, "ketchup_k4": 3.0, "kl": -1.0}
+    rows = [("mini-xsum", m, s, "rougeL", 30 + off + (s * 0.7 if m != "opd" else 0.0) + rng.normal(0, 0.5))
+            for s in range(5) for m, off in offs.items()]
+    display, numeric = R.main_table(_long(rows), second="opd")
+    assert "mini-XSum vs OPD" in display.columns and "mini-XSum vs LLMR" in display.columns
+    prim = numeric[numeric["metric"] == "rougeL"].set_index("method")
+    # against LLMR: KETCHUP and the on-policy rows, not KL; against OPD: KETCHUP, GKD and LLMR, not OPD itself
+    assert set(prim.dropna(subset=["p_vs_llmr"]).index) == {"ketchup_k4", "opd", "gkd_jsd"}
+    assert set(prim.dropna(subset=["p_vs_opd"]).index) == {"ketchup_k4", "gkd_jsd", "llmr"}
+    val = lambda m: [v for t, mm, s, _, v in rows if mm == m]  # noqa: E731
+    assert prim.loc["gkd_jsd", "p_vs_opd"] == pytest.approx(sps.ttest_rel(val("gkd_jsd"), val("opd")).pvalue)
+    assert prim.loc["llmr", "delta_vs_opd"] == pytest.approx(np.mean(val("llmr")) - np.mean(val("opd")))
+    (line,) = R.ketchup_verdicts(numeric, against="opd")
+    assert "vs" not in line.split(":")[0] and ("beat OPD" in line or "did not beat OPD" in line)
+    assert "comparisons against OPD" in line
+    (best,) = R.best_method_lines(numeric)
+    assert best.startswith("mini-XSum: best") and "KETCHUP (K=4)" in best.split(";")[0]

@@ -133,3 +133,42 @@ def test_opd_and_soft_value_ketchup_train_end_to_end_with_their_own_runs(tmp_pat
     assert any("train/return_soft" in r for r in soft.metrics()) and not any("train/return" in r for r in soft.metrics())
     assert any("train/return" in r for r in opd.metrics())
     assert all(k in soft.summary()["test"] for k in ("rougeL", "return"))
+
+
+def test_minillm_loss_is_the_weighted_long_term_gradient_plus_the_exact_single_step_kl():
+    from kdlib.maths.onpolicy import generalized_jsd, minillm_long_term, teacher_mix_weights
+    from kdlib.trainers.rl import minillm_loss
+
+    g = torch.Generator().manual_seed(1)
+    B, T, V = 3, 5, 6
+    s_logits = torch.randn(B, T, V, generator=g, dtype=torch.float64, requires_grad=True)
+    t_logits = torch.randn(B, T, V, generator=g, dtype=torch.float64)
+    y = torch.randint(0, V, (B, T), generator=g)
+    logp = torch.log_softmax(s_logits, -1).gather(-1, y[..., None])[..., 0]
+    t_logp = torch.log_softmax(t_logits, -1).gather(-1, y[..., None])[..., 0]
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    ended = torch.tensor([True, False, True])
+    for mix, trunc in ((0.0, "keep"), (0.2, "drop")):
+        rp = RLParams(minillm_mix=mix, minillm_whiten=False, truncated=trunc)
+        loss, A = minillm_loss(logp, t_logp, s_logits, t_logits, mask, ended, rp)
+        counted = mask & ended[:, None] if trunc == "drop" else mask
+        want_A = minillm_long_term(t_logp, logp.detach(), counted, False)
+        w = teacher_mix_weights(logp, t_logp, counted, mix)
+        n = counted.sum()
+        want = -(w * want_A * logp * counted).sum() / n + generalized_jsd(s_logits, t_logits, 1.0, counted)
+        assert torch.allclose(A, want_A) and torch.allclose(loss, want)
+        if mix == 0.0:
+            assert torch.equal(w, counted.to(w.dtype))  # on-policy: no importance weights
+
+
+def test_todays_methods_train_end_to_end_with_their_own_runs(tmp_path):
+    """gkd_jsd, distillm and minillm_pg each train as a Table 1 method, with their own run and key."""
+    from kdlib.chains.core import run_for, train
+    from kdlib.config import load_params
+
+    for m in ("gkd_jsd", "distillm", "minillm_pg"):
+        p = load_params("params/smoke/kit.yaml", **{"cache_dir": str(tmp_path), "task.name": "mini-xsum", "method": m})
+        run = train(p)
+        assert run.finished and run.path.name.startswith(m), run.path
+        assert all(k in run.summary()["test"] for k in ("rougeL", "return"))
+        assert run.key != run_for(p.model_copy(update={"method": "kl"})).key

@@ -91,14 +91,32 @@ def predistill_run(p: Params) -> Run:
     return Run(p.cache_dir, p.task.name, "predistill", key)
 
 
+# Settings only one method reads: left out of every other method's key (so adding them changed no earlier run's key).
+_OWN_FIELDS = {"gkd_jsd": ("gkd_beta", "gkd_lambda"),
+               "distillm": ("distillm_loss", "distillm_alpha", "distillm_init", "distillm_loss_eps", "distillm_capacity"),
+               "minillm_pg": ("minillm_mix", "minillm_whiten")}
+
+
+def _drop_others(optim: dict, method: str) -> None:
+    for owner, fields in _OWN_FIELDS.items():
+        if owner != method:
+            for k in fields:
+                optim.pop(k, None)
+
+
 def method_run(p: Params) -> Run:
     if p.method in DIVERGENCE_METHODS:
         optim = _optim_key(p.divergence)
+        _drop_others(optim, p.method)
         if p.method in ("seqkd", "kl"):  # these ignore the student-sample settings
             for k in ("student_mix", "js_beta", "temperature"):
                 optim.pop(k)
+        elif p.method in ("gkd_jsd", "distillm"):  # their own mixes; no JS/TVD estimator
+            for k in ("student_mix", "js_beta", "estimator"):
+                optim.pop(k)
     elif p.method in RL_METHODS:
         optim = _optim_key(p.rl)
+        _drop_others(optim, p.method)
         optim["k"] = p.k_effective()
         optim.pop("allow_off_policy")  # a check, not a setting
         if p.method != "ketchup":
@@ -109,7 +127,7 @@ def method_run(p: Params) -> Run:
             optim["auto_k_rule"] = 2
         if p.method != "opd":
             optim.pop("opd_gamma")
-        if p.method == "opd" or optim["value"] == "max":  # the papers' value: keys as before
+        if p.method in ("opd", "minillm_pg") or optim["value"] == "max":  # the papers' value: keys as before
             optim.pop("value")
     elif p.method in PPO_METHODS:
         optim = _optim_key(p.ppo)
@@ -303,7 +321,7 @@ def ensure_method(p: Params) -> Run:
     else:
         teacher.to(acc.device)
         loss = divergence_micro_loss(p.method, teacher, task, teacher_outputs(p), p.divergence, acc, p.seed,
-                                     teacher_encoder_cache(p, task, teacher, "train"))
+                                     teacher_encoder_cache(p, task, teacher, "train"), n_dev=p.eval.n_dev)
         optim = p.divergence
     train_run(run, params=p, optim=optim, task=task, model=model, seed=p.seed, teacher=teacher, micro_loss=loss,
               extra_summary=extra)

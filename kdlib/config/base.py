@@ -25,8 +25,12 @@ EVAL_SETS = ("mini-gsm-plus", "mini-gsm-symbolic", "mini-gsm-hard", "gsm-plus", 
 # (max source tokens, max target tokens); hub values are the paper's Tables 4-5.
 TASK_LENGTHS = {"mini-xsum": (160, 40), "mini-europarl": (48, 40), "mini-gsm8k": (112, 128),
                 "xsum": (1024, 64), "europarl": (80, 80), "gsm8k": (200, 300)}
-DIVERGENCE_METHODS = ("seqkd", "kl", "js", "tvd")
-RL_METHODS = ("llmr", "llmr_mean", "llmr_minvar", "ketchup", "opd")  # opd: on-policy reverse KL (REINFORCE family)
+# gkd_jsd: GKD (generalised JSD on a student/fixed mix, TRL's GKDTrainer); distillm: DistiLLM (skew KL, adaptive
+# student-generated outputs). Named apart from seed 004's `gkd` below, its GRPO-loop baseline with a -KL reward.
+DIVERGENCE_METHODS = ("seqkd", "kl", "js", "tvd", "gkd_jsd", "distillm")
+# opd: on-policy reverse KL; minillm_pg: MiniLLM's reverse-KL policy gradient (LMOps), named apart from seed 004's
+# `minillm` (its long-term return group-normalised on the GRPO loop). Both REINFORCE family.
+RL_METHODS = ("llmr", "llmr_mean", "llmr_minvar", "ketchup", "opd", "minillm_pg")
 PPO_METHODS = ("llmr_ppo", "ketchup_ppo")  # seed 001 App. D: PPO with a critic + GAE, PPO with the K-step return
 # Seed 004 (constrained KD, kdlib.chains.constrained_kd): its start stage and five methods on one GRPO loop.
 CMDP_METHODS = ("cmdp", "grpo", "gkd_grpo", "gkd", "minillm")

@@ -39,6 +39,46 @@ class DivergenceParams(OptimParams):
     js_beta: float = 0.5  # JS mixture weight; 0.5 is the symmetric Jensen-Shannon divergence
     temperature: float = 1.0  # sampling temperature of the student prefixes
     dropout: Optional[float] = None  # None: models.dropout; else the divergence-KD student's dropout
+    # gkd_jsd (GKD, Agarwal et al. 2024; TRL GKDTrainer): generalised JSD(gkd_beta) (0: forward KL, 1: reverse KL,
+    # kdlib.maths.onpolicy.generalized_jsd) on the student's samples (at `temperature`) with probability gkd_lambda
+    # per micro-batch, else on the fixed outputs (the teacher's, as KL's). Defaults: TRL's GKDConfig.
+    gkd_beta: float = 0.5
+    gkd_lambda: float = 0.5
+    # distillm (DistiLLM, Ko et al. 2024, Algorithm 1; jongwooko/distillm): alpha-skew KL (skl) or skew reverse KL
+    # (srkl) on fresh student outputs, a replay buffer of earlier ones (distillm_capacity outputs), or the fixed
+    # outputs; the share of student outputs starts at distillm_init and grows by 0.1 whenever the student's dev
+    # cross-entropy has risen by distillm_loss_eps since the last increase. Defaults: the authors' scripts.
+    distillm_loss: Literal["skl", "srkl"] = "skl"
+    distillm_alpha: float = 0.1
+    distillm_init: float = 0.0
+    distillm_loss_eps: float = 0.1
+    distillm_capacity: StrictInt = 1000
+
+    @field_validator("gkd_beta", "gkd_lambda", "distillm_init")
+    @classmethod
+    def _closed_unit(cls, v):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"must be in [0, 1], got {v}")
+        return v
+
+    @field_validator("distillm_alpha")
+    @classmethod
+    def _skew(cls, v):
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"must be in [0, 1), got {v}")
+        return v
+
+    @field_validator("distillm_loss_eps")
+    @classmethod
+    def _eps(cls, v):
+        return _nonneg(v)
+
+    @field_validator("distillm_capacity")
+    @classmethod
+    def _capacity(cls, v):
+        if v < 1:
+            raise ValueError(f"must be an integer >= 1, got {v}")
+        return v
 
     @field_validator("dropout")
     @classmethod
@@ -100,6 +140,19 @@ class RLParams(OptimParams):
     # `opd` (on-policy reverse KL): A_t = sum_{i>=t} opd_gamma^(i-t) (log pi_T(y_i) - log pi_S(y_i)), discounted by
     # distance; 0 is per-token (tinker-cookbook's and Qwen3's default), 1 the reward-to-go.
     opd_gamma: float = 0.0
+    # `minillm_pg` (MiniLLM, Gu et al. 2024; microsoft/LMOps): rollouts drawn from alpha p_T + (1 - alpha) pi (teacher-
+    # mixed sampling, importance-weighted; 0: the student's own samples), the length-normalised future log ratio as the
+    # return (whitened over the batch with minillm_whiten, as LMOps) plus the single-step term, the token mean of
+    # KL(pi || p_T) over the vocabulary. Defaults: the paper's alpha = 0.2, LMOps's whitening.
+    minillm_mix: float = 0.2
+    minillm_whiten: StrictBool = True
+
+    @field_validator("minillm_mix")
+    @classmethod
+    def _mix(cls, v):
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"must lie in [0, 1), got {v}")
+        return v
 
     @field_validator("k", mode="before")
     @classmethod

@@ -80,10 +80,20 @@ class ReturnsParams(NotebookParams):
     notebook: Literal["02_returns"] = "02_returns"
     methods: list[str] = Field(default_factory=lambda: ["llmr", "llmr_mean", "llmr_minvar"])
     k_values: list[StrictInt] = Field(default_factory=lambda: [2, 4, 8, 16])
-    @field_validator("k_values")
+    soft_k_values: list[StrictInt] = Field(default_factory=list)  # KETCHUP with the soft value, per K
+
+    @field_validator("methods")
+    @classmethod
+    def _rl_methods(cls, v):
+        for m in v:
+            if m not in RL_METHODS:
+                raise ValueError(f"Figure 1 shows REINFORCE-family methods only; {m!r} is not one of {', '.join(RL_METHODS)}")
+        return v
+
+    @field_validator("k_values", "soft_k_values")
     @classmethod
     def _ks(cls, v):
-        return _check_ks(v)
+        return _check_ks(v) if v else v
 
 
 class VarianceBiasParams(NotebookParams):

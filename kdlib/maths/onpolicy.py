@@ -138,3 +138,99 @@ def opd_advantages(logp_teacher: Tensor, logp_student: Tensor, mask: Tensor, gam
         carry = torch.where(m[..., t], r[..., t] + gamma * carry, carry)
         out[..., t] = torch.where(m[..., t], carry, torch.zeros((), dtype=dtype))
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# MiniLLM (Gu et al., ICLR 2024; microsoft/LMOps minillm/): teacher-mixed sampling and the long-term return
+# ----------------------------------------------------------------------------------------
+def mix_logits(student_logits: Tensor, teacher_logits: Tensor, alpha: float) -> Tensor:
+    """Log-probabilities of MiniLLM's teacher-mixed sampling distribution (Sec. 2.2):
+
+        log p~(.|s) = log(alpha p_T(.|s) + (1 - alpha) q(.|s)),
+
+    computed as a logsumexp of the two log-softmaxes (exact where either probability underflows). Any leading shape,
+    vocabulary last: (..., V) -> (..., V). ``alpha = 0`` is the student's own distribution."""
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)  # float32 at least; float64 stays
+    log_s = F.log_softmax(student_logits.to(dtype), -1)
+    if alpha == 0.0:
+        return log_s
+    log_t = F.log_softmax(teacher_logits.to(dtype), -1)
+    return torch.logaddexp(log_t + math.log(alpha), log_s + math.log(1 - alpha))
+
+
+def teacher_mix_weights(logp_student: Tensor, logp_teacher: Tensor, mask: Tensor, alpha: float) -> Tensor:
+    """MiniLLM's per-token importance weights of samples drawn from the teacher-mixed distribution:
+
+        w_t = q(y_t | s_t) / (alpha p_T(y_t | s_t) + (1 - alpha) q(y_t | s_t))   (the paper's rho_t; w_t ~ rho_t),
+
+    bounded by ``1 / (1 - alpha)`` (1.25 at the paper's alpha = 0.2), so no clipping is needed. Detached.
+    logp_student, logp_teacher, mask: (N, L). Returns (N, L), 0 where ``mask`` is False (1 everywhere valid when
+    alpha = 0: on-policy samples)."""
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
+    m = mask.bool()
+    dtype = torch.promote_types(logp_student.dtype, torch.float32)
+    zero = torch.zeros((), dtype=dtype, device=logp_student.device)
+    ls = torch.where(m, logp_student.detach().to(dtype), zero)
+    if alpha == 0.0:
+        return torch.where(m, torch.ones_like(ls), zero)
+    lt = torch.where(m, logp_teacher.detach().to(dtype), zero)
+    log_mix = torch.logaddexp(lt + math.log(alpha), ls + math.log(1 - alpha))
+    return torch.where(m, (ls - log_mix).exp(), zero)
+
+
+def minillm_long_term(logp_teacher: Tensor, logp_student: Tensor, mask: Tensor, whiten_batch: bool = True) -> Tensor:
+    """MiniLLM's length-normalised long-term return (Eq. 7), the advantage of its policy-gradient part:
+
+        R^Norm_{t+1} = 1 / (T - t - 1) sum_{t' > t} r_t',   r_t = log p_T(y_t | s_t) - log q(y_t | s_t),
+
+    over the valid positions strictly after t (0 at a row's last valid position), then, with ``whiten_batch``
+    (LMOps ``_get_advantages_and_returns(use_whitening=True)``), whitened over every valid position of the batch.
+    The present token's term is left to the single-step part (its expectation over the vocabulary, the exact
+    KL(q || p_T) with gradient). Detached inputs expected. (N, L) each -> (N, L), 0 where ``mask`` is False."""
+    from kdlib.maths.advantages import future_mean, whiten
+
+    if not (logp_teacher.shape == logp_student.shape == mask.shape):
+        raise ValueError(f"expected three (N, L) tensors, got {tuple(logp_teacher.shape)}, "
+                         f"{tuple(logp_student.shape)}, {tuple(mask.shape)}")
+    m = mask.bool()
+    dtype = torch.promote_types(logp_teacher.dtype, torch.float32)
+    zero = torch.zeros((), dtype=dtype, device=mask.device)
+    r = torch.where(m, logp_teacher.detach().to(dtype) - logp_student.detach().to(dtype), zero)
+    R = future_mean(r, m)
+    return whiten(R, m) if whiten_batch else R
+
+
+# ----------------------------------------------------------------------------------------
+# DistiLLM's adaptive off-policy schedule (Ko et al., ICML 2024, Algorithm 1; jongwooko/distillm finetune.py)
+# ----------------------------------------------------------------------------------------
+FRESH, REPLAY, FIXED = "fresh", "replay", "fixed"
+
+
+def distillm_source(u: float, phi: float, step: int, total_steps: int, buffer_len: int, capacity: int) -> str:
+    """Which outputs one DistiLLM batch trains on, from one uniform draw ``u`` in [0, 1) (the authors' code, its
+    default ``replay_ratio: decreasing``): with ``phi`` the current probability of student-generated outputs (SGOs)
+    and ``s = phi (1 - (step + 1) / total_steps)`` (the code's 1-based global step),
+
+    * ``u < s``, or ``u < phi`` while the replay buffer holds fewer than ``capacity`` outputs: ``"fresh"`` -- sample
+      new outputs from the student, add them to the buffer, train on them;
+    * else ``u < phi``: ``"replay"`` -- train on a batch drawn from the buffer (earlier student outputs: off-policy);
+    * else ``"fixed"`` -- the fixed outputs."""
+    s = phi * (1.0 - (step + 1) / max(1, total_steps))
+    if u < s or (u < phi and buffer_len < capacity):
+        return FRESH
+    if u < phi:
+        return REPLAY
+    return FIXED
+
+
+def distillm_threshold(phi: float, ref_loss: float, loss: float, eps: float = 0.1, increment: float = 0.1,
+                       ) -> tuple[float, float]:
+    """DistiLLM's adaptive SGO probability after a validation: when the validation loss has risen by at least
+    ``eps`` over the reference (the loss at the start, then at the last increase), ``phi`` grows by ``increment``
+    (capped at 1) and the reference becomes this loss; otherwise both stay. Returns ``(phi, ref_loss)``."""
+    if loss >= ref_loss + eps:
+        return min(phi + increment, 1.0), loss
+    return phi, ref_loss

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from kdlib.maths import calculator
+from kdlib.maths.onpolicy import mix_logits
 from kdlib.modeling.engines import make_stepper
 
 
@@ -86,12 +87,15 @@ def sample_tokens(logits: Tensor, generator: torch.Generator | None = None, temp
 def generate(model, tok, src_ids: Tensor, src_mask: Tensor, *, arch: str, max_new_tokens: int,
              do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, use_calculator: bool = False,
              generator: torch.Generator | None = None, encoder_hidden: Tensor | None = None,
-             engine: str = "auto") -> Rollout:
+             engine: str = "auto", teacher_mix: tuple | None = None) -> Rollout:
     """Sample (or greedily decode) up to ``max_new_tokens`` tokens per row.
 
     src_ids, src_mask: (B, S) (left-padded for decoder-only models). ``encoder_hidden`` (B, S, D):
     encoder states already computed by the caller (seq2seq), reused instead of a second encoder
-    pass. ``engine``: see :func:`kdlib.modeling.engines.make_stepper`. Returns a :class:`Rollout`.
+    pass. ``engine``: see :func:`kdlib.modeling.engines.make_stepper`. ``teacher_mix``: ``(teacher, t_src_ids,
+    t_src_mask, t_encoder_hidden or None, alpha)`` samples each token from ``alpha p_T + (1 - alpha) pi`` instead of
+    ``pi`` (MiniLLM's teacher-mixed sampling; the teacher decodes in lockstep on its own prompt; same vocabulary).
+    Returns a :class:`Rollout`.
     """
     was_training = model.training
     model.eval()
@@ -110,8 +114,14 @@ def generate(model, tok, src_ids: Tensor, src_mask: Tensor, *, arch: str, max_ne
 
     stepper = make_stepper(model, arch, src_ids, src_mask, max_new_tokens, encoder_hidden=encoder_hidden, engine=engine)
     cur = stepper.start_token(B, dev)
+    t_stepper = None
+    if teacher_mix is not None:
+        t_model, t_ids, t_m, t_enc, alpha = teacher_mix
+        t_stepper = make_stepper(t_model, arch, t_ids, t_m, max_new_tokens, encoder_hidden=t_enc, engine=engine)
     for t in range(max_new_tokens):
         logits = stepper.step(cur)  # (B, V)
+        if t_stepper is not None:
+            logits = mix_logits(logits, t_stepper.step(cur), alpha)  # log(alpha p_T + (1 - alpha) pi)
         if do_sample:
             nxt = sample_tokens(logits, generator, temperature, top_k)
         else:

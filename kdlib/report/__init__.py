@@ -76,6 +76,7 @@ from kdlib.report.plots import (  # noqa: E402,F401
 )
 from kdlib.report.tables import (  # noqa: E402,F401
     ALPHA,
+    best_method_lines,
     ketchup_verdicts,
     main_table,
     power_table,

@@ -18,7 +18,7 @@ METHOD_ORDER: tuple[str, ...] = (
     "teacher", "zeroshot", "predistill",
     "seqkd", "kl", "js", "tvd",
     "llmr", "llmr_mean", "llmr_minvar",
-    "ketchup", "opd", "ketchup_soft",
+    "ketchup", "opd", "ketchup_soft", "gkd_jsd", "minillm_pg", "distillm",
     "llmr_ppo", "ketchup_ppo",
     "cmdp", "grpo", "gkd_grpo", "gkd", "minillm",
 )
@@ -35,6 +35,9 @@ _METHOD_LABELS = {
     "llmr_minvar": "LLMR + min-var baseline",
     "ketchup": "KETCHUP",
     "opd": "On-policy reverse KL (OPD)",
+    "gkd_jsd": "GKD (generalised JSD)",  # Agarwal et al. 2024; seed 004's GRPO-loop "gkd" is labelled "GKD"
+    "minillm_pg": "MiniLLM (reverse-KL policy gradient)",  # Gu et al. 2024; seed 004's is "Mini-LLM"
+    "distillm": "DistiLLM (skew KL)",
     "llmr_ppo": "LLMR + PPO (critic, GAE)",
     "ketchup_ppo": "KETCHUP + PPO",
     "cmdp": "Ours (constrained KD)",  # seed 004

@@ -55,9 +55,24 @@ def _aggregate(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "method", "metric", "mean", "half_width", "n_seeds"])
 
 
+# Today's on-policy distillation rows: tested against the baselines as KETCHUP's are (and LLMR against them).
+ONPOLICY_ROWS = ("opd", "gkd_jsd", "minillm_pg", "distillm")
+_SHORT_LABELS = {"opd": "OPD"}  # column headers ("mini-XSum vs OPD")
+
+
+def _tested(method: str, baseline: str) -> bool:
+    """Which rows a comparison column tests: every KETCHUP row and every on-policy row (not the baseline itself),
+    and LLMR when the baseline is an on-policy method."""
+    m = str(method)
+    if m == baseline:
+        return False
+    return m.startswith("ketchup") or m in ONPOLICY_ROWS or (m == "llmr" and baseline in ONPOLICY_ROWS)
+
+
 def _p_values(results: pd.DataFrame, baseline: str = "llmr") -> pd.DataFrame:
-    """Paired t-test (over seeds) of every KETCHUP run against ``baseline`` (LLMR; LLMR + PPO in the
-    PPO study) on each task's primary metric. Tasks without any ``baseline`` run get no test."""
+    """Paired t-test (over seeds) of every KETCHUP run and every on-policy run (:func:`_tested`) against ``baseline``
+    (LLMR; LLMR + PPO in the PPO study; OPD) on each task's primary metric. Tasks without any ``baseline`` run get
+    no test. Holm's adjustment runs over every test of the column (one family of comparisons)."""
     rows = []
     for task in results["task"].unique():
         primary = PRIMARY_METRIC.get(task_kind(task) or "")
@@ -66,7 +81,7 @@ def _p_values(results: pd.DataFrame, baseline: str = "llmr") -> pd.DataFrame:
         if llmr.empty:
             continue
         for method in sort_methods(sub["method"]):
-            if not str(method).startswith("ketchup"):
+            if not _tested(method, baseline):
                 continue
             ours = sub[sub["method"] == method].groupby("seed")["value"].mean()
             paired = pd.concat([ours.rename("ours"), llmr.rename("llmr")], axis=1, join="inner").dropna()
@@ -90,7 +105,7 @@ def _p_values(results: pd.DataFrame, baseline: str = "llmr") -> pd.DataFrame:
                          "significant_005": bool(p < 0.05) if not math.isnan(p) else False, "p_text": text})
     out = pd.DataFrame(rows, columns=["task", "method", "metric", "t_vs_llmr", "p_vs_llmr", "n_paired", "delta_vs_llmr",
                                       "sd_diff", "mde", "seeds_needed", "significant_0035", "significant_005", "p_text"])
-    # Every KETCHUP row of every task is one family of comparisons against the baseline: Holm's adjustment over it.
+    # Every row tested against the baseline, on every task, is one family of comparisons: Holm's adjustment over it.
     out["p_holm"] = holm_adjust(out["p_vs_llmr"].to_numpy(dtype=float)) if len(out) else []
     out["n_comparisons"] = int(out["p_vs_llmr"].notna().sum()) if len(out) else 0
     has_p = out["p_vs_llmr"].notna()
@@ -114,9 +129,17 @@ def _format_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
+def _second_columns(p2: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The second comparison's numeric columns, named after its baseline: ``p_vs_llmr`` -> ``p_vs_opd``, any other
+    column ``c`` -> ``c_vs_opd``."""
+    keep = [c for c in p2.columns if c != "p_text"]
+    return p2[keep].rename(columns={c: _second_name(c, name) for c in keep if c not in ("task", "method", "metric")})
+
+
 def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame,
                  markers: Mapping[tuple[str, str], str] | None = None,
-                 baseline_label: str = "LLMR") -> tuple[pd.DataFrame, pd.DataFrame]:
+                 baseline_label: str = "LLMR", p2: pd.DataFrame | None = None,
+                 second: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     markers = markers or {}
     tasks = _sort_tasks(stats["task"])
     methods = sort_methods(stats["method"])
@@ -138,15 +161,19 @@ def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame,
                 stats.loc[shown_values[shown_values == best].index, "best"] = True
         if not p_values.empty and (p_values["task"] == task).any():
             columns.append((f"{task_label(task)} vs {baseline_label}", task, "p"))
+        if p2 is not None and not p2.empty and (p2["task"] == task).any():
+            columns.append((f"{task_label(task)} vs {_SHORT_LABELS.get(second, method_label(second))}", task, "p2"))
 
     by_key = stats.set_index(["task", "method", "metric"])
     p_by_key = p_values.set_index(["task", "method"]) if not p_values.empty else None
+    p2_by_key = p2.set_index(["task", "method"]) if p2 is not None and not p2.empty else None
     table = []
     for method in methods:
         row = {"Method": method_label(method)}
         for col, task, metric in columns:
-            if metric == "p":
-                row[col] = p_by_key.loc[(task, method), "p_text"] if (task, method) in p_by_key.index else ""
+            if metric in ("p", "p2"):
+                by = p_by_key if metric == "p" else p2_by_key
+                row[col] = by.loc[(task, method), "p_text"] if (task, method) in by.index else ""
                 continue
             if (task, method, metric) not in by_key.index:
                 row[col] = "–"
@@ -167,6 +194,8 @@ def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame,
         numeric = numeric.merge(p_values.drop(columns="p_text"), on=["task", "method", "metric"], how="left")
     else:
         numeric = numeric.assign(t_vs_llmr=math.nan, p_vs_llmr=math.nan, n_paired=pd.NA)
+    if p2 is not None and not p2.empty:
+        numeric = numeric.merge(_second_columns(p2, second), on=["task", "method", "metric"], how="left")
     numeric.insert(1, "task_label", numeric["task"].map(task_label))
     numeric.insert(3, "method_label", numeric["method"].map(method_label))
     order = {m: i for i, m in enumerate(methods)}
@@ -194,7 +223,7 @@ def start_markers(runs: pd.DataFrame | None) -> dict[tuple[str, str], str]:
 
 
 def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None,
-               baseline: str = "llmr") -> tuple[pd.DataFrame, pd.DataFrame]:
+               baseline: str = "llmr", second: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The kit's Table 1 from long-format results (columns task, method, seed, metric, value).
 
     Returns ``(display, numeric)``:
@@ -208,10 +237,13 @@ def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None,
       The p column holds the two-sided paired t-test (pairs matched by seed) of each KETCHUP
       run against LLMR on the task's primary metric, or ``"n/a (1 seed)"`` with fewer than two
       paired seeds. ``baseline`` names the method KETCHUP rows are tested against (default LLMR;
-      ``llmr_ppo`` in the PPO study); without any run of it there is no such column.
-      ``display.attrs["caption"]`` explains all this; :func:`write_table` uses it.
+      ``llmr_ppo`` in the PPO study); without any run of it there is no such column. The on-policy rows (OPD, GKD,
+      MiniLLM, DistiLLM; :data:`ONPOLICY_ROWS`) are tested as KETCHUP's are. ``second`` (e.g. ``"opd"``) adds a
+      second comparison column per task, ``"<task> vs OPD"``, testing every KETCHUP and on-policy row and LLMR
+      against it (its own Holm family). ``display.attrs["caption"]`` explains all this; :func:`write_table` uses it.
     * ``numeric``: one row per (task, method, metric): mean, half_width, n_seeds, best, and for
-      KETCHUP rows on the primary metric t_vs_llmr, p_vs_llmr, n_paired.
+      tested rows on the primary metric t_vs_llmr, p_vs_llmr, n_paired, ... (against ``baseline``) and the same
+      against ``second`` as t_vs_<second>, p_vs_<second>, n_paired_vs_<second>, p_holm_vs_<second>, ...
     """
     _check_columns(results, _RESULT_COLUMNS, "main_table(results)")
     results = results.loc[:, list(_RESULT_COLUMNS)].copy()
@@ -228,29 +260,53 @@ def main_table(results: pd.DataFrame, runs: pd.DataFrame | None = None,
     markers = start_markers(runs)
     base = method_label(baseline)
     p_values = _p_values(results, baseline)
-    display, numeric = _build_table(stats, p_values, markers, base)
+    p2 = _p_values(results, second) if second else None
+    display, numeric = _build_table(stats, p_values, markers, base, p2, second)
     n = sorted(set(numeric["n_seeds"]))
     seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
     display.attrs["caption"] = (
         f"Test-set results ({seeds} seed(s) per method). Cells: mean ± 95% CI half-width "
         "(t-distribution) over seeds; no ± for single runs. * best student per column "
         "(teacher and zero-shot student excluded); ↓ lower is better. "
-        + (f"vs {base}: mean paired difference on the task's primary metric (positive = KETCHUP better) and the "
+        + (f"vs {base}: mean paired difference on the task's primary metric (positive = the row better) and the "
            "two-sided paired t-test over seeds; ‡ p < 0.035 (seed 001 App. E's threshold), † p < 0.05 (unadjusted); "
-           "Holm: p adjusted over every KETCHUP row of the table (one family of comparisons). "
+           "Holm: p adjusted over every row tested in that column (one family of comparisons). "
            if not p_values.empty else "")
+        + (f"vs {_SHORT_LABELS.get(second, method_label(second))}: the same against "
+           f"{method_label(second)}, its own family. " if p2 is not None and not p2.empty else "")
         + "§k/n after a primary-metric cell: in k of n seeds the best dev checkpoint was step 0, so the row "
         "is the pre-distilled student there, not the method.")
     return display, numeric
 
 
-def ketchup_verdicts(numeric: pd.DataFrame) -> list[str]:
-    """One line per task: did any KETCHUP row beat LLMR with p < 0.035 (seed 001 App. E)? Read off
-    :func:`main_table`'s numeric frame; says so plainly when none did."""
+_COMPARISON_COLUMNS = ("t_vs_llmr", "p_vs_llmr", "delta_vs_llmr", "n_paired", "sd_diff", "mde", "seeds_needed",
+                       "significant_0035", "significant_005", "p_holm", "n_comparisons")
+
+
+def _second_name(column: str, name: str) -> str:
+    """A comparison column of the second baseline: ``p_vs_llmr`` -> ``p_vs_opd``, ``mde`` -> ``mde_vs_opd``."""
+    return column.replace("_vs_llmr", f"_vs_{name}") if "_vs_llmr" in column else f"{column}_vs_{name}"
+
+
+def _against(numeric: pd.DataFrame, against: str | None) -> tuple[pd.DataFrame, str]:
+    """The numeric frame with ``against``'s comparison columns under the first baseline's names, and its label."""
+    if against is None:
+        return numeric, "LLMR"
+    out = numeric.drop(columns=[c for c in _COMPARISON_COLUMNS if c in numeric.columns])
+    out = out.rename(columns={_second_name(c, against): c for c in _COMPARISON_COLUMNS})
+    return out, _SHORT_LABELS.get(against, method_label(against))
+
+
+def ketchup_verdicts(numeric: pd.DataFrame, against: str | None = None) -> list[str]:
+    """One line per task: did any KETCHUP row (either value) beat LLMR (or, with ``against="opd"``, the second
+    comparison of :func:`main_table`, OPD) with p < 0.035 (seed 001 App. E)? Read off the numeric frame; says so
+    plainly when none did."""
+    numeric, who = _against(numeric, against)
     lines = []
     if "p_vs_llmr" not in numeric:
-        return ["No KETCHUP-vs-LLMR test (no KETCHUP rows or one seed)."]
+        return [f"No KETCHUP-vs-{who} test (no KETCHUP rows or one seed)."]
     tested = numeric.dropna(subset=["p_vs_llmr"])
+    tested = tested[tested["method"].astype(str).str.startswith("ketchup")]
     for task in _sort_tasks(numeric["task"]):
         sub = tested[tested["task"] == task]
         if sub.empty:
@@ -263,13 +319,13 @@ def ketchup_verdicts(numeric: pd.DataFrame) -> list[str]:
         if not better.empty:
             parts = [f"{method_label(m)} ({d:+.2f} {metric}, p {_format_p(p)})"
                      for m, d, p in zip(better["method"], better["delta_vs_llmr"], better["p_vs_llmr"])]
-            text = f"KETCHUP beat LLMR with p < 0.035 ({n} seeds): " + "; ".join(parts)
+            text = f"KETCHUP beat {who} with p < 0.035 ({n} seeds): " + "; ".join(parts)
         else:
-            # "closest": the KETCHUP row ahead of LLMR with the smallest p (or, when none is ahead, the
+            # "closest": the KETCHUP row ahead of the baseline with the smallest p (or, when none is ahead, the
             # row least behind); rows that pass only the looser 0.05 level are named as such.
             ahead = sub[sub["delta_vs_llmr"] > 0]
             best = ahead.loc[ahead["p_vs_llmr"].idxmin()] if not ahead.empty else sub.loc[sub["delta_vs_llmr"].idxmax()]
-            text = (f"KETCHUP did not beat LLMR with p < 0.035 ({n} seeds); closest: {method_label(best['method'])} "
+            text = (f"KETCHUP did not beat {who} with p < 0.035 ({n} seeds); closest: {method_label(best['method'])} "
                     f"{best['delta_vs_llmr']:+.2f} {metric}, p {_format_p(best['p_vs_llmr'])}")
             if math.isfinite(best.get("mde", math.nan)) and abs(best["delta_vs_llmr"]) < best["mde"]:
                 needed = best.get("seeds_needed", math.nan)
@@ -281,16 +337,41 @@ def ketchup_verdicts(numeric: pd.DataFrame) -> list[str]:
             if not loose.empty:
                 text += " (p < 0.05 only, not the paper's 0.035: " + ", ".join(method_label(m) for m in loose["method"]) + ")"
             elif ahead.empty:
-                text += " (every KETCHUP row is behind LLMR)"
+                text += f" (every KETCHUP row is behind {who})"
         if not worse.empty:
-            text += "; significantly WORSE than LLMR: " + ", ".join(method_label(m) for m in worse["method"])
+            text += f"; significantly WORSE than {who}: " + ", ".join(method_label(m) for m in worse["method"])
         if "p_holm" in sub:
             m = int(sub["n_comparisons"].max())
             holm = sub[(sub["p_holm"] < ALPHA)]
-            text += (f"; {m} comparisons in the table (every K x task), Holm-adjusted p < {ALPHA}: "
+            text += (f"; {m} comparisons against {who} in the table (every tested row x task), Holm-adjusted p < {ALPHA}: "
                      + (", ".join(f"{method_label(r)} ({d:+.2f})" for r, d in zip(holm["method"], holm["delta_vs_llmr"]))
                         if not holm.empty else "none"))
         lines.append(f"{task_label(task)}: {text}.")
+    return lines
+
+
+def best_method_lines(numeric: pd.DataFrame) -> list[str]:
+    """One line per task: the distillation method with the best mean test score on the task's primary metric (the
+    teacher and the zero-shot and pre-distilled students left out), with its 95% CI, and the runner-up. Read off
+    :func:`main_table`'s numeric frame."""
+    lines = []
+    for task in _sort_tasks(numeric["task"]):
+        primary = PRIMARY_METRIC.get(task_kind(task) or "")
+        sub = numeric[(numeric["task"] == task) & (numeric["metric"] == primary)
+                      & ~numeric["method"].isin(NOT_STUDENTS + ("predistill",))]
+        if sub.empty:
+            continue
+        sub = sub.sort_values("mean", ascending=not _higher_is_better(primary), kind="stable")
+        first = sub.iloc[0]
+
+        def cell(r):
+            hw = r["half_width"] if r["n_seeds"] >= 2 else math.nan
+            return f"{method_label(r['method'])} {format_mean_ci(float(r['mean']), float(hw), digits=2)}"
+
+        text = f"{task_label(task)}: best {_metric_label(primary)}: {cell(first)} ({int(first['n_seeds'])} seed(s))"
+        if len(sub) > 1:
+            text += f"; runner-up {cell(sub.iloc[1])}"
+        lines.append(text + ".")
     return lines
 
 

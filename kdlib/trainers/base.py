@@ -7,6 +7,7 @@ micro-batch, so each family's maths reads top to bottom in its own file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -216,6 +217,7 @@ def make_optimizer(model, optim: OptimParams) -> torch.optim.Optimizer:
 
 
 MicroLoss = Callable[..., tuple[Tensor, dict]]  # (model, indices, step, micro) -> (loss, logs)
+LOSS_STATE = "loss_state.json"  # a micro-loss with state_dict()/load_state_dict() is checkpointed in it
 
 
 def lr_factor(optim: OptimParams, step: int) -> float:
@@ -307,6 +309,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
         opt.load_state_dict(torch.load(run.last_dir / "optimizer.pt", weights_only=True, map_location=dev))
         step0, best, best_step = state["step"], state["best"], state["best_step"]
         rule.load(state.get("plateau_rule", {}))
+        if hasattr(micro_loss, "load_state_dict") and (run.last_dir / LOSS_STATE).is_file():  # a stateful loss
+            micro_loss.load_state_dict(json.loads((run.last_dir / LOSS_STATE).read_text()))
         run.truncate_metrics(step0)
         if acc.is_main_process:
             print(f"[kdlib] resuming {run.path} from step {step0}")
@@ -349,6 +353,8 @@ def train_run(run: Run, *, params: Params, optim: OptimParams, task: Task, model
             os.replace(tmp, run.last_dir / "optimizer.pt")
             atomic_write_json(run.last_dir / "state.json", {"step": step, "best": best, "best_step": best_step,
                                                             "plateau_rule": rule.state()})
+            if hasattr(micro_loss, "state_dict"):  # a loss with a schedule of its own (DistiLLM's)
+                atomic_write_json(run.last_dir / LOSS_STATE, micro_loss.state_dict())
         acc.wait_for_everyone()
 
     stopped_early = False

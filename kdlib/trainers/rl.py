@@ -5,6 +5,9 @@ One loop, the return estimator a parameter (seed 000 Sec. 2, Algorithm 1, Eq. (8
   * ``llmr_mean``   LLMR minus the batch-mean baseline
   * ``llmr_minvar`` LLMR minus the minimum-variance baseline (Rosenberg 2021)
   * ``ketchup``     the K-step return of Algorithm 1 (``tail="block"`` for the Eq. (7) ablation)
+  * ``opd``         on-policy reverse KL: the (discounted) teacher/student log ratio as the return
+  * ``minillm_pg``  MiniLLM (Gu et al. 2024): teacher-mixed samples, importance-weighted length-normalised future log
+                    ratio, plus the single-step term (:func:`minillm_loss`)
 Per step: sample y ~ pi_theta (temperature, top-k), score it with ONE teacher forward pass, build
 the return, clip it to [-reward_clip, reward_clip] (the paper's [-100, 100]), and minimise
 -sum_t G_t log pi(y_t|s_t) over the policy's own tokens (calculator insertions excluded).
@@ -24,6 +27,7 @@ from torch.profiler import record_function
 from kdlib.config import RLParams
 from kdlib.maths import returns
 from kdlib.maths.losses import authors_code_pg_loss, policy_gradient_loss
+from kdlib.maths.onpolicy import generalized_jsd, minillm_long_term, teacher_mix_weights
 from kdlib.maths.onpolicy import opd_advantages as advantages_opd
 from kdlib.modeling.evaluate import teacher_scores
 from kdlib.modeling.generation import generate
@@ -82,6 +86,26 @@ def rl_loss(method: str, logp, q_sa, v, mask, action_mask, ended, rp: RLParams, 
     return policy_gradient_loss(logp, G, action_mask, normalize=rp.pg_normalize), G
 
 
+def minillm_loss(logp, t_logp, s_logits, t_logits, action_mask, ended, rp: RLParams):
+    """MiniLLM's loss on one batch of (teacher-mixed) rollouts (Gu et al., ICLR 2024, Eqs. 5-7; LMOps ``ppo_loss`` with
+    one update per rollout, so its PPO ratio is 1):
+
+        L = - sum_t w_t A_t log pi(y_t | s_t) / n  +  sum_t KL(pi(.|s_t) || p_T(.|s_t)) / n,
+
+    A_t the length-normalised future log ratio (:func:`kdlib.maths.onpolicy.minillm_long_term`, whitened with
+    ``rl.minillm_whiten``; clipped to ``rl.reward_clip``), w_t the teacher-mixed sampling weight
+    (:func:`kdlib.maths.onpolicy.teacher_mix_weights`, 1 when ``rl.minillm_mix`` is 0), the second term the
+    single-step part (its exact expectation over the vocabulary, with gradient; unweighted, as LMOps's
+    ``_reg_loss``), n the number of counted action tokens (rollouts cut at the length limit are left out when
+    ``rl.truncated`` is ``drop``). logp (B, T) with gradient, t_logp (B, T), logits (B, T, V). Returns (loss, A)."""
+    counted = action_mask & ended[:, None] if rp.truncated == "drop" else action_mask
+    A = minillm_long_term(t_logp, logp.detach(), counted, rp.minillm_whiten)
+    A = returns.clip_rewards(A, -rp.reward_clip, rp.reward_clip) * counted
+    w = teacher_mix_weights(logp, t_logp, counted, rp.minillm_mix)
+    pg = policy_gradient_loss(logp, w * A, counted, normalize="tokens")
+    return pg + generalized_jsd(s_logits, t_logits, 1.0, counted), A
+
+
 def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, seed: int,
                   teacher_cache=None) -> MicroLoss:
     """The loss of one micro-batch of the REINFORCE family (sample, score, return, Eq. (8)).
@@ -98,31 +122,45 @@ def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, s
         src, src_m = batch_src(task, "train", idx, "student", dev)  # (B, S)
         t_src, t_src_m = batch_src(task, "train", idx, "teacher", dev)
         policy = accelerator.unwrap_model(model)
+        t_enc = None
+        if teacher_cache is not None:
+            t_enc, t_src_m = teacher_cache.get(idx)  # (B, S, D), (B, S)
+        minillm = method == "minillm_pg"
+        mix = (teacher, t_src, t_src_m, t_enc, rp.minillm_mix) if minillm and rp.minillm_mix > 0 else None
         with record_function("kdlib.sample"):
             enc = shared_encoder(model, accelerator, task, src, src_m)  # (B, S, D) with gradient, or None
             roll = generate(policy, task.tok, src, src_m, arch=task.arch, max_new_tokens=task.max_target_len,
                             do_sample=True, temperature=rp.temperature, top_k=rp.top_k,
                             use_calculator=task.use_calculator, generator=g,
-                            encoder_hidden=None if enc is None else enc.detach())
+                            encoder_hidden=None if enc is None else enc.detach(), teacher_mix=mix)
         y, mask = roll.tokens, roll.mask  # (B, T)
         with record_function("kdlib.teacher"):
-            t_enc = None
-            if teacher_cache is not None:
-                t_enc, t_src_m = teacher_cache.get(idx)  # (B, S, D), (B, S)
-            q_sa, v, t_logp = teacher_scores(teacher, task.arch, t_src, t_src_m, y, mask, rp.normalize, t_enc,
-                                             value=rp.value if method != "opd" else "max")  # (B, T)
+            if minillm:  # the single-step term needs the teacher's whole next-token distributions
+                with torch.no_grad():
+                    t_logits = forward_logits(teacher, task.arch, t_src, t_src_m, y, mask, t_enc)  # (B, T, V)
+                    q_sa, v = returns.teacher_q(t_logits, y, mask, normalize=rp.normalize)
+                    t_logp = token_logprobs(t_logits, y) * mask
+            else:
+                q_sa, v, t_logp = teacher_scores(teacher, task.arch, t_src, t_src_m, y, mask, rp.normalize, t_enc,
+                                                 value=rp.value if method != "opd" else "max")  # (B, T)
         with record_function("kdlib.student_forward"):
             s_logits = forward_logits(model, task.arch, src, src_m, y, mask, enc)  # (B, T, V)
             logp = token_logprobs(s_logits, y)  # (B, T)
-        loss, G = rl_loss(method, logp, q_sa, v, mask, roll.action_mask, roll.ended, rp, s_logits, y, t_logp)
+        if minillm:
+            loss, G = minillm_loss(logp, t_logp, s_logits, t_logits, roll.action_mask, roll.ended, rp)
+        else:
+            loss, G = rl_loss(method, logp, q_sa, v, mask, roll.action_mask, roll.ended, rp, s_logits, y, t_logp)
         with torch.no_grad():
             true_G0 = returns.full_returns(q_sa, v, mask)[:, 0]  # Eq. (10) of each rollout
             n_tok = mask.sum().clamp(min=1)
             kl = ((logp.detach() - t_logp) * mask).sum() / n_tok  # MC estimate of KL(pi || p_teacher) per token
         # Eq. (10)'s return bootstraps with the max value; a soft-value run logs its own (the evaluations log Eq. (10))
-        key = "return_soft" if (rp.value == "soft" and method != "opd") else "return"
+        key = "return_soft" if (rp.value == "soft" and method not in ("opd", "minillm_pg")) else "return"
         info = {key: float(true_G0.mean()), "kl": float(kl), "eos_rate": float(roll.ended.float().mean()),
                 "length": float(mask.sum(1).float().mean()), "G_mean": float((G.sum() / n_tok))}
+        if mix is not None:  # the mean importance weight of the teacher-mixed samples
+            info["mix_weight"] = float(teacher_mix_weights(logp, t_logp, roll.action_mask, rp.minillm_mix).sum()
+                                       / roll.action_mask.sum().clamp(min=1))
         if method == "ketchup" and rp.k == "auto":
             info["k_mean"] = float(method_k(method, q_sa, v, mask, rp).float().mean())
         return loss, info
