@@ -17,6 +17,10 @@ same whatever the number of workers (different thread counts may sum floating-po
 different order). Under ``accelerate launch`` (several processes already) and on a GPU the runs
 are trained one after another in this process.
 
+Runs of one method on one task that differ only by seed are trained together as one seed ensemble (one job, one
+worker, the students' weights stacked: kdlib.chains.ensembles), where the method supports it; ``KDLIB_ENSEMBLE=0``
+trains every run alone. An ensemble writes the same run folders its single runs would.
+
 Killed part-way, nothing is lost: finished runs are in the cache and interrupted ones resume
 from their last checkpoint the next time.
 """
@@ -49,6 +53,7 @@ class Job:
     stage: str
     parents: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
+    members: list[Params] = field(default_factory=list)  # a seed ensemble's runs (``params`` is the first's)
 
 
 def _stage_chain(p: Params) -> list[tuple[Params, object, list[str]]]:
@@ -79,9 +84,11 @@ def _label(p: Params, run) -> str:
     return f"{p.task.name} {run.stage} seed {p.seed}"
 
 
-def plan(targets: Iterable[Params]) -> dict[str, Job]:
+def plan(targets: Iterable[Params], ensembles: bool | None = None) -> dict[str, Job]:
     """The jobs that finish every target run and the runs they build on, keyed by run path;
-    finished runs are left out."""
+    finished runs are left out. ``ensembles`` (default: on unless ``KDLIB_ENSEMBLE=0``; never under
+    ``accelerate launch``): unfinished runs that differ only by seed become one seed-ensemble job,
+    keyed by its first member's run."""
     jobs: dict[str, Job] = {}
     edges: list[tuple[str, str]] = []
     for p in targets:
@@ -94,13 +101,46 @@ def plan(targets: Iterable[Params]) -> dict[str, Job]:
         if key in jobs and par in jobs and par not in jobs[key].parents:
             jobs[key].parents.append(par)
             jobs[par].children.append(key)
+    from kdlib.chains import ensembles as ens
+
+    if (ens.enabled() if ensembles is None else ensembles) and not _in_distributed():
+        _group_seeds(jobs)
     return jobs
+
+
+def _group_seeds(jobs: dict[str, Job]) -> None:
+    """Merge the jobs of runs that differ only by seed into seed-ensemble jobs (kdlib.chains.ensembles.groups), in
+    place: the first member's job holds them all and inherits the others' edges."""
+    from kdlib.chains import ensembles as ens
+
+    by_id = {id(j.params): k for k, j in jobs.items() if j.params.method in ens.ENSEMBLE_METHODS}
+    for members in ens.groups([jobs[k].params for k in by_id.values()]):
+        if len(members) < 2:
+            continue
+        keys = [by_id[id(p)] for p in members]
+        head = jobs[keys[0]]
+        head.members = list(members)
+        head.label = (f"{head.params.task.name} {head.stage} seeds {','.join(str(p.seed) for p in members)} "
+                      f"(ensemble of {len(members)})")
+        for k in keys[1:]:
+            j = jobs.pop(k)
+            for par in j.parents:
+                jobs[par].children = [c for c in jobs[par].children if c != k]
+                if par not in head.parents:
+                    head.parents.append(par)
+                    jobs[par].children.append(head.key)
+            for c in j.children:
+                jobs[c].parents = [head.key if q == k else q for q in jobs[c].parents]
+                if c not in head.children:
+                    head.children.append(c)
 
 
 def _cost(job: Job) -> float:
     p = job.params
     w = _TASK_WEIGHT.get(p.task.name, 1.0)
     stage_w = {"teacher": 20.0, "predistill": 10.0, "zeroshot": 0.2}.get(job.stage, 1.0)
+    if job.members:  # a seed ensemble: a guess from benchmarks/seeds.py, refined by the measured progress
+        stage_w *= 1.0 + 0.3 * (len(job.members) - 1)
     return w * stage_w
 
 
@@ -140,12 +180,18 @@ def _init_worker(queue, threads: int) -> None:
     set_progress_hook(hook)
 
 
-def _train_job(params: Params) -> dict:
-    """Train one stage in a worker (its parents are finished); returns its summary."""
+def _train_job(params: Params, members: list[Params] | None = None) -> dict:
+    """Train one stage (or one seed ensemble: ``members``) in a worker (its parents are finished); returns a
+    summary of its (first) run."""
     from kdlib.chains.core import train
 
     t0 = time.time()
-    run = train(params)
+    if members:
+        from kdlib.chains.ensembles import train_ensemble
+
+        run = train_ensemble(members)[0]
+    else:
+        run = train(params)
     s = run.summary()
     return {"time_s": time.time() - t0, "best_step": s.get("best_step"), "steps": s.get("steps"),
             "stop_reason": s.get("stop_reason")}
@@ -247,19 +293,23 @@ def check_pairs(params: Iterable[Params]) -> None:
 
 
 def ensure(targets: Iterable[Params], workers: int | None = None, log: Callable[[str], None] | None = None,
-           every_s: float = 15.0, threads: int = 1) -> int:
+           every_s: float = 15.0, threads: int = 1, ensembles: bool | None = None) -> int:
     """Finish every run named by ``targets`` (and the stages they build on). Returns the number of
     runs trained. ``workers``: parallel processes (default: ``KDLIB_WORKERS`` or the CPUs this
-    process may use; 1 on a GPU). Runs already finished are not touched."""
+    process may use; 1 on a GPU). Runs already finished are not touched. ``ensembles``: train runs that
+    differ only by seed as seed ensembles (default: unless ``KDLIB_ENSEMBLE=0``)."""
     log = log or (lambda s: print(s, flush=True))
-    jobs = plan(targets)
+    jobs = plan(targets, ensembles)
     if not jobs:
         return 0
     check_pairs(j.params for j in jobs.values())  # before any compute: a pair no method can distil is refused
     workers = workers or default_workers()
     status = _Status(jobs, min(workers, len(jobs)), log, every_s)
-    log(f"[train] {len(jobs)} runs to train with {workers} worker(s) "
-        f"({sum(1 for j in jobs.values() if j.stage in ('teacher', 'predistill'))} teacher/pre-distillation stages)")
+    n_runs = sum(max(1, len(j.members)) for j in jobs.values())
+    n_ens = sum(1 for j in jobs.values() if j.members)
+    log(f"[train] {n_runs} runs to train with {workers} worker(s) "
+        f"({sum(1 for j in jobs.values() if j.stage in ('teacher', 'predistill'))} teacher/pre-distillation stages"
+        + (f"; {sum(len(j.members) for j in jobs.values())} of them as {n_ens} seed ensembles" if n_ens else "") + ")")
     if _in_distributed():  # every rank walks the same plan in the same order
         return _ensure_in_process(jobs, status)
     prio = _priority(jobs)
@@ -275,7 +325,7 @@ def ensure(targets: Iterable[Params], workers: int | None = None, log: Callable[
             ready = [k for k, j in jobs.items() if k not in finished and k not in busy
                      and all(par in finished for par in j.parents)]
             for k in sorted(ready, key=lambda k: -prio[k])[: max(0, workers - len(running))]:
-                running[pool.submit(_train_job, jobs[k].params)] = k
+                running[pool.submit(_train_job, jobs[k].params, jobs[k].members)] = k
 
         submit_ready()
         while running:
@@ -302,8 +352,8 @@ def ensure(targets: Iterable[Params], workers: int | None = None, log: Callable[
     if failed:
         label, err = failed[0]
         raise RuntimeError(f"training {label} failed: {err}\n(finished runs are kept; re-running resumes the rest)")
-    log(f"[train] all {len(jobs)} runs finished in {_fmt_s(time.time() - status.t0)}")
-    return len(jobs)
+    log(f"[train] all {n_runs} runs finished in {_fmt_s(time.time() - status.t0)}")
+    return n_runs
 
 
 def _ensure_in_process(jobs: dict[str, Job], status: _Status) -> int:
@@ -325,7 +375,7 @@ def _ensure_in_process(jobs: dict[str, Job], status: _Status) -> int:
                                                 status.maybe_print([str(run.path)])))
     try:
         for k in order:
-            info = _train_job(jobs[k].params)
+            info = _train_job(jobs[k].params, jobs[k].members)
             status.finished(k, info["time_s"], info)
     finally:
         set_progress_hook(None)

@@ -17,6 +17,7 @@ over the next steps (the batch stays in lockstep). Forced tokens are not the pol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -65,10 +66,11 @@ class _Calculator:
 
 
 def sample_tokens(logits: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
-                  top_k: int = 0) -> Tensor:
+                  top_k: int = 0, u: Tensor | None = None) -> Tensor:
     """One token per row from ``softmax(logits / temperature)`` (restricted to the ``top_k`` largest
     logits when ``top_k > 0``), by inverting the cumulative distribution with one uniform draw per
-    row. logits: (B, V) -> (B,) long. Zero-probability tokens are never drawn."""
+    row. logits: (B, V) -> (B,) long. Zero-probability tokens are never drawn. ``u`` (B, 1): the
+    uniform draws, when the caller made them (else drawn here from ``generator``)."""
     logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
@@ -78,16 +80,29 @@ def sample_tokens(logits: Tensor, generator: torch.Generator | None = None, temp
     # float32 cumulative sums: their rounding (~1e-7 relative) is far below any probability that
     # matters; a zero-probability token adds nothing to the sum, so it is still never drawn
     cdf = torch.softmax(logits, -1).cumsum(-1)  # (B, V)
-    u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device)
+    if u is None:
+        u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device)
     idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # first index with cdf > u
     return idx.clamp_(max=logits.shape[-1] - 1).squeeze(1)
+
+
+def _block_uniforms(generators: Sequence[torch.Generator], done: Tensor, device) -> Tensor:
+    """(B, 1) uniforms: block g's rows from generator g while the block has an unfinished row, zeros otherwise
+    (a finished block's tokens are padding whatever is drawn)."""
+    G, B = len(generators), done.shape[0]
+    if B % G:
+        raise ValueError(f"{B} rows cannot be split into {G} generator blocks")
+    n = B // G
+    active = (~done.view(G, n)).any(1).tolist()
+    return torch.cat([torch.rand(n, 1, generator=g, device=device) if a else torch.zeros(n, 1, device=device)
+                      for g, a in zip(generators, active)])
 
 
 @torch.no_grad()
 def generate(model, tok, src_ids: Tensor, src_mask: Tensor, *, arch: str, max_new_tokens: int,
              do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, use_calculator: bool = False,
-             generator: torch.Generator | None = None, encoder_hidden: Tensor | None = None,
-             engine: str = "auto", teacher_mix: tuple | None = None) -> Rollout:
+             generator: torch.Generator | Sequence[torch.Generator] | None = None,
+             encoder_hidden: Tensor | None = None, engine: str = "auto", teacher_mix: tuple | None = None) -> Rollout:
     """Sample (or greedily decode) up to ``max_new_tokens`` tokens per row.
 
     src_ids, src_mask: (B, S) (left-padded for decoder-only models). ``encoder_hidden`` (B, S, D):
@@ -96,6 +111,10 @@ def generate(model, tok, src_ids: Tensor, src_mask: Tensor, *, arch: str, max_ne
     t_src_mask, t_encoder_hidden or None, alpha)`` samples each token from ``alpha p_T + (1 - alpha) pi`` instead of
     ``pi`` (MiniLLM's teacher-mixed sampling; the teacher decodes in lockstep on its own prompt; same vocabulary).
     Returns a :class:`Rollout`.
+
+    ``generator`` may be a list of G generators: the rows are G equal blocks (seeds of an ensemble),
+    block g draws its uniforms from generator g, and only while one of its rows is unfinished, so
+    each block consumes its generator exactly as a call on that block alone would.
     """
     was_training = model.training
     model.eval()
@@ -112,7 +131,13 @@ def generate(model, tok, src_ids: Tensor, src_mask: Tensor, *, arch: str, max_ne
     lengths = torch.zeros(B, dtype=torch.long, device=dev)
     ended = torch.zeros(B, dtype=torch.bool, device=dev)
 
-    stepper = make_stepper(model, arch, src_ids, src_mask, max_new_tokens, encoder_hidden=encoder_hidden, engine=engine)
+    own = getattr(model, "stepper", None)
+    if callable(own):
+        stepper = own(src_ids, src_mask, max_new_tokens, encoder_hidden)
+    else:
+        stepper = make_stepper(model, arch, src_ids, src_mask, max_new_tokens, encoder_hidden=encoder_hidden,
+                               engine=engine)
+    blocks = generator if isinstance(generator, (list, tuple)) else None
     cur = stepper.start_token(B, dev)
     t_stepper = None
     if teacher_mix is not None:
@@ -122,7 +147,9 @@ def generate(model, tok, src_ids: Tensor, src_mask: Tensor, *, arch: str, max_ne
         logits = stepper.step(cur)  # (B, V)
         if t_stepper is not None:
             logits = mix_logits(logits, t_stepper.step(cur), alpha)  # log(alpha p_T + (1 - alpha) pi)
-        if do_sample:
+        if do_sample and blocks is not None:
+            nxt = sample_tokens(logits, None, temperature, top_k, u=_block_uniforms(blocks, done, dev))
+        elif do_sample:
             nxt = sample_tokens(logits, generator, temperature, top_k)
         else:
             nxt = logits.argmax(-1)

@@ -217,3 +217,91 @@ class DistiLLMLoss:
         loss = skew(s_logits, t_logits, dp.distillm_alpha, mask)
         return loss, {"sgo_share": self.phi, "student_outputs": float(source != FIXED),
                       "replayed": float(source not in (FRESH, FIXED))}
+
+
+def divergence_ensemble_micro_loss(method: str, teacher, task: Task, teacher_outputs: list[str], dp: DivergenceParams,
+                                   accelerator, seeds: list[int], teacher_cache=None):
+    """:func:`divergence_micro_loss` for a seed ensemble (kdlib.trainers.ensemble): member s scores its own
+    micro-batch ``idxs[s]`` with its own generator (its coin, then its samples, drawn in the single run's order);
+    the members' samples are decoded together, the teacher scores the concatenated batch in one pass, the students
+    run batched, and each member's divergence is computed on its own rows. Returns the members' losses and logs."""
+    if method not in ("kl", "js", "tvd"):
+        raise ValueError(f"not a divergence method: {method!r}")
+    dev = accelerator.device
+    rank = accelerator.process_index
+    S = len(seeds)
+    pad_id = task.tok.pad_token_id
+
+    def micro_loss(model, idxs: list[list[int]], step: int, micro: int):
+        B = len(idxs[0])
+        flat = [i for idx in idxs for i in idx]
+        gens = [micro_generator(sd, step, micro, rank, dev) for sd in seeds]
+        src, src_m = batch_src(task, "train", flat, "student", dev)  # (S*B, L)
+        t_src, t_src_m = batch_src(task, "train", flat, "teacher", dev)
+        t_enc = None
+        if teacher_cache is not None:
+            t_enc, t_src_m = teacher_cache.get(flat)
+        L = src.shape[1]
+        enc = model.encoder_states(src.view(S, B, L), src_m.view(S, B, L))  # (S, B, L, D) with gradient
+
+        def student_samples():
+            roll = generate(model, task.tok, src, src_m, arch=task.arch, max_new_tokens=task.max_target_len,
+                            do_sample=True, temperature=dp.temperature, use_calculator=task.use_calculator,
+                            generator=gens, encoder_hidden=enc.detach().view(S * B, L, -1))
+            return roll.tokens, roll.mask  # (S*B, T) each
+
+        def logits_on(y, mask):  # per-member student logits [(B, T, V)] and the teacher's (S*B, T, V)
+            with torch.no_grad():
+                t_logits = forward_logits(teacher, task.arch, t_src, t_src_m, y, mask, t_enc)
+            T = y.shape[1]
+            hidden = model.forward_hidden(src.view(S, B, L), src_m.view(S, B, L), y.view(S, B, T), enc)
+            return model.member_logits(hidden), t_logits
+
+        rows = [slice(s * B, (s + 1) * B) for s in range(S)]
+        if method in ("js", "tvd") and dp.estimator == "wen":
+            y_tp, m_tp = batch_tgt(task, [teacher_outputs[i] for i in flat], dev)  # teacher prefixes
+            y_sp, m_sp = student_samples()  # student prefixes
+            s_tp, t_tp = logits_on(y_tp, m_tp)
+            s_sp, t_sp = logits_on(y_sp, m_sp)
+            losses, logs = [], []
+            for s, r in enumerate(rows):
+                if method == "js":
+                    loss = wen_js_divergence(s_tp[s], t_tp[r], m_tp[r], s_sp[s], t_sp[r], m_sp[r], beta=dp.js_beta)
+                else:
+                    loss = wen_tvd(s_tp[s], t_tp[r], m_tp[r], s_sp[s], t_sp[r], m_sp[r])
+                losses.append(loss)
+                logs.append({"student_len": float(m_sp[r].sum(1).float().mean())})
+            return losses, logs
+        on = [method in ("js", "tvd") and float(torch.rand(1, generator=g, device=g.device)) < dp.student_mix
+              for g in gens]
+        y, mask = batch_tgt(task, [teacher_outputs[i] for i in flat], dev)  # prefixes from the teacher's outputs
+        if any(on):  # members whose coin chose student prefixes read their own samples
+            y_s, m_s = student_samples()
+            T = max(y.shape[1], y_s.shape[1])
+            y, mask = _pad_to(y, mask, T, pad_id)
+            y_s, m_s = _pad_to(y_s, m_s, T, pad_id)
+            pick = torch.tensor(on, device=dev).repeat_interleave(B)[:, None]  # (S*B, 1)
+            y, mask = torch.where(pick, y_s, y), torch.where(pick, m_s, mask)
+        s_logits, t_logits = logits_on(y, mask)
+        losses, logs = [], []
+        for s, r in enumerate(rows):
+            if method == "kl":
+                loss = kl_divergence(s_logits[s], t_logits[r], mask[r])
+            elif method == "js":
+                loss = js_divergence(s_logits[s], t_logits[r], mask[r], beta=dp.js_beta)
+            else:
+                loss = tvd(s_logits[s], t_logits[r], mask[r])
+            losses.append(loss)
+            logs.append({"on_policy": float(on[s])})
+        return losses, logs
+
+    return micro_loss
+
+
+def _pad_to(y, mask, T: int, pad_id: int):
+    """Right-pad (N, T0) tokens and their mask to T columns (pad id, mask False)."""
+    extra = T - y.shape[1]
+    if extra <= 0:
+        return y, mask
+    return (torch.cat([y, y.new_full((y.shape[0], extra), pad_id)], 1),
+            torch.cat([mask, mask.new_zeros((mask.shape[0], extra))], 1))

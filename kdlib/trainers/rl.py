@@ -21,6 +21,8 @@ scalar batch baseline for both baselines; spec seed001_brim_extras.md Sec. 8.2).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.profiler import record_function
 
@@ -150,19 +152,73 @@ def rl_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, s
             loss, G = minillm_loss(logp, t_logp, s_logits, t_logits, roll.action_mask, roll.ended, rp)
         else:
             loss, G = rl_loss(method, logp, q_sa, v, mask, roll.action_mask, roll.ended, rp, s_logits, y, t_logp)
-        with torch.no_grad():
-            true_G0 = returns.full_returns(q_sa, v, mask)[:, 0]  # Eq. (10) of each rollout
-            n_tok = mask.sum().clamp(min=1)
-            kl = ((logp.detach() - t_logp) * mask).sum() / n_tok  # MC estimate of KL(pi || p_teacher) per token
-        # Eq. (10)'s return bootstraps with the max value; a soft-value run logs its own (the evaluations log Eq. (10))
-        key = "return_soft" if (rp.value == "soft" and method not in ("opd", "minillm_pg")) else "return"
-        info = {key: float(true_G0.mean()), "kl": float(kl), "eos_rate": float(roll.ended.float().mean()),
-                "length": float(mask.sum(1).float().mean()), "G_mean": float((G.sum() / n_tok))}
+        info = rl_logs(method, rp, q_sa, v, mask, roll.ended, logp, t_logp, G)
         if mix is not None:  # the mean importance weight of the teacher-mixed samples
             info["mix_weight"] = float(teacher_mix_weights(logp, t_logp, roll.action_mask, rp.minillm_mix).sum()
                                        / roll.action_mask.sum().clamp(min=1))
-        if method == "ketchup" and rp.k == "auto":
-            info["k_mean"] = float(method_k(method, q_sa, v, mask, rp).float().mean())
         return loss, info
+
+    return micro_loss
+
+
+@torch.no_grad()
+def rl_logs(method: str, rp: RLParams, q_sa, v, mask, ended, logp, t_logp, G) -> dict:
+    """What a step of the REINFORCE family logs for one batch (all (B, T) but ``ended`` (B,))."""
+    true_G0 = returns.full_returns(q_sa, v, mask)[:, 0]  # Eq. (10) of each rollout
+    n_tok = mask.sum().clamp(min=1)
+    kl = ((logp.detach() - t_logp) * mask).sum() / n_tok  # MC estimate of KL(pi || p_teacher) per token
+    # Eq. (10)'s return bootstraps with the max value; a soft-value run logs its own (the evaluations log Eq. (10))
+    key = "return_soft" if (rp.value == "soft" and method not in ("opd", "minillm_pg")) else "return"
+    info = {key: float(true_G0.mean()), "kl": float(kl), "eos_rate": float(ended.float().mean()),
+            "length": float(mask.sum(1).float().mean()), "G_mean": float((G.sum() / n_tok))}
+    if method == "ketchup" and rp.k == "auto":
+        info["k_mean"] = float(method_k(method, q_sa, v, mask, rp).float().mean())
+    return info
+
+
+def rl_ensemble_micro_loss(method: str, teacher, task: Task, rp: RLParams, accelerator, seeds: list[int],
+                           teacher_cache=None, clock=None):
+    """:func:`rl_micro_loss` for a seed ensemble (kdlib.trainers.ensemble): member s samples its own micro-batch
+    ``idxs[s]`` from its own generator ``micro_generator(seeds[s], step, micro, rank)``; all members decode together
+    (S*B rows of one stacked model), the teacher scores the concatenated batch in one pass, the students' encoder and
+    decoder run batched, and each member's logits, log-probabilities, return and loss are computed on its own rows
+    exactly as the single run computes them. Returns the members' losses and logs."""
+    dev = accelerator.device
+    rank = accelerator.process_index
+    S = len(seeds)
+    tick = clock if clock is not None else (lambda phase: contextlib.nullcontext())
+
+    def micro_loss(model, idxs: list[list[int]], step: int, micro: int):
+        B = len(idxs[0])
+        flat = [i for idx in idxs for i in idx]
+        gens = [micro_generator(sd, step, micro, rank, dev) for sd in seeds]
+        src, src_m = batch_src(task, "train", flat, "student", dev)  # (S*B, L)
+        t_src, t_src_m = batch_src(task, "train", flat, "teacher", dev)
+        L = src.shape[1]
+        with tick("sample"), record_function("kdlib.sample"):
+            enc = model.encoder_states(src.view(S, B, L), src_m.view(S, B, L))  # (S, B, L, D) with gradient
+            roll = generate(model, task.tok, src, src_m, arch=task.arch, max_new_tokens=task.max_target_len,
+                            do_sample=True, temperature=rp.temperature, top_k=rp.top_k,
+                            use_calculator=task.use_calculator, generator=gens,
+                            encoder_hidden=enc.detach().view(S * B, L, -1))
+        y, mask = roll.tokens, roll.mask  # (S*B, T)
+        T = y.shape[1]
+        with tick("teacher"), record_function("kdlib.teacher"):
+            t_enc = None
+            if teacher_cache is not None:
+                t_enc, t_src_m = teacher_cache.get(flat)  # (S*B, S_t, D)
+            q_sa, v, t_logp = teacher_scores(teacher, task.arch, t_src, t_src_m, y, mask, rp.normalize, t_enc,
+                                             value=rp.value if method != "opd" else "max")  # (S*B, T)
+        with tick("student"), record_function("kdlib.student_forward"):
+            hidden = model.forward_hidden(src.view(S, B, L), src_m.view(S, B, L), y.view(S, B, T), enc)
+            losses, logs = [], []
+            for s, s_logits in enumerate(model.member_logits(hidden)):  # (B, T, V) each
+                r = slice(s * B, (s + 1) * B)
+                logp = token_logprobs(s_logits, y[r])  # (B, T)
+                loss, G = rl_loss(method, logp, q_sa[r], v[r], mask[r], roll.action_mask[r], roll.ended[r], rp,
+                                  s_logits, y[r], t_logp[r])
+                losses.append(loss)
+                logs.append(rl_logs(method, rp, q_sa[r], v[r], mask[r], roll.ended[r], logp, t_logp[r], G))
+        return losses, logs
 
     return micro_loss

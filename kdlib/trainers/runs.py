@@ -123,6 +123,30 @@ class Run:
 
         return held()
 
+    def try_lock(self):
+        """This folder's lock if no other process holds it, as a context manager that releases it (enter it at
+        once); None when another process is training the run."""
+        import contextlib
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return None
+
+        @contextlib.contextmanager
+        def held():
+            try:
+                yield self
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                fh.close()
+
+        return held()
+
     def finish(self, summary: dict) -> None:
         atomic_write_json(self.path / "summary.json", {"run": self.key, "stage": self.stage, **summary})
 
