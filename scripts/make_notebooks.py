@@ -86,7 +86,9 @@ nb("01_main_results", "Table 1: main results",
    'tasks = ["mini-xsum", "mini-europarl", "mini-gsm8k"]\n'
    'methods = ["seqkd", "kl", "js", "tvd", "llmr", "llmr_mean", "llmr_minvar", "opd", "gkd_jsd", "minillm_pg", "distillm"]\n'
    'k_values = [2, 4, 8, 16]\n'
-   'soft_k_values = [4]\n',
+   'soft_k_values = [4]\n'
+   'power_seeds = []\n'
+   'power_rows = ["llmr", "ketchup"]\n',
    ["results, runs = study.main_results(nb)\nruns",
     "display_table, numeric = report.main_table(results, runs, second=\"opd\")\n"
     "verdicts = report.ketchup_verdicts(numeric)\n"

@@ -226,3 +226,16 @@ def test_project_root_is_found_from_the_notebooks_folder(tmp_path, monkeypatch):
     assert use_project_root() == ROOT and Path.cwd() == ROOT
     assert use_project_root() == ROOT  # idempotent
     assert project_root(ROOT / "kdlib" / "maths") == ROOT
+
+
+def test_power_seeds_add_seeds_to_the_named_rows_only():
+    from kdlib.config import MainResultsParams, ParamsError
+    from kdlib.studies.common import method_plan
+
+    nb = MainResultsParams(seeds=[1, 2], power_seeds=[3, 4, 5], methods=["kl", "llmr", "opd"], k_values=[2, 4])
+    seeds = {label: nb.seeds_of(label) for label, _ in method_plan(nb)}
+    assert seeds == {"kl": [1, 2], "llmr": [1, 2, 3, 4, 5], "opd": [1, 2], "ketchup_k2": [1, 2, 3, 4, 5],
+                     "ketchup_k4": [1, 2, 3, 4, 5]}
+    for bad in ({"power_seeds": [2, 3]}, {"power_seeds": [3, 3]}, {"power_rows": ["tvd"]}):
+        with pytest.raises((ValueError, ParamsError)):
+            MainResultsParams(seeds=[1, 2], methods=["kl", "llmr"], **bad)

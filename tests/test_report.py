@@ -137,7 +137,7 @@ def test_main_table_pairs_by_seed_and_rejects_duplicates():
     ref = sps.ttest_rel([11.0, 15.0, 14.0], [10.0, 12.0, 11.0])  # seeds 0, 1, 2; seed 7 has no pair
     got = numeric.query("method == 'ketchup_k4'").iloc[0]
     assert math.isclose(got["p_vs_llmr"], ref.pvalue, rel_tol=1e-12) and got["n_paired"] == 3
-    assert list(display.columns) == ["Method", "mini-GSM8K Acc.", "mini-GSM8K vs LLMR"]
+    assert list(display.columns) == ["Method", "Seeds", "mini-GSM8K Acc.", "mini-GSM8K vs LLMR"]  # 3 and 4 seeds
     with pytest.raises(ValueError, match="several values"):
         R.main_table(_long(rows + [("mini-gsm8k", "llmr", 0, "accuracy", 3.0)]))
 
@@ -449,3 +449,17 @@ def test_table1_tests_todays_rows_against_llmr_and_a_second_baseline_opd():
     assert "comparisons against OPD" in line
     (best,) = R.best_method_lines(numeric)
     assert best.startswith("mini-XSum: best") and "KETCHUP (K=4)" in best.split(";")[0]
+
+
+def test_table1_says_how_many_seeds_each_row_has_and_pairs_over_common_seeds():
+    rng = np.random.default_rng(2)
+    rows = [("mini-xsum", "llmr", s, "rougeL", 30 + rng.normal(0, 1)) for s in range(20)]
+    rows += [("mini-xsum", "ketchup_k4", s, "rougeL", 30.5 + rng.normal(0, 1)) for s in range(20)]
+    rows += [("mini-xsum", "kl", s, "rougeL", 29 + rng.normal(0, 1)) for s in range(5)]
+    rows += [("mini-xsum", "opd", s, "rougeL", 29 + rng.normal(0, 1)) for s in range(5)]
+    display, numeric = R.main_table(_long(rows))
+    seeds = dict(zip(display["Method"], display["Seeds"]))
+    assert seeds["LLMR"] == 20 and seeds["KL"] == 5 and seeds["KETCHUP (K=4)"] == 20
+    prim = numeric[numeric["metric"] == "rougeL"].set_index("method")
+    assert prim.loc["ketchup_k4", "n_paired"] == 20 and prim.loc["opd", "n_paired"] == 5  # pairs: common seeds
+    assert "5-20 seed(s)" in display.attrs["caption"]

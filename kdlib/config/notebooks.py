@@ -74,6 +74,28 @@ class _MethodGridParams(NotebookParams):
 
 class MainResultsParams(_MethodGridParams):
     notebook: Literal["01_main_results"] = "01_main_results"
+    # More seeds for the rows whose comparison needs power (Table 1's KETCHUP-vs-LLMR tests): the runs of ``power_rows`` (method names;
+    # ``ketchup`` = every KETCHUP row of ``k_values``) also train with ``power_seeds``, after ``seeds``.
+    power_seeds: list[StrictInt] = Field(default_factory=list)
+    power_rows: list[str] = Field(default_factory=lambda: ["llmr", "ketchup"])
+
+    @model_validator(mode="after")
+    def _power(self):
+        both = set(self.power_seeds) & set(self.seeds)
+        if both:
+            raise ValueError(f"power_seeds repeats seeds of 'seeds': {sorted(both)}")
+        if len(set(self.power_seeds)) != len(self.power_seeds):
+            raise ValueError("power_seeds has a seed twice")
+        rows = set(self.methods) | ({"ketchup"} if self.k_values else set())
+        unknown = [m for m in self.power_rows if m not in rows]
+        if unknown:
+            raise ValueError(f"power_rows names {unknown}, not rows of this table ({', '.join(sorted(rows))})")
+        return self
+
+    def seeds_of(self, label: str) -> list[int]:
+        """The seeds of one row (a run label of :func:`kdlib.studies.common.method_plan`)."""
+        method = "ketchup" if label.startswith("ketchup_k") else label
+        return list(self.seeds) + (list(self.power_seeds) if method in self.power_rows else [])
 
 
 class ReturnsParams(NotebookParams):

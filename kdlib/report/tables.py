@@ -168,8 +168,13 @@ def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame,
     p_by_key = p_values.set_index(["task", "method"]) if not p_values.empty else None
     p2_by_key = p2.set_index(["task", "method"]) if p2 is not None and not p2.empty else None
     table = []
+    seeds_per_method = stats.groupby("method")["n_seeds"].max()
+    # method rows with different numbers of seeds (power_seeds, or missing runs): a column says how many each has
+    show_seeds = seeds_per_method.drop(list(NOT_STUDENTS) + ["predistill"], errors="ignore").nunique() > 1
     for method in methods:
         row = {"Method": method_label(method)}
+        if show_seeds:
+            row["Seeds"] = int(seeds_per_method.get(method, 0))
         for col, task, metric in columns:
             if metric in ("p", "p2"):
                 by = p_by_key if metric == "p" else p2_by_key
@@ -186,7 +191,7 @@ def _build_table(stats: pd.DataFrame, p_values: pd.DataFrame,
                 cell += " " + markers[(task, method)]
             row[col] = cell
         table.append(row)
-    display = pd.DataFrame(table, columns=["Method"] + [c for c, _, _ in columns])
+    display = pd.DataFrame(table, columns=["Method"] + (["Seeds"] if show_seeds else []) + [c for c, _, _ in columns])
 
     numeric = stats.copy()
     numeric["best_at_step0"] = [markers.get((t, m), "") for t, m in zip(numeric["task"], numeric["method"])]

@@ -35,8 +35,8 @@ def main_results(nb: MainResultsParams) -> tuple[pd.DataFrame, pd.DataFrame]:
                            ("predistill", ensure_predistill(base))):
             rows += result_rows(task, label, BASE_SEED, run.summary())
             runs.append(run_row(task, label, BASE_SEED, run))
-        for seed in nb.seeds:
-            for label, over in method_plan(nb):
+        for label, over in method_plan(nb):
+            for seed in nb.seeds_of(label):
                 run = train(kit_params(nb, **{"task.name": task, "seed": seed, **over}))
                 rows += result_rows(task, label, seed, run.summary())
                 runs.append(run_row(task, label, seed, run))
@@ -44,5 +44,8 @@ def main_results(nb: MainResultsParams) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def plan(nb: MainResultsParams) -> list[Params]:
-    """The runs Table 1 reads: each task's chain, then every method x seed."""
-    return [q for t in nb.tasks for q in chain_targets(nb, t)] + method_targets(nb, nb.tasks, nb.seeds, method_plan(nb))
+    """The runs Table 1 reads: each task's chain, then every method x its seeds (``power_seeds`` for ``power_rows``)."""
+    out = [q for t in nb.tasks for q in chain_targets(nb, t)]
+    for label, over in method_plan(nb):
+        out += method_targets(nb, nb.tasks, nb.seeds_of(label), [(label, over)])
+    return out
