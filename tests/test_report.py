@@ -449,3 +449,16 @@ def test_table1_tests_todays_rows_against_llmr_and_a_second_baseline_opd():
     assert "comparisons against OPD" in line
     (best,) = R.best_method_lines(numeric)
     assert best.startswith("mini-XSum: best") and "KETCHUP (K=4)" in best.split(";")[0]
+
+
+def test_gradient_variance_figure_draws_a_zero_variance_grid(tmp_path):
+    """A policy whose samples never differ (the paper rehearsal's random tiny models) has zero gradient variance:
+    the figure draws it on a linear axis instead of failing to log-scale it."""
+    rows = [{"student": "s", "kl": 0.1, "k": k, "tail": "algorithm1", "trace_var": 0.0, "return_var": 0.0,
+             "rel_bias": 0.0, "rel_bias_low": 0.0, "rel_bias_high": 0.0, "snr": float("nan")} for k in (1, 2, 4)]
+    fig = R.plot_gradient_variance(pd.DataFrame(rows))
+    try:
+        files = R.save_figure(fig, tmp_path, "gv")
+        assert all(__import__("os").path.getsize(f) > 0 for f in files.values())
+    finally:
+        plt.close(fig)
