@@ -1,7 +1,10 @@
 """The paper profile, rehearsed offline: a local hub mirror (scripts/make_hub_mirror.py) that the libraries' ordinary
-calls read with HF_HOME=<mirror> HF_HUB_OFFLINE=1, and `./run_all.sh --profile paper --rehearse <mirror>` on a subset
-of the notebooks (the full set is the documented command; it does not fit this suite's budget), checked for the real
-hub ids in its provenance and one rendered prompt per notebook."""
+calls read with HF_HOME=<mirror> HF_HUB_OFFLINE=1, and `./run_all.sh --profile paper --rehearse <mirror>`, checked for
+the real hub ids in its provenance and one rendered prompt per notebook.
+
+The end-to-end rehearsal does not fit the suite's 10-minute budget: it runs with ``KDLIB_REHEARSAL=full`` (every
+notebook; `.ci/run` runs it after the suite) or ``KDLIB_REHEARSAL=subset`` (notebooks 04, 10 and 08), and is skipped
+otherwise. The mirror itself is checked in the suite."""
 
 import json
 import os
@@ -17,6 +20,8 @@ pytestmark = pytest.mark.slow
 # The notebooks the suite rehearses: Figure 3 (FLAN-T5-XL -> three T5 sizes), the decoder-only tables (Qwen1.5 pair,
 # plus Table 8's T5 rows) and seed 004 (Qwen2.5-Math pair through the chat template, GRPO, the judge's chat model).
 SUBSET = ("04", "10", "08")
+MODE = os.environ.get("KDLIB_REHEARSAL", "")
+ALL = tuple(sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
 
 
 @pytest.fixture(scope="module")
@@ -107,15 +112,17 @@ def test_the_mirror_is_read_by_the_libraries_ordinary_offline_calls(mirror, tmp_
     assert got["eval_sets"] == {"gsm-plus": 23, "gsm-symbolic": 20, "math": 28}  # GSM-Plus: "#### None" dropped
 
 
+@pytest.mark.skipif(MODE not in ("full", "subset"), reason="the end-to-end rehearsal runs with KDLIB_REHEARSAL=full "
+                    "(.ci/run) or =subset")
 def test_rehearsal_of_the_paper_profile_offline(mirror, tmp_path):
     out = tmp_path / "out"
-    r = subprocess.run(["./run_all.sh", "--profile", "paper", "--rehearse", str(mirror), "--out", str(out), *SUBSET],
-                       cwd=ROOT, capture_output=True, text=True, timeout=900,
+    which = [n[:2] for n in ALL] if MODE == "full" else list(SUBSET)
+    r = subprocess.run(["./run_all.sh", "--profile", "paper", "--rehearse", str(mirror), "--out", str(out), *which],
+                       cwd=ROOT, capture_output=True, text=True, timeout=1800,
                        env={**os.environ, "KDLIB_PROGRESS": "0", "HF_HOME": "/nonexistent"})
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     rec = json.loads((out / "rehearsal.json").read_text())
-    names = {"04": "04_model_size", "10": "10_decoder_only", "08": "08_constrained_kd"}
-    assert set(rec["notebooks"]) == {names[n] for n in SUBSET}
+    assert set(rec["notebooks"]) == {n for n in ALL if n[:2] in which}
     manifest = json.loads((mirror / "mirror.json").read_text())
     for nb, row in rec["notebooks"].items():
         assert row["prompt"]["student"] and row["models"], nb
@@ -134,9 +141,10 @@ def test_rehearsal_of_the_paper_profile_offline(mirror, tmp_path):
                                         "within \\boxed{}.<|im_end|>\n<|im_start|>user\n")
     assert prompt["student"].endswith("<|im_end|>\n<|im_start|>assistant\n")
     assert not rec["notebooks"]["04_model_size"]["prompt"]["chat"]
-    prov = json.loads((out / "provenance.json").read_text())  # the last notebook's: its resolved kit params
-    assert prov["params"]["kit"]["models"]["teacher"] == "Qwen/Qwen2.5-Math-7B-Instruct"
-    assert prov["params"]["kit"]["judge"]["model"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
+    if MODE == "subset":
+        prov = json.loads((out / "provenance.json").read_text())  # the last notebook's: its resolved kit params
+        assert prov["params"]["kit"]["models"]["teacher"] == "Qwen/Qwen2.5-Math-7B-Instruct"
+        assert prov["params"]["kit"]["judge"]["model"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
     assert "rehearsal.json" in (out / "index.html").read_text()
 
 

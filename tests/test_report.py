@@ -456,7 +456,7 @@ def test_gradient_variance_figure_draws_panels_without_a_positive_value(tmp_path
     log-scale: the figure draws those panels on a linear axis instead of failing when it is saved."""
     nan = float("nan")
     rows = [{"student": "s", "kl": 0.1, "k": k, "tail": tail, "trace_var": nan, "return_var": nan,
-             "rel_bias": 0.0, "rel_bias_low": 0.0, "rel_bias_high": 0.0, "snr": nan}
+             "rel_bias": nan, "rel_bias_low": nan, "rel_bias_high": nan, "snr": 0.0}
             for k in (1, 2) for tail in ("algorithm1", "block")]
     fig = R.plot_gradient_variance(pd.DataFrame(rows))
     try:
