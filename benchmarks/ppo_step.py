@@ -30,6 +30,44 @@ from kdlib.trainers.ppo import ppo_step_fn, prepare_policy, seed001_method
 from kdlib.trainers.tasks import load_task_bundle
 
 
+def measure(name: str, task_name: str, student: str, teacher: str, batch_size: int, steps: int, cache_dir: str,
+            T: int | None = None) -> dict:
+    """Median wall times (ms) of ``steps`` PPO iterations of ``name`` (llmr_ppo / ketchup_ppo) on the accelerator's
+    device, random-weight tiny-t5 presets ``student`` and ``teacher``, split into rollout, scoring and updates."""
+    over = {"task.name": task_name, "models.student": f"tiny-t5:{student}", "models.teacher": f"tiny-t5:{teacher}",
+            "ppo.batch_size": batch_size}
+    if T is not None:
+        over["task.max_target_len"] = T
+    p = load_params("params/embedded/kit.yaml", cache_dir=cache_dir, method=name, **over)
+    acc = get_accelerator()
+    dev = acc.device
+    task = load_task_bundle(p)
+    teacher_model = build_model(p.models.teacher, vocab_size=len(task.tok), seed=1).to(dev).eval()
+    for q in teacher_model.parameters():
+        q.requires_grad_(False)
+    cache = teacher_encoder_cache(p, task, teacher_model, "train")
+    model = build_model(p.models.student, vocab_size=len(task.tok), seed=2).to(dev)
+    method = seed001_method(name, teacher_model, task, p.ppo, cache)
+    prepare_policy(model, method, p.ppo)
+    opt = make_optimizer(model, p.ppo)
+    step = ppo_step_fn(method, task, p.ppo, acc, seed=0)
+    rows = []
+    for s in range(steps + 1):
+        set_lr(opt, p.ppo, s)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        logs = step(model, opt, s, lambda: torch.autocast(dev.type, enabled=False))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        rows.append((time.perf_counter() - t0, logs["time_rollout_s"], logs["time_score_s"], logs["time_update_s"]))
+    rows = rows[1:]  # the first fills the teacher's encoder cache
+    med = [1000 * statistics.median(r[i] for r in rows) for i in range(4)]
+    return {"method": name, "device": str(dev), "batch_size": batch_size, "epochs": p.ppo.epochs,
+            "minibatches": p.ppo.minibatches, "step_ms": med[0], "rollout_ms": med[1], "scoring_ms": med[2],
+            "updates_ms": med[3]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="mini-xsum")
@@ -44,31 +82,12 @@ def main() -> None:
           f"{args.threads} thread(s)")
     print(f"{'method':14s} {'total':>8s} {'rollout':>9s} {'scoring':>9s} {'updates':>9s}   (median ms of {args.steps} iterations)")
     for name in ("llmr_ppo", "ketchup_ppo"):
-        p = load_params("params/embedded/kit.yaml", cache_dir=args.cache_dir, method=name,
-                        **{"task.name": args.task, "models.student": f"tiny-t5:{args.student}", "ppo.batch_size": args.batch_size})
-        acc = get_accelerator()
-        task = load_task_bundle(p)
-        teacher = build_model(p.models.teacher, vocab_size=len(task.tok), seed=1).eval()
-        for q in teacher.parameters():
-            q.requires_grad_(False)
-        cache = teacher_encoder_cache(p, task, teacher, "train")
-        model = build_model(p.models.student, vocab_size=len(task.tok), seed=2)
-        method = seed001_method(name, teacher, task, p.ppo, cache)
-        prepare_policy(model, method, p.ppo)
-        opt = make_optimizer(model, p.ppo)
-        step = ppo_step_fn(method, task, p.ppo, acc, seed=0)
-        rows = []
-        for s in range(args.steps + 1):
-            set_lr(opt, p.ppo, s)
-            t0 = time.perf_counter()
-            logs = step(model, opt, s, lambda: torch.autocast("cpu", enabled=False))
-            rows.append((time.perf_counter() - t0, logs["time_rollout_s"], logs["time_score_s"], logs["time_update_s"]))
-        rows = rows[1:]  # the first fills the teacher's encoder cache
-        med = [1000 * statistics.median(r[i] for r in rows) for i in range(4)]
-        tot = med[0]
-        print(f"{name:14s} {tot:8.0f} {med[1]:6.0f} ({100 * med[1] / tot:2.0f}%) {med[2]:5.0f} ({100 * med[2] / tot:2.0f}%) "
-              f"{med[3]:5.0f} ({100 * med[3] / tot:2.0f}%)")
-    print(f"(updates = {p.ppo.epochs} epochs x {p.ppo.minibatches} minibatches of {args.batch_size // p.ppo.minibatches})")
+        r = measure(name, args.task, args.student, "teacher", args.batch_size, args.steps, args.cache_dir)
+        tot = r["step_ms"]
+        print(f"{name:14s} {tot:8.0f} {r['rollout_ms']:6.0f} ({100 * r['rollout_ms'] / tot:2.0f}%) "
+              f"{r['scoring_ms']:5.0f} ({100 * r['scoring_ms'] / tot:2.0f}%) "
+              f"{r['updates_ms']:5.0f} ({100 * r['updates_ms'] / tot:2.0f}%)")
+    print(f"(updates = {r['epochs']} epochs x {r['minibatches']} minibatches of {args.batch_size // r['minibatches']})")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ def peer_step(student, teacher, opt, src, sm, tsrc, tsm, T: int, eos: int, pad: 
     return int(mask.sum())
 
 
-def run(args, B: int, student_size: str, teacher_size: str) -> float:
+def run(args, B: int, student_size: str, teacher_size: str) -> dict:
+    """Time the kit's step against the peer-style step (printed); returns the measurements (``ratio``: peer / kit)."""
     p = load_params("params/embedded/kit.yaml", cache_dir=args.cache_dir, method="ketchup",
                     **{"task.name": args.task, "task.max_target_len": args.T, "models.student": f"tiny-t5:{student_size}",
                        "models.teacher": f"tiny-t5:{teacher_size}", "rl.batch_size": B, "rl.k": 4})
@@ -205,10 +206,15 @@ def run(args, B: int, student_size: str, teacher_size: str) -> float:
     eval_split(acc.unwrap_model(kit_model), task, "dev", p.eval.n_dev, p, teacher, dev, dev_cache)
     print(f"    evaluation: one dev pass ({p.eval.n_dev} examples, greedy, metrics, teacher return) "
           f"{1000 * t_eval:.0f} ms first, {1000 * (time.perf_counter() - t0):.0f} ms with the teacher's states cached")
-    if dev.type == "cuda":
-        print(f"  peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+    if peak_gpu is not None:
+        print(f"  peak GPU memory: {peak_gpu:.0f} MiB")
     print(f"  peak RSS: {rss_start:.0f} MiB after warm-up, {rss_mib():.0f} MiB at the end")
-    return ratio
+    return {"B": B, "T": args.T, "device": str(dev), "vocab": V, "student": f"tiny-t5:{student_size}",
+            "teacher": f"tiny-t5:{teacher_size}", "kit_step_ms": 1000 * m_kit, "peer_step_ms": 1000 * m_peer,
+            "ratio": ratio, "kit_sampled_tokens_per_s": tok_kit / sum(t_kit),
+            "peer_sampled_tokens_per_s": tok_peer / sum(t_peer), "eval_ms": 1000 * t_eval,
+            "peak_gpu_mib": peak_gpu, "peak_rss_mib": rss_mib()}
 
 
 def main() -> None:
@@ -224,7 +230,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     student, teacher = SIZES[args.sizes]
-    ratios = [run(args, B, student, teacher) for B in args.batch_sizes]
+    ratios = [run(args, B, student, teacher)["ratio"] for B in args.batch_sizes]
     print(f"\nsummary ({args.sizes}): " + ", ".join(f"B={B}: peer/kit {r:.2f}" for B, r in zip(args.batch_sizes, ratios)))
 
 

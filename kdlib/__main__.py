@@ -39,10 +39,10 @@ def cmd_validate(args) -> int:
 
 def cmd_train(args) -> int:
     from kdlib.chains.core import train
-    from kdlib.chains.schedule import check_pairs
+    from kdlib.trainers.pairing import check_pairs
 
     p = _load(args)
-    check_pairs([p])  # before any compute
+    check_pairs([p])  # before any compute: a teacher/student pair that does not share a tokenizer exits 2
     run = train(p)
     s = run.summary()
     print(json.dumps({"run": str(run.path), "stage": run.stage, "best_step": s.get("best_step"), "test": s.get("test")},
@@ -72,6 +72,12 @@ def cmd_prepare(args) -> int:
         if nb is None:
             raise ParamsError(f"{f}: not a notebook params file")
         targets += plan(nb)
+    if args.check:
+        from kdlib.trainers.pairing import check_pairs
+
+        checked = check_pairs(targets)
+        print(f"# {len(targets)} runs, {len(checked)} teacher/student pairs checked: tokenizers agree")
+        return 0
     log = None
     if args.log:
         def log(line: str, _path=args.log) -> None:
@@ -119,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="parallel 1-thread processes (default: CPUs, or KDLIB_WORKERS)")
     p.add_argument("--log", default=None, help="also append the progress lines to this file")
     p.add_argument("--every", type=float, default=15.0, help="seconds between status lines")
+    p.add_argument("--check", action="store_true", help="only check every teacher/student pair the notebooks need "
+                   "(vocabulary and chat template, tokenizers only; exit 2 on a mismatch) and train nothing")
     p.set_defaults(fn=cmd_prepare)
     p = sub.add_parser("data", help="generate or load the task's data and show a few examples")
     _add_params_args(p)
@@ -134,12 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from kdlib.config import ParamsError
-    from kdlib.modeling.models import ModelPairError
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except (ParamsError, ModelPairError) as e:
+    except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -372,3 +372,22 @@ def test_sequence_nll_matches_cross_entropy():
     V = 7
     uniform = sequence_nll(torch.zeros(1, 2, V), torch.tensor([[3, 0]]), torch.ones(1, 2, dtype=torch.bool))
     assert math.isclose(uniform.item(), math.log(V), rel_tol=1e-6)
+
+
+def test_full_vocab_statistics_stay_float32_under_bf16_autocast():
+    """A bf16 paper-profile step runs PPO's entropy and the KL under autocast: the chunked statistics must not
+    mix dtypes (the rehearsal found `Index put requires the source and destination dtypes match`)."""
+    from kdlib.maths.full_vocab import full_vocab_kl, token_entropy
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 11, generator=g).to(torch.bfloat16).requires_grad_(True)
+    teacher = torch.randn(2, 3, 11, generator=g).to(torch.bfloat16)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        H = token_entropy(logits, mask)
+        kl = full_vocab_kl(logits, teacher, mask)
+    assert H.dtype == torch.float32 and kl.dtype == torch.float32
+    want = -(torch.softmax(logits.float(), -1) * torch.log_softmax(logits.float(), -1)).sum(-1) * mask
+    assert torch.allclose(H, want, atol=1e-5)
+    (H.sum() + kl.sum()).backward()
+    assert logits.grad is not None and logits.grad.dtype == torch.bfloat16

@@ -59,8 +59,8 @@ def test_a_pair_with_another_vocabulary_or_chat_template_is_refused_before_any_c
 
     from transformers import AutoTokenizer
 
-    from kdlib.chains.schedule import check_pairs
-    from kdlib.modeling.models import ModelPairError
+    from kdlib.config import ParamsError
+    from kdlib.trainers.pairing import check_pairs
 
     texts = [l for f in FIX.glob("gsm8k/*.jsonl") for l in f.read_text().splitlines()] * 5
     other = tmp_path / "other_vocab"
@@ -79,10 +79,10 @@ def test_a_pair_with_another_vocabulary_or_chat_template_is_refused_before_any_c
                               "models.dtype": "float32"})
 
     check_pairs([params(hub_like_models / "student")])  # the same tokenizer: accepted
-    with pytest.raises(ModelPairError, match=r"do not share a vocabulary.*first difference at id \d+") as e:
+    with pytest.raises(ParamsError, match=r"do not share a vocabulary: the first differing token is id \d+") as e:
         check_pairs([params(other)])
     assert str(hub_like_models / "teacher") in str(e.value) and str(other) in str(e.value)
-    with pytest.raises(ModelPairError, match="different chat templates"):
+    with pytest.raises(ParamsError, match="chat templates differ"):
         check_pairs([params(chat)])
     r = subprocess.run([sys.executable, "-m", "kdlib", "train", "-f", str(ROOT / "params/paper/kit.yaml"),
                         "--set", f"cache_dir={tmp_path / 'cli'}", "--set", f"models.teacher={hub_like_models / 'teacher'}",

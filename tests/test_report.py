@@ -463,3 +463,18 @@ def test_table1_says_how_many_seeds_each_row_has_and_pairs_over_common_seeds():
     prim = numeric[numeric["metric"] == "rougeL"].set_index("method")
     assert prim.loc["ketchup_k4", "n_paired"] == 20 and prim.loc["opd", "n_paired"] == 5  # pairs: common seeds
     assert "5-20 seed(s)" in display.attrs["caption"]
+
+
+def test_gradient_variance_figure_draws_panels_without_a_positive_value(tmp_path):
+    """Variances that could not be estimated (NaN: the paper rehearsal's two inputs x two samples) leave nothing to
+    log-scale: the figure draws those panels on a linear axis instead of failing when it is saved."""
+    nan = float("nan")
+    rows = [{"student": "s", "kl": 0.1, "k": k, "tail": tail, "trace_var": nan, "return_var": nan,
+             "rel_bias": nan, "rel_bias_low": nan, "rel_bias_high": nan, "snr": 0.0}
+            for k in (1, 2) for tail in ("algorithm1", "block")]
+    fig = R.plot_gradient_variance(pd.DataFrame(rows))
+    try:
+        files = R.save_figure(fig, tmp_path, "gv")
+        assert all(__import__("os").path.getsize(f) > 0 for f in files.values())
+    finally:
+        plt.close(fig)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from kdlib.config import Params
+from kdlib.trainers.pairing import check_pairs
 
 # Relative cost of a run by (task, stage family), to start long chains first and to estimate the ETA
 # before any run has finished. Measured on the embedded profile; only the order matters.
@@ -275,23 +276,6 @@ def _in_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def check_pairs(params: Iterable[Params]) -> None:
-    """Refuse every hub teacher/student pair of ``params`` that does not share a vocabulary and a chat template
-    (:func:`kdlib.modeling.models.check_model_pair`), loading only their tokenizers. Tiny embedded models share the
-    task's own tokenizer and are not checked."""
-    from kdlib.modeling.models import check_model_pair, is_tiny, load_hub_tokenizer
-
-    seen = set()
-    for p in params:
-        m = p.models
-        pair = (m.teacher, m.student, m.tokenizer, m.trust_remote_code)
-        if pair in seen or is_tiny(m.teacher) or is_tiny(m.student) or m.tokenizer is not None:
-            continue
-        seen.add(pair)
-        check_model_pair(load_hub_tokenizer(m.teacher, m.trust_remote_code),
-                         load_hub_tokenizer(m.student, m.trust_remote_code), m.teacher, m.student)
-
-
 def ensure(targets: Iterable[Params], workers: int | None = None, log: Callable[[str], None] | None = None,
            every_s: float = 15.0, threads: int = 1, ensembles: bool | None = None) -> int:
     """Finish every run named by ``targets`` (and the stages they build on). Returns the number of
@@ -299,10 +283,11 @@ def ensure(targets: Iterable[Params], workers: int | None = None, log: Callable[
     process may use; 1 on a GPU). Runs already finished are not touched. ``ensembles``: train runs that
     differ only by seed as seed ensembles (default: unless ``KDLIB_ENSEMBLE=0``)."""
     log = log or (lambda s: print(s, flush=True))
+    targets = list(targets)
+    check_pairs(targets)  # tokenizers only: a mismatched teacher/student pair stops here, before any compute
     jobs = plan(targets, ensembles)
     if not jobs:
         return 0
-    check_pairs(j.params for j in jobs.values())  # before any compute: a pair no method can distil is refused
     workers = workers or default_workers()
     status = _Status(jobs, min(workers, len(jobs)), log, every_s)
     n_runs = sum(max(1, len(j.members)) for j in jobs.values())

@@ -96,9 +96,15 @@ class TaskParams(_Strict):
     student_prompt: Optional[str] = None  # "{source}" template; None = kdlib.data.DEFAULT_PROMPTS
     teacher_prompt: Optional[str] = None
     calculator: Optional[StrictBool] = None  # None = on for arithmetic tasks (GSM8K), off otherwise
+    # Chat models: the filled prompt becomes the user turn (after a system turn with ``system_prompt``, if set) of the
+    # tokenizer's own chat template, rendered with the generation prompt; one rendering for teacher and student.
+    chat: StrictBool = False
+    system_prompt: Optional[str] = None
 
     @model_validator(mode="after")
     def _lengths(self):
+        if self.system_prompt is not None and not self.chat:
+            raise _FieldError("system_prompt", "a system turn needs a chat template: set task.chat: true")
         src, tgt = TASK_LENGTHS[self.name]
         if self.max_source_len is None:
             self.max_source_len = src

@@ -126,15 +126,17 @@ def _read_raw(name: str, source: str, config: str | None, cache_dir,
         return out
     if _looks_local(source):
         raise FileNotFoundError(f"data path for task {name!r} does not exist: {source!r}")
+    # A hub dataset goes through the library's own cache (HF_DATASETS_CACHE, by default $HF_HOME/datasets): offline
+    # (HF_HUB_OFFLINE=1), `datasets` finds a hub dataset only there, where a pre-download put it.
     try:
         try:
-            dd = datasets.load_dataset(source, config, cache_dir=hf_cache)
+            dd = datasets.load_dataset(source, config)
         except RuntimeError as e:
             if "script" not in str(e).lower():
                 raise
             # A repository that still ships a loading script (no longer run by `datasets`, and
             # never with trust_remote_code here): read the hub's own Parquet conversion instead.
-            dd = datasets.load_dataset(source, config, cache_dir=hf_cache, revision="refs/convert/parquet")
+            dd = datasets.load_dataset(source, config, revision="refs/convert/parquet")
     except Exception as e:
         error = ConnectionError if isinstance(e, OSError) else RuntimeError  # ConnectionError is an OSError
         raise error(
@@ -163,6 +165,8 @@ def _to_source_target(name: str, split: str, ds: datasets.Dataset, origin: str) 
     else:  # europarl: {"translation": {"en": ..., "nl": ...}}
         require("translation")
         feature = ds.features["translation"]
+        if isinstance(feature, datasets.Translation):  # the hub's own feature type: a struct of the languages
+            feature = dict.fromkeys(feature.languages)
         if not isinstance(feature, dict):
             raise ValueError(f"{origin}: field 'translation' must be an object with 'en' and 'nl'"
                              f" (got {feature})")

@@ -84,9 +84,10 @@ class _ChunkedRowStat(torch.autograd.Function):
         dtype = torch.promote_types(logits.dtype, torch.float32)
         out = torch.zeros(mask.shape, dtype=dtype, device=logits.device)  # (N, L)
         fn = _CHUNK_FNS[kind]
-        for start in range(0, b_idx.numel(), rows):
-            b, t = b_idx[start:start + rows], t_idx[start:start + rows]
-            out[b, t] = fn(logits, teacher_logits, b, t, V, dtype, log_floor)
+        with torch.autocast(logits.device.type, enabled=False):  # at least float32 under bf16 autocast too
+            for start in range(0, b_idx.numel(), rows):
+                b, t = b_idx[start:start + rows], t_idx[start:start + rows]
+                out[b, t] = fn(logits, teacher_logits, b, t, V, dtype, log_floor).to(dtype)
         ctx.save_for_backward(logits, teacher_logits, b_idx, t_idx)
         ctx.kind, ctx.V, ctx.rows, ctx.log_floor = kind, V, rows, log_floor
         return out
@@ -98,10 +99,11 @@ class _ChunkedRowStat(torch.autograd.Function):
         grad = torch.zeros_like(logits)  # (N, L, V_s) in the logits' dtype
         dtype = torch.promote_types(logits.dtype, torch.float32)
         fn = _CHUNK_FNS[ctx.kind]
-        for start in range(0, b_idx.numel(), ctx.rows):
-            b, t = b_idx[start:start + ctx.rows], t_idx[start:start + ctx.rows]
-            g = fn(logits, teacher_logits, b, t, ctx.V, dtype, ctx.log_floor, grad_out=grad_out[b, t])  # (C, V)
-            grad[b, t, :ctx.V] = g.to(grad.dtype)
+        with torch.autocast(logits.device.type, enabled=False):
+            for start in range(0, b_idx.numel(), ctx.rows):
+                b, t = b_idx[start:start + ctx.rows], t_idx[start:start + ctx.rows]
+                g = fn(logits, teacher_logits, b, t, ctx.V, dtype, ctx.log_floor, grad_out=grad_out[b, t])  # (C, V)
+                grad[b, t, :ctx.V] = g.to(grad.dtype)
         return grad, None, None, None, None, None, None
 
 

@@ -95,43 +95,17 @@ def load_hub_tokenizer(name: str, trust_remote_code: bool = False):
     return tok
 
 
-class ModelPairError(ValueError):
-    """A teacher/student pair every method here would get wrong: the teacher scores the student's token ids, so both
-    must share one vocabulary, and (for chat models) one chat template, or teacher and student see different prompts."""
-
-
-def _first_difference(a: str, b: str) -> str:
-    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"at character {i}: {a[max(0, i - 20):i + 40]!r} vs {b[max(0, i - 20):i + 40]!r}"
-
-
-def check_model_pair(teacher_tok, student_tok, teacher_name: str, student_name: str) -> None:
-    """Refuse, before any compute, a teacher/student pair whose tokenizers differ in vocabulary (the first token id
-    that maps to different strings, or exists on one side only, is named) or in chat template (the first differing
-    character is shown). Raises :class:`ModelPairError` naming both models."""
-    if teacher_tok is student_tok:
-        return
-    vt, vs = teacher_tok.get_vocab(), student_tok.get_vocab()
-    if vt != vs:
-        by_id_t, by_id_s = {i: w for w, i in vt.items()}, {i: w for w, i in vs.items()}
-        ids = sorted(set(by_id_t) | set(by_id_s))
-        first = next(i for i in ids if by_id_t.get(i) != by_id_s.get(i))
-        raise ModelPairError(f"teacher {teacher_name!r} and student {student_name!r} do not share a vocabulary "
-                             f"({len(vt)} vs {len(vs)} tokens; first difference at id {first}: "
-                             f"{by_id_t.get(first)!r} vs {by_id_s.get(first)!r}): the teacher would score the "
-                             "student's token ids as other tokens. Distil within one tokenizer family.")
-    ct, cs = getattr(teacher_tok, "chat_template", None), getattr(student_tok, "chat_template", None)
-    if (ct or cs) and ct != cs:
-        raise ModelPairError(f"teacher {teacher_name!r} and student {student_name!r} have different chat templates "
-                             f"({_first_difference(str(ct or ''), str(cs or ''))}): teacher and student would be "
-                             "prompted differently. Give both the same template (models.tokenizer) or another pair.")
-
-
 def check_shared_vocab(teacher_tok, student_tok, teacher_model=None, student_model=None) -> None:
-    """Refuse a teacher/student pair that do not share a vocabulary."""
-    if teacher_tok is not student_tok and teacher_tok.get_vocab() != student_tok.get_vocab():
-        raise ValueError("teacher and student tokenizers differ: the LLMR/KETCHUP reward needs one shared "
-                         "vocabulary (inner-family distillation, e.g. FLAN-T5 -> T5, Qwen -> Qwen)")
+    """Refuse a teacher/student pair that do not share a vocabulary (``prompts.TokenizerMismatch``, a ValueError,
+    naming the first id whose token differs)."""
+    from kdlib.modeling.prompts import TokenizerMismatch, first_vocab_difference
+
+    diff = first_vocab_difference(teacher_tok, student_tok)
+    if diff is not None:
+        i, t, s = diff
+        raise TokenizerMismatch(f"teacher and student tokenizers differ (first at id {i}: {t!r} for the teacher, {s!r} "
+                                "for the student): the LLMR/KETCHUP reward needs one shared vocabulary "
+                                "(inner-family distillation, e.g. FLAN-T5 -> T5, Qwen -> Qwen)")
     if teacher_model is not None and student_model is not None:
         vt = teacher_model.get_output_embeddings().weight.shape[0]
         vs = student_model.get_output_embeddings().weight.shape[0]

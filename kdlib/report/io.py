@@ -190,6 +190,7 @@ def save_figure(fig: Figure, out_dir: str | Path, name: str) -> dict[str, Path]:
 # ---------------------------------------------------------------------------------------------
 
 _SECRET_WORDS = ("key", "token", "secret", "password")
+_NOT_SECRETS = ("tokenizer", "max_tokens")  # hold a model id / a length, whatever their names contain
 _PACKAGES = ("torch", "transformers", "datasets", "accelerate", "sacrebleu", "rouge-score", "pydantic",
              "papermill", "numpy", "pandas", "matplotlib", "kdlib")
 
@@ -200,7 +201,7 @@ def _drop_secrets(obj):
         obj = obj.model_dump(mode="json")
     if isinstance(obj, Mapping):
         return {str(k): _drop_secrets(v) for k, v in obj.items()
-                if not any(w in str(k).lower() for w in _SECRET_WORDS)}
+                if str(k).lower() in _NOT_SECRETS or not any(w in str(k).lower() for w in _SECRET_WORDS)}
     if isinstance(obj, (list, tuple, set)):
         return [_drop_secrets(v) for v in obj]
     if isinstance(obj, (str, int, float, bool)) or obj is None:
@@ -229,12 +230,22 @@ def _package_version(name: str) -> str | None:
 def write_provenance(out_dir: str | Path, params: dict | None = None) -> Path:
     """Write ``<out_dir>/provenance.json``: git commit and dirty flag, Python, platform, package
     versions, date (UTC) and ``params`` with secret-looking keys (key/token/secret/password)
-    dropped recursively. Environment variables are never recorded."""
+    dropped recursively; a notebook's params (``{"notebook": ...}``) also get the kit params they
+    resolve to (``"kit"``: the models' hub ids, the task, the judge). Environment variables are never recorded."""
     root = Path(__file__).resolve().parents[2]  # the repo root for an editable install
     if not (root / ".git").exists():
         root = Path.cwd()
     head = _git(root, "rev-parse", "HEAD")
     status = _git(root, "status", "--porcelain") if head is not None else None
+    notebook = (params or {}).get("notebook")
+    if isinstance(notebook, Mapping) and notebook.get("params_files") and "kit" not in params:
+        from kdlib.config import ParamsError, load_params
+
+        try:  # the kit params the notebook's runs build on, resolved: models (hub ids), task, judge, every setting
+            kit = load_params(*notebook["params_files"], **(notebook.get("overrides") or {}))
+            params = {**params, "kit": kit.model_dump(mode="json")}
+        except (ParamsError, OSError):
+            pass
     record = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git": {"commit": head.strip() if head else None,

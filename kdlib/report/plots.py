@@ -173,7 +173,10 @@ def plot_gradient_variance(df: pd.DataFrame) -> Figure:
                 if col == "rel_bias":
                     ax.fill_between(g["k"], g["rel_bias_low"], g["rel_bias_high"], color=c, alpha=0.12, linewidth=0)
         ax.set_xscale("log", base=2)
-        if log:
+        ks = sorted(d["k"].unique())
+        ax.set_xlim(min(ks) / 1.4, max(ks) * 1.4)  # set, not read off the lines: a panel of NaN has no data limits
+        values = pd.to_numeric(d[col], errors="coerce").to_numpy(dtype=float)
+        if log and (np.isfinite(values) & (values > 0)).any():  # a log axis needs a positive value to show
             ax.set_yscale("log")
         ax.set_xticks(sorted(d["k"].unique()), [str(k) for k in sorted(d["k"].unique())])
         ax.set_xlabel("K")

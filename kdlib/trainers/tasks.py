@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from kdlib import data as kdata
-from kdlib.config import Params, params_hash
+from kdlib.config import Params, ParamsError, params_hash
 from kdlib.maths import metrics
 from kdlib.modeling.engines import has_active_dropout  # noqa: F401  (re-exported for the families)
 from kdlib.modeling.models import (
@@ -21,6 +21,7 @@ from kdlib.modeling.models import (
     load_pretrained,
     tiny_arch,
 )
+from kdlib.modeling.prompts import bos_prefix, render_chat
 
 
 # ----------------------------------------------------------------------------- task bundle
@@ -54,7 +55,10 @@ def resolve_arch(params: Params) -> str:
 
 
 def data_key(params: Params) -> dict:
-    return {"task": params.task.model_dump(), "arch": resolve_arch(params), "tokenizer": params.models.tokenizer,
+    task = params.task.model_dump()
+    if not task["chat"]:  # plain prompts: keys as before the chat settings existed
+        task.pop("chat"), task.pop("system_prompt")
+    return {"task": task, "arch": resolve_arch(params), "tokenizer": params.models.tokenizer,
             "teacher": params.models.teacher if not is_tiny(params.models.teacher) else "tiny"}
 
 
@@ -86,24 +90,41 @@ def _load_task_bundle(sub_json: str) -> Task:
         h = hashlib.sha256(params_hash(data_key(params)).encode()).hexdigest()[:12]
         folder = os.path.join(params.cache_dir, "tokenizers", f"{tp.name}-{h}")
         tok = load_or_train_tokenizer(folder, lambda: s_text["train"] + t_text["train"] + targets["train"])
+    if tp.chat:  # one rendering for teacher and student: the shared tokenizer's template
+        s_text = {s: chat_prompts(tok, xs, tp.system_prompt) for s, xs in s_text.items()}
+        t_text = {s: chat_prompts(tok, xs, tp.system_prompt) for s, xs in t_text.items()}
 
     def ids(texts):
         return encode_sources(tok, texts, arch, tp.max_source_len)
 
     use_calc = tp.calculator if tp.calculator is not None else kind == "arithmetic"
-    fingerprint = params_hash([sources, targets, s_tpl, t_tpl, len(tok), tok.convert_ids_to_tokens(list(range(len(tok))))])
+    fingerprint = params_hash([sources, targets, s_tpl, t_tpl, len(tok), tok.convert_ids_to_tokens(list(range(len(tok))))]
+                              + ([tp.system_prompt, tok.chat_template] if tp.chat else []))
     return Task(fingerprint=fingerprint, name=tp.name, kind=kind, arch=arch, tok=tok, sources=sources, targets=targets,
                 student_src={s: ids(x) for s, x in s_text.items()},
                 teacher_src={s: ids(x) for s, x in t_text.items()},
                 use_calculator=use_calc, max_target_len=tp.max_target_len)
 
 
+def chat_prompts(tok, texts: list[str], system: str | None) -> list[str]:
+    """Filled prompts as user turns of the tokenizer's chat template (after ``system``), with the generation prompt."""
+    if not getattr(tok, "chat_template", None):
+        raise ParamsError(f"field 'task.chat': the tokenizer {getattr(tok, 'name_or_path', '')!r} has no chat template "
+                          "to render prompts with (set task.chat: false, or models.tokenizer to one that has)")
+    return [render_chat(tok, t, system) for t in texts]
+
+
 def encode_sources(tok, texts: list[str], arch: str, max_len: int) -> list[list[int]]:
-    """Token ids of prompted source texts, truncated to ``max_len``; seq2seq sources end in EOS."""
+    """Token ids of prompted source texts, truncated to ``max_len``; seq2seq sources end in EOS. Decoder-only prompts
+    start with the tokenizer's BOS where its own template puts one there (Llama 3), once."""
     add = arch == "seq2seq"
+    bos = None if add else bos_prefix(tok)
     out = []
     for t in texts:
-        x = tok(t, add_special_tokens=add)["input_ids"][:max_len]
+        x = tok(t, add_special_tokens=add)["input_ids"]
+        if bos is not None and x[:1] != [bos]:
+            x = [bos] + x
+        x = x[:max_len]
         if add and x[-1] != tok.eos_token_id:
             x[-1] = tok.eos_token_id
         out.append(x)
@@ -115,7 +136,25 @@ def encode_prompts(params: Params, task: Task, sources: list[str], which: str) -
     (student / teacher) prompt, exactly as :func:`load_task_bundle` encodes the task's own splits."""
     prompts = kdata.DEFAULT_PROMPTS[task.name]
     tpl = (params.task.teacher_prompt if which == "teacher" else params.task.student_prompt) or prompts[which]
-    return encode_sources(task.tok, [kdata.apply_prompt(tpl, s) for s in sources], task.arch, params.task.max_source_len)
+    texts = [kdata.apply_prompt(tpl, s) for s in sources]
+    if params.task.chat:
+        texts = chat_prompts(task.tok, texts, params.task.system_prompt)
+    return encode_sources(task.tok, texts, task.arch, params.task.max_source_len)
+
+
+def rendered_prompt(params: Params, split: str = "test", index: int = 0) -> dict:
+    """One prompt exactly as the models read it: the token ids of the ``index``-th ``split`` example under the
+    student's and the teacher's prompt, decoded with every special token kept (chat template, BOS, EOS)."""
+    task = load_task_bundle(params)
+    out = {"task": params.task.name, "split": split, "index": index, "chat": params.task.chat,
+           "tokenizer": params.models.tokenizer or (params.models.teacher if not is_tiny(params.models.teacher)
+                                                    else "the kit's BPE (trained on the task)")}
+    for which, src in (("student", task.student_src), ("teacher", task.teacher_src)):
+        ids = src[split][index]
+        out[which] = task.tok.decode(ids, skip_special_tokens=False)
+        out[f"{which}_tokens"] = len(ids)
+    out["identical"] = task.student_src[split][index] == task.teacher_src[split][index]
+    return out
 
 
 def quiet_transformers() -> None:
