@@ -13,7 +13,9 @@ left out on both sides (they are the same per-seed work in both paths).
   AdamW, per-member clipping (``kdlib.trainers.ensemble.clip_per_member``), in ``--threads`` worker processes of one
   thread each, the S seeds split into that many ensembles (what ``run_all`` does now: a worker per ensemble).
 
-Printed per S: training seconds of each side (the slowest worker's, set-up left out), seeds trained per minute of each side, and the ratio ensemble / single.
+Printed per S: training seconds of each side (the slowest worker's, set-up left out), seeds trained per minute of each side,
+the ratio ensemble / single, and where the ensemble's time went (sampling, teacher, student forward, backward,
+optimiser).
 Target (issue 21): at least 3x at S = 10 on 2 cores.
 
     .venv/bin/python benchmarks/seeds.py                     # S in 5 10 20, LLMR, mini-xsum, 2 threads
@@ -40,6 +42,9 @@ os.chdir(ROOT)
 PARAMS = "params/embedded/kit.yaml"
 
 
+BATCH = {"size": None}  # --batch-size (None: the kit's rl.batch_size / divergence.batch_size)
+
+
 def _setup(method: str, task_name: str, cache_dir: str, steps: int):
     from kdlib.config import load_params
     from kdlib.modeling.models import build_model
@@ -53,7 +58,8 @@ def _setup(method: str, task_name: str, cache_dir: str, steps: int):
         q.requires_grad_(False)
     acc = get_accelerator()
     optim = p.rl if method in ("llmr", "llmr_mean", "llmr_minvar", "ketchup", "opd") else p.divergence
-    optim = optim.model_copy(update={"steps": steps, "grad_accum": 1})
+    optim = optim.model_copy(update={"steps": steps, "grad_accum": 1,
+                                     **({"batch_size": BATCH["size"]} if BATCH["size"] else {})})
     cache = teacher_encoder_cache(p, task, teacher, "train")
     return p, task, teacher, acc, optim, cache
 
@@ -64,7 +70,7 @@ def _outputs(task):
 
 def single_worker(args) -> float:
     """Train ``seeds`` one after another, each alone, in this process (1 thread); returns wall seconds."""
-    method, task_name, cache_dir, steps, seeds = args
+    method, task_name, cache_dir, steps, seeds, BATCH["size"] = args
     torch.set_num_threads(1)
     from kdlib.modeling.models import build_model
     from kdlib.trainers.base import make_optimizer, optimizer_step
@@ -87,18 +93,19 @@ def single_worker(args) -> float:
 
 
 def ensemble_worker(args) -> float:
-    """Train ``seeds`` as one ensemble in this process (1 thread); returns wall seconds."""
-    method, task_name, cache_dir, steps, seeds = args
+    """Train ``seeds`` as one ensemble in this process (1 thread); returns (wall seconds, seconds by phase)."""
+    method, task_name, cache_dir, steps, seeds, BATCH["size"] = args
     torch.set_num_threads(1)
     from kdlib.modeling.models import build_model
     from kdlib.modeling.stacked import StackedT5
     from kdlib.trainers.base import set_lr, step_indices
     from kdlib.trainers.divergence import divergence_ensemble_micro_loss
-    from kdlib.trainers.ensemble import clip_per_member
+    from kdlib.trainers.ensemble import Clock, clip_per_member
     from kdlib.trainers.rl import rl_ensemble_micro_loss
 
     p, task, teacher, acc, optim, cache = _setup(method, task_name, cache_dir, steps)
     n = task.split_size("train")
+    clock = Clock()
     t0 = time.perf_counter()
     members = [build_model(p.models.student, vocab_size=len(task.tok), seed=sd) for sd in seeds]
     model = StackedT5(members[0], [dict(m.named_parameters()) for m in members])
@@ -107,16 +114,18 @@ def ensemble_worker(args) -> float:
     if method in ("kl", "js", "tvd"):
         loss_fn = divergence_ensemble_micro_loss(method, teacher, task, _outputs(task), optim, acc, seeds, cache)
     else:
-        loss_fn = rl_ensemble_micro_loss(method, teacher, task, optim, acc, seeds, cache)
+        loss_fn = rl_ensemble_micro_loss(method, teacher, task, optim, acc, seeds, cache, clock=clock)
     for step in range(steps):
         set_lr(opt, optim, step)
         idxs = [step_indices(n, optim.batch_size, step, 0, 1, sd) for sd in seeds]
         losses, _ = loss_fn(model, idxs, step, 0)
-        torch.stack(losses).sum().backward()
-        clip_per_member(model, optim.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - t0
+        with clock("backward"):
+            torch.stack(losses).sum().backward()
+        with clock("optimizer"):
+            clip_per_member(model, optim.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0, dict(clock)
 
 
 def _spread(seeds: list[int], k: int) -> list[list[int]]:
@@ -128,9 +137,9 @@ def timed(worker, method, task_name, cache_dir, steps, seeds, procs) -> float:
     parallel: the slowest worker's time from its first model built to its last update (process start, imports,
     task and teacher loading left out: the same on both sides)."""
     ctx = mp.get_context("spawn")
-    jobs = [(method, task_name, cache_dir, steps, part) for part in _spread(seeds, procs)]
+    jobs = [(method, task_name, cache_dir, steps, part, BATCH["size"]) for part in _spread(seeds, procs)]
     with ctx.Pool(len(jobs)) as pool:
-        return max(pool.map(worker, jobs))
+        return pool.map(worker, jobs)
 
 
 def main() -> None:
@@ -140,20 +149,31 @@ def main() -> None:
     ap.add_argument("--method", default="llmr")
     ap.add_argument("--task", default="mini-xsum")
     ap.add_argument("--threads", type=int, default=2, help="total threads of each side (worker processes)")
+    ap.add_argument("--batch-size", type=int, default=None, help="rollouts per update (default: the kit's, 64)")
     args = ap.parse_args()
+    BATCH["size"] = args.batch_size
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with tempfile.TemporaryDirectory() as cache_dir:
-        single_worker((args.method, args.task, cache_dir, 1, [0]))  # the tokenizer, trained once into the cache
-        print(f"# seeds per minute, {args.method} on {args.task}, {args.steps} updates per seed, embedded sizes, "
+        single_worker((args.method, args.task, cache_dir, 1, [0], args.batch_size))  # the tokenizer, trained once into the cache
+        print(f"# seeds per minute, {args.method} on {args.task}, {args.steps} updates of "
+              f"{args.batch_size or 'the kit default'} rollouts per seed, embedded sizes, "
               f"{args.threads} worker process(es) of one thread on each side")
         print(f"{'S':>4s} {'single s':>9s} {'ensemble s':>11s} {'single seeds/min':>17s} {'ensemble seeds/min':>19s} "
               f"{'ratio':>6s}")
         for S in args.sizes:
             seeds = list(range(1000, 1000 + S))
-            t_single = timed(single_worker, args.method, args.task, cache_dir, args.steps, seeds, args.threads)
-            t_ens = timed(ensemble_worker, args.method, args.task, cache_dir, args.steps, seeds, args.threads)
+            t_single = max(timed(single_worker, args.method, args.task, cache_dir, args.steps, seeds, args.threads))
+            ens = timed(ensemble_worker, args.method, args.task, cache_dir, args.steps, seeds, args.threads)
+            t_ens = max(t for t, _ in ens)
             print(f"{S:4d} {t_single:9.1f} {t_ens:11.1f} {60 * S / t_single:17.2f} {60 * S / t_ens:19.2f} "
                   f"{t_single / t_ens:6.2f}x", flush=True)
+            split = {}
+            for _, phases in ens:
+                for k, v in phases.items():
+                    split[k] = split.get(k, 0.0) + v
+            total = sum(split.values()) or 1.0
+            print("      ensemble time split: " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in
+                                                          sorted(split.items(), key=lambda kv: -kv[1])), flush=True)
 
 
 if __name__ == "__main__":

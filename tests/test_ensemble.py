@@ -228,6 +228,7 @@ def test_a_killed_ensemble_resumes_every_member_to_the_same_numbers(prepared, tm
         return [kit_params(cache, method="ketchup", seed=sd) for sd in SEEDS]
 
     crashed = _copy(prepared, tmp_path / "crashed")
+    monkeypatch.setenv("KDLIB_ENSEMBLE", "1")
     monkeypatch.setenv("KDLIB_CRASH_AFTER_CHECKPOINT", "2")
     with pytest.raises(RuntimeError):
         ensure(targets(crashed), workers=1, log=lambda s: None)
@@ -257,6 +258,7 @@ def test_an_ensemble_trains_what_single_runs_train(prepared, tmp_path, monkeypat
         return [kit_params(cache, method="llmr_mean", seed=sd) for sd in SEEDS[:2]]
 
     ens, one = _copy(prepared, tmp_path / "ens"), _copy(prepared, tmp_path / "one")
+    monkeypatch.setenv("KDLIB_ENSEMBLE", "1")
     ensure(targets(ens), workers=1, log=lambda s: None)
     monkeypatch.setenv("KDLIB_ENSEMBLE", "0")
     ensure(targets(one), workers=1, log=lambda s: None)
@@ -291,3 +293,7 @@ def test_the_scheduler_trains_runs_that_differ_only_by_seed_as_ensembles(tmp_pat
     assert sorted(len(j.members) for j in method_jobs) == [2, 3]
     monkeypatch.setenv("KDLIB_ENSEMBLE", "0")
     assert not any(j.members for j in plan(ps[:5]).values())
+    monkeypatch.delenv("KDLIB_ENSEMBLE")  # the default: off (not faster on CPU, benchmarks/seeds.py)
+    assert not any(j.members for j in plan(ps[:5]).values())
+    monkeypatch.setenv("KDLIB_ENSEMBLE", "1")
+    assert sorted(len(j.members) for j in plan(ps[:5]).values() if j.members) == [2, 3]

@@ -18,7 +18,7 @@ different order). Under ``accelerate launch`` (several processes already) and on
 are trained one after another in this process.
 
 Runs of one method on one task that differ only by seed are trained together as one seed ensemble (one job, one
-worker, the students' weights stacked: kdlib.chains.ensembles), where the method supports it; ``KDLIB_ENSEMBLE=0``
+worker, the students' weights stacked: kdlib.chains.ensembles), where the method supports it, with ``KDLIB_ENSEMBLE=1``
 trains every run alone. An ensemble writes the same run folders its single runs would.
 
 Killed part-way, nothing is lost: finished runs are in the cache and interrupted ones resume
@@ -87,7 +87,7 @@ def _label(p: Params, run) -> str:
 
 def plan(targets: Iterable[Params], ensembles: bool | None = None) -> dict[str, Job]:
     """The jobs that finish every target run and the runs they build on, keyed by run path;
-    finished runs are left out. ``ensembles`` (default: on unless ``KDLIB_ENSEMBLE=0``; never under
+    finished runs are left out. ``ensembles`` (default: on only with ``KDLIB_ENSEMBLE=1``; never under
     ``accelerate launch``): unfinished runs that differ only by seed become one seed-ensemble job,
     keyed by its first member's run."""
     jobs: dict[str, Job] = {}
@@ -281,7 +281,7 @@ def ensure(targets: Iterable[Params], workers: int | None = None, log: Callable[
     """Finish every run named by ``targets`` (and the stages they build on). Returns the number of
     runs trained. ``workers``: parallel processes (default: ``KDLIB_WORKERS`` or the CPUs this
     process may use; 1 on a GPU). Runs already finished are not touched. ``ensembles``: train runs that
-    differ only by seed as seed ensembles (default: unless ``KDLIB_ENSEMBLE=0``)."""
+    differ only by seed as seed ensembles (default: only with ``KDLIB_ENSEMBLE=1``)."""
     log = log or (lambda s: print(s, flush=True))
     targets = list(targets)
     check_pairs(targets)  # tokenizers only: a mismatched teacher/student pair stops here, before any compute
