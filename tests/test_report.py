@@ -478,3 +478,13 @@ def test_gradient_variance_figure_draws_panels_without_a_positive_value(tmp_path
         assert all(__import__("os").path.getsize(f) > 0 for f in files.values())
     finally:
         plt.close(fig)
+
+
+def test_verdicts_say_when_a_row_has_fewer_seeds_than_the_task_s_most():
+    rng = np.random.default_rng(3)
+    rows = [("mini-xsum", "llmr", s, "rougeL", 30 + s * 0.3 + rng.normal(0, 0.2)) for s in range(20)]
+    rows += [("mini-xsum", "ketchup_k4", s, "rougeL", 30 + s * 0.3 + rng.normal(0, 0.2)) for s in range(20)]
+    rows += [("mini-xsum", "ketchup_soft_k4", s, "rougeL", 31 + s * 0.3 + rng.normal(0, 0.2)) for s in range(5)]
+    _, numeric = R.main_table(_long(rows))
+    (line,) = R.ketchup_verdicts(numeric)
+    assert "(20 seeds)" in line and "KETCHUP, soft value (K=4) (+" in line and ", 5 seeds)" in line

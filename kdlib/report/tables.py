@@ -321,9 +321,14 @@ def ketchup_verdicts(numeric: pd.DataFrame, against: str | None = None) -> list[
         better = sub[(sub["p_vs_llmr"] < ALPHA) & (sub["delta_vs_llmr"] > 0)]
         worse = sub[(sub["p_vs_llmr"] < ALPHA) & (sub["delta_vs_llmr"] < 0)]
         n = int(sub["n_paired"].max())
+
+        def seeds_of(k) -> str:  # a row paired over fewer seeds than the task's most says how many
+            return "" if int(k) == n else f", {int(k)} seeds"
+
         if not better.empty:
-            parts = [f"{method_label(m)} ({d:+.2f} {metric}, p {_format_p(p)})"
-                     for m, d, p in zip(better["method"], better["delta_vs_llmr"], better["p_vs_llmr"])]
+            parts = [f"{method_label(m)} ({d:+.2f} {metric}, p {_format_p(p)}{seeds_of(k)})"
+                     for m, d, p, k in zip(better["method"], better["delta_vs_llmr"], better["p_vs_llmr"],
+                                           better["n_paired"])]
             text = f"KETCHUP beat {who} with p < 0.035 ({n} seeds): " + "; ".join(parts)
         else:
             # "closest": the KETCHUP row ahead of the baseline with the smallest p (or, when none is ahead, the
@@ -331,10 +336,11 @@ def ketchup_verdicts(numeric: pd.DataFrame, against: str | None = None) -> list[
             ahead = sub[sub["delta_vs_llmr"] > 0]
             best = ahead.loc[ahead["p_vs_llmr"].idxmin()] if not ahead.empty else sub.loc[sub["delta_vs_llmr"].idxmax()]
             text = (f"KETCHUP did not beat {who} with p < 0.035 ({n} seeds); closest: {method_label(best['method'])} "
-                    f"{best['delta_vs_llmr']:+.2f} {metric}, p {_format_p(best['p_vs_llmr'])}")
+                    f"{best['delta_vs_llmr']:+.2f} {metric}, p {_format_p(best['p_vs_llmr'])}{seeds_of(best['n_paired'])}")
             if math.isfinite(best.get("mde", math.nan)) and abs(best["delta_vs_llmr"]) < best["mde"]:
                 needed = best.get("seeds_needed", math.nan)
-                text += (f"; a lack of power, not evidence of no difference: with {n} seeds the smallest difference "
+                text += (f"; a lack of power, not evidence of no difference: with {int(best['n_paired'])} seeds the "
+                         "smallest difference "
                          f"detectable (p < {ALPHA}, power {POWER:.0%}) is {best['mde']:.2f} {metric}, and "
                          + (f"{needed:.0f} seeds would be needed to detect {best['delta_vs_llmr']:+.2f}"
                             if math.isfinite(needed) else "no number of seeds would detect a zero difference"))
