@@ -92,6 +92,17 @@ def micro_generator(seed: int, step: int, micro: int, rank: int, device="cpu") -
     return g.manual_seed(int(np.random.default_rng([seed, step, micro, rank]).integers(2**62)))
 
 
+def ensemble_batch(task: "Task", idxs: list[list[int]], seeds: list[int], step: int, micro: int, rank: int, device):
+    """A seed ensemble's micro-batch: the members' indices concatenated (S*B, member-major), each member's own
+    sampling generator (:func:`micro_generator` of its seed, as its single run draws), and the student and teacher
+    prompts of the concatenated batch, (S*B, L) each. Returns (flat, gens, src, src_m, t_src, t_src_m)."""
+    flat = [i for idx in idxs for i in idx]
+    gens = [micro_generator(sd, step, micro, rank, device) for sd in seeds]
+    src, src_m = batch_src(task, "train", flat, "student", device)
+    t_src, t_src_m = batch_src(task, "train", flat, "teacher", device)
+    return flat, gens, src, src_m, t_src, t_src_m
+
+
 def shared_encoder(model, accelerator, task: "Task", src: Tensor, src_m: Tensor) -> Tensor | None:
     """The student's encoder states (B, S, D), with gradient, when one encoder pass can serve both
     sampling (detached) and the loss: a seq2seq model, not wrapped for DDP (whose gradient hooks

@@ -45,6 +45,7 @@ from kdlib.maths.onpolicy import (
 from kdlib.modeling.generation import generate
 from kdlib.modeling.models import forward_logits, pad
 from kdlib.trainers.base import (
+    ensemble_batch,
     MicroLoss,
     batch_src,
     batch_tgt,
@@ -234,10 +235,7 @@ def divergence_ensemble_micro_loss(method: str, teacher, task: Task, teacher_out
 
     def micro_loss(model, idxs: list[list[int]], step: int, micro: int):
         B = len(idxs[0])
-        flat = [i for idx in idxs for i in idx]
-        gens = [micro_generator(sd, step, micro, rank, dev) for sd in seeds]
-        src, src_m = batch_src(task, "train", flat, "student", dev)  # (S*B, L)
-        t_src, t_src_m = batch_src(task, "train", flat, "teacher", dev)
+        flat, gens, src, src_m, t_src, t_src_m = ensemble_batch(task, idxs, seeds, step, micro, rank, dev)  # (S*B, L)
         t_enc = None
         if teacher_cache is not None:
             t_enc, t_src_m = teacher_cache.get(flat)

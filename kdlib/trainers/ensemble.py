@@ -84,12 +84,6 @@ class Member:
     logs: dict = field(default_factory=dict)
 
 
-def teacher_scores_rows(teacher, task: Task, t_src: Tensor, t_src_m: Tensor, tokens: Tensor, mask: Tensor,
-                        normalize: str, t_enc: Tensor | None = None, value: str = "max"):
-    """:func:`kdlib.modeling.evaluate.teacher_scores` of a concatenated batch (S*B rows): one teacher pass."""
-    return teacher_scores(teacher, task.arch, t_src, t_src_m, tokens, mask, normalize, t_enc, value=value)
-
-
 # ----------------------------------------------------------------------------- evaluation of all members
 @torch.no_grad()
 def ensemble_evaluate(model: StackedT5, task: Task, split: str, n: int | None, params: Params, teacher=None,
@@ -120,7 +114,7 @@ def ensemble_evaluate(model: StackedT5, task: Task, split: str, n: int | None, p
             if teacher_cache is not None:
                 t_enc, t_m = teacher_cache.get(idx)
                 t_enc = t_enc.repeat(S, 1, 1)
-            q_sa, v, _ = teacher_scores_rows(teacher, task, t_ids.repeat(S, 1), t_m.repeat(S, 1), roll.tokens,
+            q_sa, v, _ = teacher_scores(teacher, task.arch, t_ids.repeat(S, 1), t_m.repeat(S, 1), roll.tokens,
                                              roll.mask, params.rl.normalize, t_enc)
             g0 = returns.full_returns(q_sa, v, roll.mask)[:, 0]  # (S*B,)
             for s in range(S):
@@ -159,7 +153,7 @@ def ensemble_sampled_return(model: StackedT5, task: Task, split: str, n: int | N
         if teacher_cache is not None:
             t_enc, t_src_m = teacher_cache.get(idx)
             t_enc = t_enc.repeat(S, 1, 1)
-        q_sa, v, _ = teacher_scores_rows(teacher, task, t_src.repeat(S, 1), t_src_m.repeat(S, 1), roll.tokens,
+        q_sa, v, _ = teacher_scores(teacher, task.arch, t_src.repeat(S, 1), t_src_m.repeat(S, 1), roll.tokens,
                                          roll.mask, params.rl.normalize, t_enc)
         g0 = returns.full_returns(q_sa, v, roll.mask)[:, 0]
         for s in range(S):

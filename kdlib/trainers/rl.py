@@ -34,7 +34,7 @@ from kdlib.maths.onpolicy import opd_advantages as advantages_opd
 from kdlib.modeling.evaluate import teacher_scores
 from kdlib.modeling.generation import generate
 from kdlib.modeling.models import forward_logits, token_logprobs
-from kdlib.trainers.base import MicroLoss, batch_src, micro_generator, shared_encoder
+from kdlib.trainers.base import MicroLoss, batch_src, ensemble_batch, micro_generator, shared_encoder
 from kdlib.trainers.tasks import Task
 
 
@@ -190,10 +190,7 @@ def rl_ensemble_micro_loss(method: str, teacher, task: Task, rp: RLParams, accel
 
     def micro_loss(model, idxs: list[list[int]], step: int, micro: int):
         B = len(idxs[0])
-        flat = [i for idx in idxs for i in idx]
-        gens = [micro_generator(sd, step, micro, rank, dev) for sd in seeds]
-        src, src_m = batch_src(task, "train", flat, "student", dev)  # (S*B, L)
-        t_src, t_src_m = batch_src(task, "train", flat, "teacher", dev)
+        flat, gens, src, src_m, t_src, t_src_m = ensemble_batch(task, idxs, seeds, step, micro, rank, dev)  # (S*B, L)
         L = src.shape[1]
         with tick("sample"), record_function("kdlib.sample"):
             enc = model.encoder_states(src.view(S, B, L), src_m.view(S, B, L))  # (S, B, L, D) with gradient

@@ -13,6 +13,7 @@ Layout of ``<cache_dir>/runs/<task>/<stage>-<key>/``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -94,7 +95,6 @@ class Run:
         """An exclusive lock on this run's folder while it trains (``with run.lock(): ...``): a
         second process asked to train the same run waits for the first, then finds it finished,
         instead of both writing the same checkpoints. Released when the process exits, even killed."""
-        import contextlib
         import fcntl
         import time
 
@@ -115,18 +115,25 @@ class Run:
                         fh.close()
                         raise TimeoutError(f"{self.path}: still locked by another process after {wait_s:.0f} s")
                     time.sleep(1.0)
-            try:
+            with self._held(fh):
                 yield self
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-                fh.close()
 
         return held()
+
+    @contextlib.contextmanager
+    def _held(self, fh):
+        """Yield this run with ``fh``'s lock held (taken by the caller); release and close it on exit."""
+        import fcntl
+
+        try:
+            yield self
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
 
     def try_lock(self):
         """This folder's lock if no other process holds it, as a context manager that releases it (enter it at
         once); None when another process is training the run."""
-        import contextlib
         import fcntl
 
         self.path.mkdir(parents=True, exist_ok=True)
@@ -137,15 +144,7 @@ class Run:
             fh.close()
             return None
 
-        @contextlib.contextmanager
-        def held():
-            try:
-                yield self
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-                fh.close()
-
-        return held()
+        return self._held(fh)
 
     def finish(self, summary: dict) -> None:
         atomic_write_json(self.path / "summary.json", {"run": self.key, "stage": self.stage, **summary})
