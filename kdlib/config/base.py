@@ -27,9 +27,10 @@ EVAL_SETS = ("mini-gsm-plus", "mini-gsm-symbolic", "mini-gsm-hard", "gsm-plus", 
 # passages, solutions add connectives and a closing line): the limits cover the longest at ambiguity 1.
 TASK_LENGTHS = {"mini-xsum": (160, 64), "mini-europarl": (64, 48), "mini-gsm8k": (112, 160),
                 "xsum": (1024, 64), "europarl": (80, 80), "gsm8k": (200, 300)}
-# task.ambiguity when a params file leaves it out: the spread of the generated targets (kdlib.data.variants),
-# calibrated with `python -m kdlib calibrate` (README: "The embedded tasks and models"). 0 = the older,
-# nearly deterministic tasks.
+# task.ambiguity when a params file leaves it out: the spread of the generated targets (kdlib.data.variants).
+# 1.0 is the widest the grammars allow; their true entropy there is still below the teacher-entropy targets
+# (README: "The embedded tasks and models"); `python -m kdlib calibrate` measures the trained models.
+# 0 = the older, nearly deterministic tasks.
 DEFAULT_AMBIGUITY = {"mini-xsum": 1.0, "mini-europarl": 1.0, "mini-gsm8k": 1.0}
 DIVERGENCE_METHODS = ("seqkd", "kl", "js", "tvd")
 RL_METHODS = ("llmr", "llmr_mean", "llmr_minvar", "ketchup", "opd")  # opd: on-policy reverse KL (REINFORCE family)
