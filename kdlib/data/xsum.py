@@ -78,7 +78,10 @@ _COUNCIL_EVENTS = (
     {
         "doc": ("announced plans to build a new {infra}", "revealed plans for a new {infra}"),
         "sum": "{A} unveils {infra} plans for {P}.",
-        "vps": ("unveils plans for a new {infra}", "reveals plans for a new {infra}", "announces plans to build a new {infra}", "sets out plans for a new {infra}", "proposes a new {infra}"),
+        "vps": (
+            "unveils plans for a new {infra}", "reveals plans for a new {infra}",
+            "announces plans to build a new {infra}", "sets out plans for a new {infra}", "proposes a new {infra}",
+        ),
         "place": ("The new {infra} will be built in {P}.", "The {infra} is planned for a site in {P}."),
         "why": (("to ease traffic congestion", "to tackle congestion"), ("to attract more visitors", "in bid to draw visitors")),
         "slots": ("infra",),
@@ -86,7 +89,10 @@ _COUNCIL_EVENTS = (
     {
         "doc": ("officially opened the new {infra}", "opened a new {infra}"),
         "sum": "New {infra} for {P} opened by {A}.",
-        "vps": ("opens new {infra}", "officially opens a new {infra}", "unveils a new {infra}", "cuts the ribbon on a new {infra}"),
+        "vps": (
+            "opens new {infra}", "officially opens a new {infra}", "unveils a new {infra}",
+            "cuts the ribbon on a new {infra}",
+        ),
         "place": ("The {infra} is located in {P}.", "The opening ceremony took place in {P}."),
         "why": (("after two years of building work", "after lengthy works"), ("ahead of the summer holidays", "ahead of summer")),
         "slots": ("infra",),
@@ -94,7 +100,10 @@ _COUNCIL_EVENTS = (
     {
         "doc": ("decided to close the {infra}", "confirmed that the {infra} would close"),
         "sum": "{A} confirms closure of {infra} in {P}.",
-        "vps": ("confirms closure of {infra}", "is to close the {infra}", "shuts the {infra}", "announces the closure of the {infra}", "decides to close the {infra}"),
+        "vps": (
+            "confirms closure of {infra}", "is to close the {infra}", "shuts the {infra}",
+            "announces the closure of the {infra}", "decides to close the {infra}",
+        ),
         "place": ("The {infra} is in {P}.", "The {infra} has served {P} for {k} years."),
         "why": (("citing rising costs", "over rising costs"), ("because of falling visitor numbers", "as visitor numbers fall")),
         "slots": ("infra", "k"),
@@ -102,7 +111,10 @@ _COUNCIL_EVENTS = (
     {
         "doc": ("voted to ban {banned} from the town centre", "introduced a ban on {banned}"),
         "sum": "{Banned} outlawed in {P} by {A}.",
-        "vps": ("bans {banned} from the town centre", "votes to ban {banned}", "outlaws {banned}", "introduces a ban on {banned}"),
+        "vps": (
+            "bans {banned} from the town centre", "votes to ban {banned}", "outlaws {banned}",
+            "introduces a ban on {banned}",
+        ),
         "place": ("The ban will apply in {P}.", "The new rules will cover {P}."),
         "why": (("after complaints from residents", "following complaints"), ("to improve safety", "in safety drive")),
         "slots": ("banned",),
@@ -110,7 +122,10 @@ _COUNCIL_EVENTS = (
     {
         "doc": ("agreed to cut funding for {service}", "approved a reduction in spending on {service}"),
         "sum": "{A} slashes {service} budget in {P}.",
-        "vps": ("slashes {service} budget", "cuts funding for {service}", "agrees cuts to {service}", "reduces spending on {service}"),
+        "vps": (
+            "slashes {service} budget", "cuts funding for {service}", "agrees cuts to {service}",
+            "reduces spending on {service}",
+        ),
         "place": ("The cuts will affect {P}.", "Residents in {P} will be most affected."),
         "why": (("to save money", "to save cash"), ("citing a gap in its budget", "to plug budget gap")),
         "slots": ("service",),
@@ -118,7 +133,10 @@ _COUNCIL_EVENTS = (
     {
         "doc": ("agreed to raise {fee} by {pct} percent", "said {fee} would go up by {pct} percent"),
         "sum": "{A} approves {pct}% rise in {fee} for {P}.",
-        "vps": ("approves {pct}% rise in {fee}", "raises {fee} by {pct}%", "agrees a {pct} percent increase in {fee}", "puts up {fee} by {pct} percent"),
+        "vps": (
+            "approves {pct}% rise in {fee}", "raises {fee} by {pct}%", "agrees a {pct} percent increase in {fee}",
+            "puts up {fee} by {pct} percent",
+        ),
         "place": ("The increase will apply in {P}.", "The change will affect people in {P}."),
         "why": (("to help balance the budget", "to balance books"), ("citing rising costs", "over rising costs")),
         "slots": ("fee", "pct"),
@@ -129,7 +147,10 @@ _COUNCIL_EVENTS = (
             "agreed to spend {m} million pounds on {service}",
         ),
         "sum": "{A} backs {m}m pound boost for {service} in {P}.",
-        "vps": ("backs {m}m pound boost for {service}", "approves {m} million pounds for {service}", "commits {m}m pounds to {service}", "agrees {m}m pound spending on {service}"),
+        "vps": (
+            "backs {m}m pound boost for {service}", "approves {m} million pounds for {service}",
+            "commits {m}m pounds to {service}", "agrees {m}m pound spending on {service}",
+        ),
         "place": ("The money will be spent in {P}.", "Most of the money will go to {P}."),
         "why": (("after a public consultation", "following consultation"), ("to help young families", "to support families")),
         "slots": ("service", "m"),
@@ -158,7 +179,10 @@ _COMPANY_EVENTS = (
     {
         "doc": ("opened a new {facility}", "officially opened a {facility}"),
         "sum": "{P} welcomes new {A} {facility}.",
-        "vps": ("opens new {facility}", "opens a new {facility}", "unveils a new {facility}", "launches a new {facility}"),
+        "vps": (
+            "opens new {facility}", "opens a new {facility}", "unveils a new {facility}",
+            "launches a new {facility}",
+        ),
         "place": ("The {facility} is in {P}.", "The new site is located in {P}."),
         "why": (("to meet growing demand", "to keep up with demand"), ("after a record year", "after bumper year")),
         "slots": ("facility",),
@@ -166,7 +190,10 @@ _COMPANY_EVENTS = (
     {
         "doc": ("announced that it would close its {facility}", "said it planned to close its {facility}"),
         "sum": "{A} confirms plans to shut its {P} {facility}.",
-        "vps": ("confirms plans to shut its {facility}", "is to close its {facility}", "announces the closure of its {facility}", "plans to shut its {facility}"),
+        "vps": (
+            "confirms plans to shut its {facility}", "is to close its {facility}",
+            "announces the closure of its {facility}", "plans to shut its {facility}",
+        ),
         "place": ("The {facility} is in {P}.", "The site in {P} has been open for {k} years."),
         "why": (("citing weak demand", "amid weak demand"), ("after a fall in sales", "as sales slump")),
         "slots": ("facility", "k"),
@@ -174,7 +201,10 @@ _COMPANY_EVENTS = (
     {
         "doc": ("said it would cut {n} jobs at its {facility}", "announced plans to cut {n} jobs at its {facility}"),
         "sum": "{n} jobs to go at {A} {facility} in {P}.",
-        "vps": ("is to cut {n} jobs at its {facility}", "axes {n} jobs at its {facility}", "announces {n} job cuts at its {facility}", "plans {n} job losses at its {facility}"),
+        "vps": (
+            "is to cut {n} jobs at its {facility}", "axes {n} jobs at its {facility}",
+            "announces {n} job cuts at its {facility}", "plans {n} job losses at its {facility}",
+        ),
         "place": ("The {facility} is in {P}.", "The affected site is in {P}."),
         "why": (("citing weak demand", "amid weak demand"), ("after a fall in sales", "as sales slump")),
         "slots": ("facility", "n"),
@@ -182,7 +212,10 @@ _COMPANY_EVENTS = (
     {
         "doc": ("said it would hire {n} new workers", "announced plans to take on {n} staff"),
         "sum": "{A} to create {n} jobs in {P}.",
-        "vps": ("is to create {n} jobs", "is to hire {n} new workers", "announces {n} new jobs", "plans to take on {n} staff"),
+        "vps": (
+            "is to create {n} jobs", "is to hire {n} new workers", "announces {n} new jobs",
+            "plans to take on {n} staff",
+        ),
         "place": ("The new staff will work in {P}.", "The jobs will be based in {P}."),
         "why": (("to meet growing demand", "to keep up with demand"), ("after a record year", "after bumper year")),
         "slots": ("n",),
@@ -190,7 +223,10 @@ _COMPANY_EVENTS = (
     {
         "doc": ("recalled thousands of its {product}", "asked customers to return its {product}"),
         "sum": "{A} pulls {product} from shops in {P}.",
-        "vps": ("pulls {product} from shops", "recalls thousands of {product}", "issues a recall of its {product}", "asks customers to return its {product}"),
+        "vps": (
+            "pulls {product} from shops", "recalls thousands of {product}", "issues a recall of its {product}",
+            "asks customers to return its {product}",
+        ),
         "place": ("The problem was first reported in {P}.", "Most of the products were sold in {P}."),
         "why": (("over safety concerns", "amid safety fears"), ("after customers reported problems", "after complaints")),
         "slots": ("product",),
@@ -198,7 +234,10 @@ _COMPANY_EVENTS = (
     {
         "doc": ("launched a new range of {product}", "started selling a new line of {product}"),
         "sum": "{A} unveils new {product} in {P}.",
-        "vps": ("unveils new {product}", "launches a new range of {product}", "starts selling new {product}", "brings out a new line of {product}"),
+        "vps": (
+            "unveils new {product}", "launches a new range of {product}", "starts selling new {product}",
+            "brings out a new line of {product}",
+        ),
         "place": ("The launch event was held in {P}.", "The products will first go on sale in {P}."),
         "why": (("to attract younger customers", "to lure younger buyers"), ("after a record year", "after bumper year")),
         "slots": ("product",),
@@ -206,7 +245,10 @@ _COMPANY_EVENTS = (
     {
         "doc": ("signed a deal with {other}", "agreed a partnership with {other}"),
         "sum": "{A} strikes deal with {other} in {P}.",
-        "vps": ("strikes deal with {other}", "signs a deal with {other}", "agrees a partnership with {other}", "teams up with {other}"),
+        "vps": (
+            "strikes deal with {other}", "signs a deal with {other}", "agrees a partnership with {other}",
+            "teams up with {other}",
+        ),
         "place": ("The agreement was signed in {P}.", "The two firms met in {P}."),
         "why": (("to expand abroad", "to grow overseas"), ("to reduce costs", "in cost-cutting move")),
         "slots": ("other",),
@@ -219,7 +261,10 @@ _CLUB_EVENTS = (
     {
         "doc": ("beat {other} {s1}-{s2} to win the {cup}", "won the {cup} with a {s1}-{s2} victory over {other}"),
         "sum": "{A} clinch {cup} after beating {other} in {P}.",
-        "vps": ("clinch {cup} after beating {other}", "win the {cup} with a {s1}-{s2} victory over {other}", "beat {other} {s1}-{s2} to lift the {cup}", "lift the {cup} after a {s1}-{s2} win over {other}"),
+        "vps": (
+            "clinch {cup} after beating {other}", "win the {cup} with a {s1}-{s2} victory over {other}",
+            "beat {other} {s1}-{s2} to lift the {cup}", "lift the {cup} after a {s1}-{s2} win over {other}",
+        ),
         "place": ("The final was played in {P}.", "The match took place in {P}."),
         "why": (("in front of a record crowd", "before record crowd"), ("after a penalty shootout", "on penalties")),
         "slots": ("other", "score", "cup"),
@@ -227,7 +272,10 @@ _CLUB_EVENTS = (
     {
         "doc": ("lost {s1}-{s2} to {other} in the {cup} final", "were beaten {s1}-{s2} by {other} in the {cup} final"),
         "sum": "{Other} beat {A} to lift {cup} in {P}.",
-        "vps": ("lose {cup} final to {other}", "are beaten {s1}-{s2} by {other} in the {cup} final", "lose {s1}-{s2} to {other} in the {cup} final", "miss out on the {cup} after defeat to {other}"),
+        "vps": (
+            "lose {cup} final to {other}", "are beaten {s1}-{s2} by {other} in the {cup} final",
+            "lose {s1}-{s2} to {other} in the {cup} final", "miss out on the {cup} after defeat to {other}",
+        ),
         "place": ("The final was played in {P}.", "The match took place in {P}."),
         "why": (("after a penalty shootout", "on penalties"), ("in front of a record crowd", "before record crowd")),
         "slots": ("other", "score", "cup"),
@@ -235,7 +283,10 @@ _CLUB_EVENTS = (
     {
         "doc": ("revealed plans for a new stadium", "announced plans to build a new ground"),
         "sum": "{A} unveil stadium plans for {P}.",
-        "vps": ("unveil stadium plans", "reveal plans for a new stadium", "announce plans to build a new ground", "set out plans for a new stadium"),
+        "vps": (
+            "unveil stadium plans", "reveal plans for a new stadium", "announce plans to build a new ground",
+            "set out plans for a new stadium",
+        ),
         "place": ("The stadium would be built in {P}.", "The club has bought land in {P}."),
         "why": (("to increase capacity", "to boost capacity"), ("after years of sharing a ground", "to end groundshare")),
         "slots": (),
@@ -243,7 +294,10 @@ _CLUB_EVENTS = (
     {
         "doc": ("opened a new training academy", "opened a youth academy for young players"),
         "sum": "{A} launch youth academy in {P}.",
-        "vps": ("launch youth academy", "open a new training academy", "open a youth academy for young players", "set up a youth academy"),
+        "vps": (
+            "launch youth academy", "open a new training academy", "open a youth academy for young players",
+            "set up a youth academy",
+        ),
         "place": ("The academy is based in {P}.", "The academy has been set up in {P}."),
         "why": (("to develop local talent", "to nurture local talent"), ("after a successful season", "after strong season")),
         "slots": (),

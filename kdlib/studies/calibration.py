@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from kdlib.chains.core import ensure_predistill, ensure_teacher, predistill_run, teacher_run
+from kdlib.chains.core import ensure_predistill, ensure_teacher, predistill_run
 from kdlib.config import EMBEDDED_TASKS, Params, load_params
 from kdlib.maths import calibration as cal
 from kdlib.modeling.generation import generate
