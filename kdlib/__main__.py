@@ -93,10 +93,26 @@ def cmd_data(args) -> int:
 
     p = _load(args)
     ds = data.load_task(p.task.name, cache_dir=p.cache_dir, path=p.task.path, n_train=p.task.n_train,
-                        n_dev=p.task.n_dev, n_test=p.task.n_test, seed=p.task.data_seed)
+                        n_dev=p.task.n_dev, n_test=p.task.n_test, seed=p.task.data_seed, ambiguity=p.task.ambiguity)
     print(json.dumps({s: len(ds[s]) for s in ds}, indent=1))
     for row in ds["train"].select(range(min(args.show, len(ds["train"])))):
         print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """Per task: the teacher's spread and the pre-distilled student's distance from it (trains them if missing)."""
+    from pathlib import Path
+
+    from kdlib.config import EMBEDDED_TASKS, parse_override
+    from kdlib.studies.calibration import calibrate, write
+
+    overrides = dict(parse_override(s) for s in args.set)
+    p = _load(args)  # validates everything (exit 2) before any training
+    tasks = args.tasks or ([p.task.name] if "task.name" in overrides else list(EMBEDDED_TASKS))
+    records = calibrate(args.files, overrides, tasks=tasks, n=args.n)
+    path = write(records, args.output_dir or Path("outputs") / p.profile)
+    print(f"# written: {path}")
     return 0
 
 
@@ -132,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params_args(p)
     p.add_argument("--show", type=int, default=3)
     p.set_defaults(fn=cmd_data)
+    p = sub.add_parser("calibrate", help="per task: teacher entropy on its samples and on references, KL(teacher || "
+                       "pre-distilled student), reference length, metrics; writes outputs/<profile>/calibration.json")
+    _add_params_args(p)
+    p.add_argument("--task", action="append", default=[], dest="tasks", metavar="NAME",
+                   help="calibrate only this task (repeatable; default: every embedded task)")
+    p.add_argument("--n", type=int, default=100, help="dev inputs to measure on (default 100)")
+    p.add_argument("--output-dir", default=None, help="where calibration.json goes (default outputs/<profile>)")
+    p.set_defaults(fn=cmd_calibrate)
     p = sub.add_parser("judge", help="pairwise LLM-judge evaluation of two JSONL output files (Table 2 protocol)")
     from kdlib import judge
 

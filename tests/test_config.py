@@ -78,7 +78,7 @@ def test_layering_later_wins_and_overrides(tmp_path):
     over = _write(tmp_path, {"rl": {"k": 8}, "task": {"name": "mini-gsm8k"}})
     p = load_params(ROOT / "params/embedded/kit.yaml", over)
     assert p.rl.k == 8 and p.rl.lr == 3e-4  # untouched keys survive the layer
-    assert p.task.max_target_len == 128  # per-task default length
+    assert p.task.max_target_len == 160  # per-task default length (mini-gsm8k at ambiguity > 0)
     p = load_params(ROOT / "params/embedded/kit.yaml", over, **{"rl.k": 3})
     assert p.rl.k == 3
     assert parse_override("rl.k=4") == ("rl.k", 4)

@@ -20,6 +20,7 @@ class per training family), ``kit`` (:class:`Params`), ``notebooks`` (one class 
 from kdlib.config.base import (  # noqa: F401
     CMDP_METHODS,
     CMDP_STAGES,
+    DEFAULT_AMBIGUITY,
     DIVERGENCE_METHODS,
     EMBEDDED_TASKS,
     EVAL_SETS,

@@ -23,8 +23,15 @@ TASKS = EMBEDDED_TASKS + HUB_TASKS
 # kdlib.data.EVAL_SETS (tests/test_data.py checks it).
 EVAL_SETS = ("mini-gsm-plus", "mini-gsm-symbolic", "mini-gsm-hard", "gsm-plus", "gsm-symbolic", "math")
 # (max source tokens, max target tokens); hub values are the paper's Tables 4-5.
-TASK_LENGTHS = {"mini-xsum": (160, 40), "mini-europarl": (48, 40), "mini-gsm8k": (112, 128),
+# Embedded targets at ambiguity > 0 are longer (summaries add facts, mini-europarl translates two-sentence
+# passages, solutions add connectives and a closing line): the limits cover the longest at ambiguity 1.
+TASK_LENGTHS = {"mini-xsum": (160, 64), "mini-europarl": (64, 48), "mini-gsm8k": (112, 160),
                 "xsum": (1024, 64), "europarl": (80, 80), "gsm8k": (200, 300)}
+# task.ambiguity when a params file leaves it out: the spread of the generated targets (kdlib.data.variants).
+# 1.0 is the widest the grammars allow; their true entropy there is still below the teacher-entropy targets
+# (README: "The embedded tasks and models"); `python -m kdlib calibrate` measures the trained models.
+# 0 = the older, nearly deterministic tasks.
+DEFAULT_AMBIGUITY = {"mini-xsum": 1.0, "mini-europarl": 1.0, "mini-gsm8k": 1.0}
 # gkd_jsd: GKD (generalised JSD on a student/fixed mix, TRL's GKDTrainer); distillm: DistiLLM (skew KL, adaptive
 # student-generated outputs). Named apart from seed 004's `gkd` below, its GRPO-loop baseline with a -KL reward.
 DIVERGENCE_METHODS = ("seqkd", "kl", "js", "tvd", "gkd_jsd", "distillm")
@@ -100,11 +107,27 @@ class TaskParams(_Strict):
     # tokenizer's own chat template, rendered with the generation prompt; one rendering for teacher and student.
     chat: StrictBool = False
     system_prompt: Optional[str] = None
+    # Spread of a generated task's targets in [0, 1] (each choice of the generator's grammar is drawn at
+    # random with this probability, else canonical); None = DEFAULT_AMBIGUITY[name]. Hub tasks: must be None.
+    ambiguity: Optional[float] = None
+
+    @field_validator("ambiguity")
+    @classmethod
+    def _ambiguity(cls, v):
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError(f"must be in [0, 1], got {v}")
+        return v
 
     @model_validator(mode="after")
     def _lengths(self):
         if self.system_prompt is not None and not self.chat:
             raise _FieldError("system_prompt", "a system turn needs a chat template: set task.chat: true")
+        if self.name in EMBEDDED_TASKS:
+            if self.ambiguity is None:
+                self.ambiguity = DEFAULT_AMBIGUITY[self.name]
+        elif self.ambiguity is not None:
+            raise _FieldError("ambiguity", f"{self.name!r} is a hub task: its targets are the data's own, "
+                              "so ambiguity must be left out")
         src, tgt = TASK_LENGTHS[self.name]
         if self.max_source_len is None:
             self.max_source_len = src

@@ -48,8 +48,6 @@ public API.
 
 from __future__ import annotations
 
-import random
-from typing import Callable, Iterator
 
 import datasets
 
@@ -61,13 +59,10 @@ from kdlib.data.common import (
     _empty,
     _keyed_folder,
     _read_cached,
-    _stream_rng,
     _string_features,
     _write_cache,
     apply_prompt,
 )
-from kdlib.data.europarl import _gen_europarl
-from kdlib.data.gsm8k import _gen_gsm8k
 from kdlib.data.gsm_eval import (
     DEFAULT_EVAL_SIZES,
     EMBEDDED_EVAL_SETS,
@@ -86,7 +81,8 @@ from kdlib.data.hub import (
     _load_hub,
     _load_hub_eval,
 )
-from kdlib.data.xsum import _gen_xsum
+from kdlib.data.truth import GENERATORS as _GENERATORS
+from kdlib.data.truth import TaskTruth, check_ambiguity, example_stream, target_draw, task_truth
 
 __all__ = [
     "DEFAULT_EVAL_SIZES",
@@ -113,6 +109,10 @@ __all__ = [
     "generate_embedded",
     "generate_eval_set",
     "generate_examples",
+    "is_valid",
+    "log_likelihood",
+    "TaskTruth",
+    "task_truth",
     "load_eval_set",
     "load_task",
     "task_kind",
@@ -182,11 +182,6 @@ def task_kind(name: str) -> str:
         ) from None
 
 
-_GENERATORS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
-    "mini-xsum": _gen_xsum,
-    "mini-europarl": _gen_europarl,
-    "mini-gsm8k": _gen_gsm8k,
-}
 
 
 # =============================================================================================
@@ -200,38 +195,34 @@ def _check_embedded(name: str) -> None:
         raise ValueError(f"{name!r} is a hub task, not a generated one; use load_task({name!r}, path=...)")
 
 
-def _example_stream(name: str, seed: int) -> Iterator[tuple[str, str]]:
-    rng = _stream_rng(name, seed)
-    generate = _GENERATORS[name]
-    while True:
-        yield generate(rng)
+def generate_examples(name: str, n: int, seed: int, ambiguity: float = 0.0) -> list[dict]:
+    """``n`` examples ``{"id", "source", "target"}`` with distinct sources, deterministic in (name, n, seed,
+    ambiguity).
 
-
-def generate_examples(name: str, n: int, seed: int) -> list[dict]:
-    """``n`` examples ``{"id", "source", "target"}`` with distinct sources, deterministic in (name, n, seed).
-
+    Each target is one draw, at ``ambiguity``, from the distribution of valid targets of its source
+    (:mod:`kdlib.data.variants`); ambiguity 0 gives the canonical target (the task as it always was).
     Prefix-stable: the first ``m`` examples of ``generate_examples(name, n, seed)`` are
     ``generate_examples(name, m, seed)``. Ids are ``"<name>-<index:06d>"``.
     """
     _check_embedded(name)
+    ambiguity = check_ambiguity(ambiguity)
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
-    seen: set[str] = set()
     out: list[dict] = []
     budget = 20 * n + 1000  # duplicates are rare; this only guards against an exhausted grammar
-    for tries, (source, target) in enumerate(_example_stream(name, seed)):
-        if len(out) == n:
-            break
-        if tries >= budget:
-            raise RuntimeError(f"{name}: only {len(out)} distinct sources after {tries} draws (asked {n})")
-        if source in seen:
-            continue
-        seen.add(source)
+    stream = example_stream(name, seed, ambiguity, _GENERATORS[name], budget)
+    while len(out) < n:
+        try:
+            source, node = next(stream)
+        except StopIteration:
+            raise RuntimeError(f"{name}: only {len(out)} distinct sources after {budget} draws (asked {n})") from None
+        target = target_draw(name, seed, source, node, ambiguity)
         out.append({"id": f"{name}-{len(out):06d}", "source": source, "target": target})
     return out
 
 
-def generate_embedded(name: str, n_train: int, n_dev: int, n_test: int, seed: int) -> datasets.DatasetDict:
+def generate_embedded(name: str, n_train: int, n_dev: int, n_test: int, seed: int,
+                      ambiguity: float = 0.0) -> datasets.DatasetDict:
     """Splits "train"/"dev"/"test" of an embedded task; no source appears in two splits.
 
     Test takes the first ``n_test`` distinct examples of the seed's stream, dev the next
@@ -243,7 +234,7 @@ def generate_embedded(name: str, n_train: int, n_dev: int, n_test: int, seed: in
     for split, n in sizes.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"n_{split} must be a non-negative int, got {n!r}")
-    examples = generate_examples(name, n_train + n_dev + n_test, seed)
+    examples = generate_examples(name, n_train + n_dev + n_test, seed, ambiguity)
     bounds = {"test": (0, n_test), "dev": (n_test, n_test + n_dev), "train": (n_test + n_dev, len(examples))}
     out = {}
     for split in SPLITS:
@@ -254,16 +245,18 @@ def generate_embedded(name: str, n_train: int, n_dev: int, n_test: int, seed: in
     return datasets.DatasetDict(out)
 
 
-def _load_embedded(name, cache_dir, path, n_train, n_dev, n_test, seed) -> datasets.DatasetDict:
+def _load_embedded(name, cache_dir, path, n_train, n_dev, n_test, seed, ambiguity=0.0) -> datasets.DatasetDict:
     if path is not None:
         raise ValueError(f"{name!r} is generated, so it takes no path (got path={path!r})")
     defaults = dict(zip(SPLITS, DEFAULT_SIZES[name]))
     sizes = {s: (n if n is not None else defaults[s]) for s, n in zip(SPLITS, (n_train, n_dev, n_test))}
     folder, key = _cache_folder(cache_dir, name, sizes, seed)
+    if ambiguity:  # ambiguity 0 keeps the older cache folders
+        folder, key = _keyed_folder(cache_dir, name, dict(key, ambiguity=ambiguity))
     cached = _read_cached(folder, key)
     if cached is not None:
         return cached
-    dd = generate_embedded(name, sizes["train"], sizes["dev"], sizes["test"], seed)
+    dd = generate_embedded(name, sizes["train"], sizes["dev"], sizes["test"], seed, ambiguity)
     _write_cache(folder, key, dd)
     return dd
 
@@ -274,17 +267,22 @@ def _load_embedded(name, cache_dir, path, n_train, n_dev, n_test, seed) -> datas
 
 
 def load_task(name: str, *, cache_dir, path: str | None = None, n_train: int | None = None,
-              n_dev: int | None = None, n_test: int | None = None, seed: int = 0) -> datasets.DatasetDict:
+              n_dev: int | None = None, n_test: int | None = None, seed: int = 0,
+              ambiguity: float | None = None) -> datasets.DatasetDict:
     """A task as splits "train"/"dev"/"test" with columns id/source/target.
 
     Embedded tasks are generated (sizes default to ``DEFAULT_SIZES``) and cached as JSONL under
     ``cache_dir/data/<name>-<hash>/``. Hub tasks are read from ``path`` (a local directory/file/glob
     in the hub's schema, or a hub dataset name; default ``HUB_SOURCES[name]``); ``n_*`` subsample
     the first n rows after a shuffle seeded by ``seed``, which also seeds the carved splits.
+    ``ambiguity`` (embedded tasks only; None = 0): the spread of the targets, in [0, 1] (see
+    :func:`generate_examples`).
     """
     task_kind(name)
     if name in EMBEDDED_TASKS:
-        return _load_embedded(name, cache_dir, path, n_train, n_dev, n_test, seed)
+        return _load_embedded(name, cache_dir, path, n_train, n_dev, n_test, seed, check_ambiguity(ambiguity or 0.0))
+    if ambiguity is not None:
+        raise ValueError(f"{name!r} is a hub task: its targets are what the data says (ambiguity must be None)")
     return _load_hub(name, cache_dir, path, n_train, n_dev, n_test, seed)
 
 
@@ -318,3 +316,14 @@ def load_eval_set(name: str, *, cache_dir, path: str | None = None, n: int | Non
     ds = generate_eval_set(name, n, seed)
     _write_cache(folder, key, {"test": ds}, splits=("test",), features=features)
     return ds
+
+
+def is_valid(name: str, source: str, output: str, *, seed: int = 0, ambiguity: float = 0.0) -> bool:
+    """Whether ``output`` (whitespace normalised) is a valid target of ``source``, a source of the
+    embedded task ``name`` generated with ``seed`` and ``ambiguity``."""
+    return task_truth(name, seed, ambiguity).is_valid(source, output)
+
+
+def log_likelihood(name: str, source: str, output: str, *, seed: int = 0, ambiguity: float = 0.0) -> float:
+    """``log P_true(output | source)`` under the generator's distribution (-inf when not valid)."""
+    return task_truth(name, seed, ambiguity).log_prob(source, output)

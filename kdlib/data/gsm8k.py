@@ -14,10 +14,13 @@ own output.
 
 from __future__ import annotations
 
+import itertools
 import random
+import re
 from typing import Callable
 
 from kdlib.data.common import _cap
+from kdlib.data.variants import Alt, Lit, Node, Seq
 
 _GSM_PEOPLE = (
     ("Anna", "she"), ("Ben", "he"), ("Carla", "she"), ("David", "he"), ("Elena", "she"),
@@ -471,3 +474,76 @@ def _render(question: str, lines: list[str], answer) -> tuple[str, str]:
 def _gen_gsm8k(rng: random.Random) -> tuple[str, str]:
     template = rng.choice(_GSM_TEMPLATES)
     return _render(*template(Draws(rng)))
+
+
+# ----------------------------------------------------------------------------- the valid solutions
+# Other valid solutions of one problem (kdlib.data.variants; option 0 is the line as _render writes it):
+# the operands of a sum or product in another order (both copies of the expression), a connective before
+# a step, two independent steps in either order, and an optional closing sentence before "#### answer".
+_STEP = re.compile(r"(?<![\w.])([0-9][0-9+*]*[+*][0-9+*]*[0-9])(?= = \$?<<\1=)")
+_CONNECTIVES = ("So ", "Then ", "This means ")
+_LOWER_FIRST = {"The", "There", "Each", "It", "In", "On", "After", "Altogether", "He", "She"}
+
+
+def _orders(expr: str) -> list[str]:
+    """``expr`` and its operands in every other order when it is a pure sum or pure product."""
+    for op in "+*":
+        parts = expr.split(op)
+        if len(parts) > 1 and all(p.isdigit() for p in parts):
+            seen = [expr]
+            for perm in itertools.permutations(parts):
+                e = op.join(perm)
+                if e not in seen:
+                    seen.append(e)
+            return seen
+    return [expr]
+
+
+def _line_node(line: str, first: bool) -> Node:
+    m = _STEP.search(line)
+    if m is None:
+        body = Lit(line)
+    else:
+        expr = m.group(1)
+        head, tail = line[:m.start()], line[m.end():].replace(f"<<{expr}=", "<<{expr}=", 1)
+        body = Alt([Seq(head, e, tail.replace("<<{expr}=", f"<<{e}=", 1)) for e in _orders(expr)])
+    if first:
+        return body
+    word = line.split(" ", 1)[0]
+    lowered = (word[0].lower() + line[1:]) if word in _LOWER_FIRST else line
+    if m is not None:
+        expr = m.group(1)
+        lo_head, lo_tail = lowered[:m.start()], lowered[m.end():].replace(f"<<{expr}=", "<<{expr}=", 1)
+        lo_body = Alt([Seq(lo_head, e, lo_tail.replace("<<{expr}=", f"<<{e}=", 1)) for e in _orders(expr)])
+    else:
+        lo_body = Lit(lowered)
+    return Alt([body] + [Seq(c, lo_body) for c in _CONNECTIVES])
+
+
+def _uses(line: str, earlier: str) -> bool:
+    """Whether ``line`` may use ``earlier``'s result (its value appears among ``line``'s numbers)."""
+    result = re.findall(r">>(\d+(?:\.\d+)?)", earlier)
+    return any(r in re.findall(r"\d+(?:\.\d+)?", line) for r in result)
+
+
+def _gsm_node(question: str, lines: list[str], answer) -> tuple[str, Node]:
+    """(source, every valid solution); canonical = ``_render(question, lines, answer)[1]``."""
+    lines = [_cap(line) for line in lines]
+    if len(lines) >= 3 and not _uses(lines[1], lines[0]):  # two independent first steps: either order
+        orders = [lines, [lines[1], lines[0]] + lines[2:]]
+    else:
+        orders = [lines]
+    options = []
+    for ls in orders:
+        parts = []
+        for i, line in enumerate(ls):
+            parts += [_line_node(line, i == 0), "\n"]
+        options.append(Seq(*parts))
+    closing = Alt(["", f"So the answer is {answer}.\n"])
+    return question, Seq(Alt(options), closing, f"#### {answer}")
+
+
+def _gen_gsm8k_node(rng: random.Random) -> tuple[str, Node]:
+    """(question, the distribution of its valid solutions); draws from ``rng`` exactly as ``_gen_gsm8k``."""
+    template = rng.choice(_GSM_TEMPLATES)
+    return _gsm_node(*template(Draws(rng)))

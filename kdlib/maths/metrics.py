@@ -10,6 +10,7 @@ Public API:
 - ``gsm8k_answer(text)`` -> the number after the last ``####`` ("72", "-3", "2.5"), or None.
 - ``gsm8k_accuracy(predictions, references)`` -> % with the same final answer (tolerance 1e-6).
 - ``distinct_n(texts, n)`` -> #distinct n-grams / #n-grams x 100 over the corpus.
+- ``validity(valid)`` -> % of outputs that are valid targets (generated tasks, whose valid sets are known).
 - ``math_answer(text)`` -> the content of the last ``\\boxed{...}`` (MATH), or None.
 - ``task_metrics(kind, predictions, references)`` -> the task's metrics plus "distinct2".
 - ``PRIMARY_METRIC``, ``HIGHER_IS_BETTER``, ``TASK_KINDS``.
@@ -36,6 +37,7 @@ __all__ = [
     "rouge",
     "sacrebleu_scores",
     "task_metrics",
+    "validity",
 ]
 
 PRIMARY_METRIC = {"summarization": "rougeL", "translation": "bleu", "arithmetic": "accuracy"}
@@ -49,6 +51,7 @@ HIGHER_IS_BETTER = {
     "ter": False,  # an edit rate: fewer edits is better
     "accuracy": True,
     "distinct2": True,
+    "validity": True,  # % of outputs that are valid targets (generated tasks only)
 }
 GSM8K_TOLERANCE = Decimal("1e-6")
 ANSWER_MARKER = "####"
@@ -204,6 +207,16 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
             seen.add(tuple(tokens[i : i + n]))
             total += 1
     return 100.0 * len(seen) / total if total else 0.0
+
+
+def validity(valid: Sequence[bool]) -> float:
+    """% of outputs that are valid targets of their input (``valid[i]``: output i is one of the
+    generator's valid outputs for input i): ``100 * mean(valid)``. Exact, unlike any overlap metric,
+    and only defined where the valid set is known (the generated tasks). ValueError when empty."""
+    valid = list(valid)
+    if not valid:
+        raise ValueError("no outputs to score")
+    return 100.0 * sum(bool(v) for v in valid) / len(valid)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,12 +46,15 @@ def _batches(n: int, size: int):
 def evaluate(model, tok, *, arch: str, src: Sequence[Sequence[int]], references: Sequence[str], kind: str,
              max_new_tokens: int, batch_size: int = 64, use_calculator: bool = False, teacher=None,
              teacher_src: Sequence[Sequence[int]] | None = None, normalize: str = "mean",
-             device="cpu", teacher_cache=None) -> tuple[dict, list[str]]:
+             device="cpu", teacher_cache=None, sources: Sequence[str] | None = None,
+             truth=None) -> tuple[dict, list[str]]:
     """Greedy decoding (the paper's evaluation) of ``src`` (token ids with the student prompt),
     scored against ``references``. Returns (metrics, predictions). Metrics hold the task's metrics
     (ROUGE / BLEU-chrF-TER / accuracy, plus distinct-2), the mean output length, the share of
     outputs that ended with EOS, and with a teacher the mean true return of Eq. (10).
-    ``teacher_cache``: a :class:`kdlib.modeling.models.EncoderCache` of the teacher over ``teacher_src``."""
+    ``teacher_cache``: a :class:`kdlib.modeling.models.EncoderCache` of the teacher over ``teacher_src``.
+    ``truth`` (generated tasks: a :class:`kdlib.data.TaskTruth`) with the raw ``sources``: also
+    ``validity``, the % of outputs that are valid targets of their source (absent otherwise)."""
     preds: list[str] = []
     lengths, ended, rets = [], [], []
     left = arch == "causal"
@@ -74,4 +77,6 @@ def evaluate(model, tok, *, arch: str, src: Sequence[Sequence[int]], references:
     out["eos_rate"] = float(sum(ended) / max(1, len(ended)))
     if teacher is not None:
         out["return"] = float(sum(rets) / max(1, len(rets)))
+    if truth is not None and sources is not None:
+        out["validity"] = metrics.validity([truth.is_valid(s, y) for s, y in zip(sources, preds, strict=True)])
     return out, preds

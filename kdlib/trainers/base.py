@@ -141,7 +141,8 @@ def eval_split(model, task: Task, split: str, n: int | None, params: Params, tea
                     kind=task.kind, max_new_tokens=task.max_target_len, batch_size=params.eval.batch_size,
                     use_calculator=task.use_calculator, teacher=teacher,
                     teacher_src=task.teacher_src[split][:n] if teacher is not None else None,
-                    normalize=params.rl.normalize, device=device, teacher_cache=teacher_cache)
+                    normalize=params.rl.normalize, device=device, teacher_cache=teacher_cache,
+                    sources=task.sources[split][:n], truth=task.truth)
 
 
 def load_weights(model, folder) -> None:

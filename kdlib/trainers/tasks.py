@@ -40,6 +40,7 @@ class Task:
     use_calculator: bool
     max_target_len: int
     fingerprint: str = ""  # hash of every source and target: run keys change when the data does
+    truth: object = None  # generated tasks: their kdlib.data.TaskTruth (valid outputs, true likelihood)
     primary: str = field(init=False)
 
     def __post_init__(self):
@@ -58,6 +59,8 @@ def data_key(params: Params) -> dict:
     task = params.task.model_dump()
     if not task["chat"]:  # plain prompts: keys as before the chat settings existed
         task.pop("chat"), task.pop("system_prompt")
+    if not task.get("ambiguity"):  # ambiguity 0 (the older tasks) and hub tasks: keys as before
+        task.pop("ambiguity", None)
     return {"task": task, "arch": resolve_arch(params), "tokenizer": params.models.tokenizer,
             "teacher": params.models.teacher if not is_tiny(params.models.teacher) else "tiny"}
 
@@ -74,7 +77,7 @@ def _load_task_bundle(sub_json: str) -> Task:
     params = Params(task=sub["task"], models=sub["models"], cache_dir=sub["cache_dir"])
     tp = params.task
     ds = kdata.load_task(tp.name, cache_dir=params.cache_dir, path=tp.path, n_train=tp.n_train, n_dev=tp.n_dev,
-                         n_test=tp.n_test, seed=tp.data_seed)
+                         n_test=tp.n_test, seed=tp.data_seed, ambiguity=tp.ambiguity)
     kind = kdata.task_kind(tp.name)
     prompts = kdata.DEFAULT_PROMPTS[tp.name]
     s_tpl = tp.student_prompt or prompts["student"]
@@ -103,7 +106,8 @@ def _load_task_bundle(sub_json: str) -> Task:
     return Task(fingerprint=fingerprint, name=tp.name, kind=kind, arch=arch, tok=tok, sources=sources, targets=targets,
                 student_src={s: ids(x) for s, x in s_text.items()},
                 teacher_src={s: ids(x) for s, x in t_text.items()},
-                use_calculator=use_calc, max_target_len=tp.max_target_len)
+                use_calculator=use_calc, max_target_len=tp.max_target_len,
+                truth=kdata.task_truth(tp.name, tp.data_seed, tp.ambiguity) if tp.name in kdata.EMBEDDED_TASKS else None)
 
 
 def chat_prompts(tok, texts: list[str], system: str | None) -> list[str]:
