@@ -74,4 +74,5 @@ from kdlib.config.notebooks import (  # noqa: F401
     ReturnsParams,
     RewardDistillStudyParams,
     VarianceBiasParams,
+    RegimesParams,
 )

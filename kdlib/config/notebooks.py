@@ -353,6 +353,56 @@ class ConstrainedKDStudyParams(NotebookParams):
         return _pos(v)
 
 
+class RegimesParams(NotebookParams):
+    """Notebook 12: a map of when the K-step return helps. KETCHUP (K chosen on dev among ``k_values``) against LLMR
+    on one task, across sequences per update (``batch_sizes``, at an equal number of sampled sequences
+    ``sequences``: a small batch takes more updates) and task spread (``ambiguities``: ``task.ambiguity`` levels,
+    each with its own teacher and pre-distilled student). Paired tests over ``seeds`` per regime."""
+
+    notebook: Literal["12_regimes"] = "12_regimes"
+    task: str = "mini-xsum"
+    ambiguities: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])
+    batch_sizes: list[StrictInt] = Field(default_factory=lambda: [8, 64])
+    sequences: StrictInt = 1920  # sampled sequences per run (64 x 30 updates: Table 1's budget)
+    evals: StrictInt = 10  # dev evaluations per run (plus the start)
+    k_values: list[StrictInt] = Field(default_factory=lambda: [4, 16])
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v):
+        return _check_tasks([v])[0]
+
+    @field_validator("ambiguities")
+    @classmethod
+    def _ambiguities(cls, v):
+        if len(v) < 2 or len(set(v)) != len(v) or any(a < 0 for a in v):
+            raise ValueError(f"at least two distinct ambiguity levels >= 0, got {v}")
+        return sorted(v)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batches(cls, v):
+        if len(v) < 2 or len(set(v)) != len(v) or any(b < 1 for b in v):
+            raise ValueError(f"at least two distinct batch sizes >= 1, got {v}")
+        return sorted(v)
+
+    @field_validator("k_values")
+    @classmethod
+    def _ks(cls, v):
+        v = _check_ks(v)
+        if any(k < 2 for k in v):
+            raise ValueError(f"KETCHUP's K must be >= 2 (K = 1 is LLMR), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _divisible(self):
+        for b in self.batch_sizes:
+            if self.sequences % b or (self.sequences // b) < self.evals:
+                raise _FieldError("sequences", f"{self.sequences} must be a multiple of every batch size and give at "
+                                  f"least `evals` ({self.evals}) updates; batch size {b} does not")
+        return self
+
+
 NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "01_main_results": MainResultsParams,
     "02_returns": ReturnsParams,
@@ -365,4 +415,5 @@ NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "09_gradient_variance": GradientVarianceParams,
     "10_decoder_only": DecoderOnlyParams,
     "11_diagnostics": DiagnosticsParams,
+    "12_regimes": RegimesParams,
 }

@@ -407,3 +407,27 @@ def plot_learning_curves(df: pd.DataFrame, value_label: str = "dev ROUGE-L") -> 
     handles, labels = _legend_entries(axes[0], max_seeds)
     fig.legend(handles, labels, fontsize=8.5, frameon=False, loc="outside right upper")
     return fig
+
+
+def plot_regimes(gains: pd.DataFrame) -> Figure:
+    """Notebook 12's map: KETCHUP (K chosen on dev) minus LLMR against the task's ambiguity level, one line per number
+    of sequences per update, with 95% CIs over seeds; left the greedy test return (Eq. 10), right the test metric."""
+    _check_columns(gains, ("ambiguity", "batch_size", "gain_test_return", "gain_test_metric"), "plot_regimes(gains)")
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), layout="constrained")
+    cmap = plt.get_cmap("viridis")
+    batches = sorted(gains["batch_size"].unique())
+    for ax, what, label in zip(axes, ("test_return", "test_metric"), ("greedy test return (Eq. 10)", "test metric")):
+        for i, b in enumerate(batches):
+            g = gains[gains.batch_size == b].sort_values("ambiguity")
+            err = g[f"gain_{what}_hw"].fillna(0.0).to_numpy()
+            ax.errorbar(g["ambiguity"], g[f"gain_{what}"], yerr=err, marker="o", capsize=3,
+                        color=cmap(i / max(1, len(batches) - 1) * 0.85), label=f"{b} sequences per update")
+            for a, kd, y in zip(g["ambiguity"], g["k_dev"], g[f"gain_{what}"]):
+                ax.annotate(f"K={kd}", (a, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xlabel("task.ambiguity")
+        ax.set_ylabel(f"KETCHUP - LLMR, {label}")
+        _style_axes(ax)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False, fontsize=8.5)
+    return fig
