@@ -1,0 +1,38 @@
+"""Notebook 12's analysis: the K chosen on dev, paired gains per regime, and the computed verdict on the prediction."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdlib.studies.regimes import regime_gains, regime_verdicts
+
+
+def _runs(gain):
+    """Synthetic runs: KETCHUP K=4 is better on dev than K=16; its test gain over LLMR is gain(ambiguity, batch)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for a in (0.0, 0.5, 1.0):
+        for b in (8, 64):
+            for seed in range(5):
+                base = 30 + rng.normal(0, 1)
+                noise = rng.normal(0, 0.01)
+                for label, k, dev, extra in (("llmr", 1, 29.0, 0.0), ("ketchup_k4", 4, 31.0, gain(a, b) + noise),
+                                             ("ketchup_k16", 16, 30.0, -5.0)):
+                    rows.append({"ambiguity": a, "batch_size": b, "method": label, "k": k, "seed": seed,
+                                 "primary": "rougeL", "dev_metric": dev, "dev_return": 0.0,
+                                 "test_metric": base + extra, "test_return": base + extra})
+    return pd.DataFrame(rows)
+
+
+def test_gains_pair_over_seeds_at_the_k_chosen_on_dev():
+    gains = regime_gains(_runs(lambda a, b: 1.0 + a))
+    assert set(gains["k_dev"]) == {4}  # K=16 is worse on dev, and far worse on test: not chosen
+    assert gains.loc[(gains.ambiguity == 1.0) & (gains.batch_size == 8), "gain_test_return"].item() == pytest.approx(2.0, abs=0.05)
+    assert (gains["p_test_return"] < 1e-6).all()  # a constant gain with tiny noise: paired over seeds
+
+
+def test_the_verdict_is_computed_from_the_shape_of_the_gains():
+    holds, _ = regime_verdicts(regime_gains(_runs(lambda a, b: a * (2.0 if b == 8 else 1.0) + 0.1)))
+    assert holds["grows_with_spread"] and holds["shrinks_with_batch"] and holds["holds"]
+    flat, lines = regime_verdicts(regime_gains(_runs(lambda a, b: 0.5 - 0.4 * a)))
+    assert not flat["grows_with_spread"] and not flat["holds"] and lines[-1].startswith("Prediction does not hold")
