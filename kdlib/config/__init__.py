@@ -77,5 +77,6 @@ from kdlib.config.notebooks import (  # noqa: F401
     ReturnsParams,
     RewardDistillStudyParams,
     VarianceBiasParams,
+    RegimesParams,
 )
 from kdlib.config.paths import project_root, use_project_root  # noqa: F401,E402

@@ -387,7 +387,7 @@ class ConstrainedKDStudyParams(NotebookParams):
 
 
 class RegimesParams(NotebookParams):
-    """Notebook 12 (lands with ``task.ambiguity``, the testbed's spread knob): a map of when the K-step return helps. KETCHUP (K chosen on dev among ``k_values``) against LLMR
+    """Notebook 12: a map of when the K-step return helps. KETCHUP (K chosen on dev among ``k_values``) against LLMR
     on one task, across sequences per update (``batch_sizes``, at an equal number of sampled sequences
     ``sequences``: a small batch takes more updates) and task spread (``ambiguities``: ``task.ambiguity`` levels,
     each with its own teacher and pre-distilled student). Paired tests over ``seeds`` per regime."""
@@ -448,4 +448,5 @@ NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "09_gradient_variance": GradientVarianceParams,
     "10_decoder_only": DecoderOnlyParams,
     "11_diagnostics": DiagnosticsParams,
+    "12_regimes": RegimesParams,
 }

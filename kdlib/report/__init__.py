@@ -73,6 +73,7 @@ from kdlib.report.plots import (  # noqa: E402,F401
     plot_rl_curves,
     plot_variance_bias,
     plot_watch,
+    plot_regimes,
 )
 from kdlib.report.tables import (  # noqa: E402,F401
     ALPHA,

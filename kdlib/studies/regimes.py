@@ -1,5 +1,4 @@
-"""The study of notebook 12_regimes (the notebook and its params land with ``task.ambiguity``, the spread knob of the
-embedded tasks): a map of when the K-step return helps. KETCHUP (K chosen on dev) against LLMR across
+"""Notebook 12_regimes: a map of when the K-step return helps. KETCHUP (K chosen on dev) against LLMR across
 sequences per update (at an equal number of sampled sequences) and task spread (``task.ambiguity``)."""
 
 from __future__ import annotations
