@@ -295,8 +295,10 @@ nb("07_reward_distill", "Seed 003: distilling data and rewards (Tables 2-4, Figu
     "table2",
     "md:The paper's own Table 2, for reference (Llama-3 70B / 8B teachers, Llama-3.2 1B / 3B students; not ours).",
     "report.write_table(rd_report.PAPER_TABLE2, out, \"07_table2_paper\", latex=False)\nrd_report.PAPER_TABLE2",
-    "md:Does the embedded system show the paper's ordering SFT <= w/o R <= Ours? Paired differences on the same "
-    "examples (each row's correctness averaged over its seeds), bootstrap 95% CI; computed, not judged by eye.",
+    "md:Does the embedded system show the paper's ordering SFT <= w/o R <= Ours? Each step paired over training "
+    "seeds (the SFT rows and Ours are trained at the same seeds; mean difference, 95% t interval, paired t-test), as "
+    "Table 1 pairs its rows; the bootstrap over test examples of the seed-averaged rows is listed as a within-run "
+    "interval (it ignores the variance between training runs). Computed, not judged by eye.",
     "diffs, verdicts = study.rd_verdicts(res[\"results\"])\n"
     "display(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))\n"
     "report.write_table(diffs.round(2), out, \"07_paired_differences\", latex=False)\ndiffs.round(2)",

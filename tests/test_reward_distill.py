@@ -230,6 +230,56 @@ def test_stage_graph_and_keys(tmp_path):
     assert key("rd_samples", **{"rd.vote_threshold": 0.5}) == key("rd_samples")
     # the PPO settings of seed 001 that seed 003 does not read do not split its runs
     assert key("rd_ppo", **{"ppo.k": 5}) == key("rd_ppo")
+    # the SFT rows train at their own seed; S_warmup (where the RM's samples and PPO start) is the voted SFT at
+    # BASE_SEED, whatever the seed of the PPO run built on it
+    from kdlib.chains.core import BASE_SEED
+    from kdlib.chains.reward_distill import _warmup, sft_run
+    assert key("rd_sft", seed=1) != key("rd_sft", seed=2)
+    for s in (1, 2):
+        q = as_stage(base, "rd_ppo", seed=s)
+        assert sft_run(_warmup(q)).path == sft_run(as_stage(base, "rd_sft", seed=BASE_SEED)).path
+
+
+def test_study_plan_trains_the_sft_rows_at_every_seed():
+    from kdlib.config import notebook_params
+    from kdlib.studies.common import kit_params
+    from kdlib.studies.reward_distill import study_plan
+
+    nb = notebook_params("07_reward_distill", "params/embedded/reward_distill.yaml")
+    plan = study_plan(nb, lambda **o: kit_params(nb, **o))
+    for row in ("sft_all", "sft_voted", "ours"):
+        seeds = sorted(r.seed for r in plan if r.role == row)
+        assert seeds == sorted(nb.seeds) and len(seeds) >= 3, (row, seeds)
+        assert sorted(r.params.seed for r in plan if r.role == row) == seeds
+
+
+def test_ordering_steps_are_paired_over_training_seeds():
+    """Analytic case: w/o R beats SFT by 1, 2, 3 points on seeds 1-3 (mean 2, sd 1: t interval 2 +- 2.484,
+    p = 0.0742); Ours ties w/o R exactly one answer ahead on every seed (a constant difference: no t-test). The
+    over-seed pairing uses only common seeds (seed 4 of SFT alone is left out)."""
+    import pandas as pd
+
+    from kdlib.studies.reward_distill import rd_seed_paired, rd_verdicts
+
+    rows = []
+    for seed, (sft, wor, ours) in {1: (50.0, 51.0, 51 + 1 / 3), 2: (60.0, 62.0, 62 + 1 / 3),
+                                   3: (55.0, 58.0, 58 + 1 / 3)}.items():
+        for row, acc in (("sft_all", sft), ("sft_voted", wor), ("ours", ours)):
+            rows.append({"task": "t", "teacher": "T", "student": "S", "eval": "t", "row": row, "seed": seed,
+                         "accuracy": acc, "run": "-"})
+    rows.append({"task": "t", "teacher": "T", "student": "S", "eval": "t", "row": "sft_all", "seed": 4,
+                 "accuracy": 99.0, "run": "-"})
+    res = pd.DataFrame(rows)
+    d = rd_seed_paired(res, "sft_voted", "sft_all").iloc[0]
+    assert d["n_seeds"] == 3 and d["diff"] == pytest.approx(2.0)
+    assert d["high"] - d["diff"] == pytest.approx(4.302652729911275 / math.sqrt(3))
+    assert d["p"] == pytest.approx(0.07417990022744853) and not d["significant"]
+    c = rd_seed_paired(res, "ours", "sft_voted").iloc[0]
+    assert c["diff"] == pytest.approx(1 / 3) and math.isnan(c["p"]) and not c["significant"]
+    diffs, lines = rd_verdicts(res.assign(run="-"))
+    assert set(diffs.basis) == {"over seeds"}  # no test outputs to bootstrap over: the within-run rows are absent
+    assert len(lines) == 1 and "HOLDS" in lines[0] and "paired over 3 training seeds" in lines[0]
+    assert "n/a (constant difference)" in lines[0]
 
 
 @pytest.mark.parametrize("task", ["mini-xsum", "mini-europarl", "xsum", "europarl"])

@@ -131,12 +131,14 @@ def sft_run(p: Params) -> Run:
     r = p.rd
     key = {"parent": samples_run(p).key, "stage": "rd_sft", "init": _init_key(p), "sft_data": r.sft_data,
            "threshold": r.vote_threshold, "dedupe": r.dedupe, "optim": _optim_key(r.sft), "eval": _eval_key(p),
-           "seed": BASE_SEED}
+           "seed": p.seed}
     return Run(p.cache_dir, p.task.name, f"rd_sft_{r.sft_data}", key)
 
 
 def _warmup(p: Params) -> Params:
-    return as_stage(p, "rd_sft", **{"rd.sft_data": "voted"})
+    """S_warmup: SFT on the voted answers at the pipeline's seed (``BASE_SEED``), whatever the seed of the run
+    built on it (the SFT rows of Table 2 train at every seed of the notebook; the pipeline has one warm-up)."""
+    return as_stage(p, "rd_sft", seed=BASE_SEED, **{"rd.sft_data": "voted"})
 
 
 def student_samples_run(p: Params) -> Run:
@@ -399,7 +401,7 @@ def ensure_sft(p: Params) -> Run:
     optim = r.sft if pairs else r.sft.model_copy(update={"steps": 0})
     acc = get_accelerator()
     loss = nll_micro_loss(task, [x for _, x in pairs], acc.device, src_index=[i for i, _ in pairs])
-    train_run(run, params=p, optim=optim, task=task, model=model, seed=BASE_SEED, micro_loss=loss,
+    train_run(run, params=p, optim=optim, task=task, model=model, seed=p.seed, micro_loss=loss,
               n_train=max(1, len(pairs)), extra_summary={"method": f"rd_sft_{r.sft_data}", "n_pairs": len(pairs),
                                                          "n_questions": len(ts.idx),
                                                          "n_fail": sum(y is None for y in ys)})
