@@ -208,3 +208,29 @@ def test_token_term_ii_mask_and_loss():
     assert torch.equal(kl.grad, torch.where(viol, _f64(1 / 5), _f64(0.0)))
     incl = explicit_term_mask_tokens(KL_TOK, MASK, 0.1, cumsum="inclusive")
     assert incl.tolist() == [[False, True, False, True, False], [True, True, False, False, False]]
+
+
+def test_table_and_verdict_pair_ours_and_grpo_over_training_seeds():
+    """Analytic case: two sets, three seeds; ours is 10 / 20 / 30 FAC points above GRPO on seeds 0 / 1 / 2 (both
+    sets) and every output of ours is within d while GRPO's are not: FAC +20 +- t(0.975, 2) * 10 / sqrt(3), CS
+    +100 +- 0; the table's FAC half-width over seeds is the t interval of the per-seed FAC."""
+    import pandas as pd
+
+    from kdlib.studies.constrained_kd import seed_differences, summary_table
+
+    rows = []
+    for seed, extra in enumerate((1, 2, 3)):  # ours answers extra examples of 10 correctly
+        for set_ in ("test", "hard"):
+            for i in range(10):
+                rows.append({"task": "t", "set": set_, "method": "cmdp", "seed": seed, "id": i,
+                             "correct": int(i < 3 + extra), "kl": 0.1})
+                rows.append({"task": "t", "set": set_, "method": "grpo", "seed": seed, "id": i,
+                             "correct": int(i < 3), "kl": 1.0})
+    ex = pd.DataFrame(rows)
+    d = seed_differences(ex, "t", "cmdp", "grpo", d=0.5)
+    assert d["seeds"] == 3 and d["fac"] == pytest.approx(20.0) and d["cs"] == pytest.approx(100.0)
+    assert d["fac_ci"] == pytest.approx(4.302652729911275 * 10 / math.sqrt(3)) and d["cs_ci"] == pytest.approx(0.0)
+    t = summary_table(ex, pd.DataFrame(), {"t": 0.5}).set_index(["set", "method"])
+    assert t.loc[("test", "cmdp"), "seeds"] == 3 and t.loc[("test", "cmdp"), "fac"] == pytest.approx(50.0)
+    assert t.loc[("test", "cmdp"), "fac_ci"] == pytest.approx(4.302652729911275 * 10 / math.sqrt(3))
+    assert seed_differences(ex[ex.seed == 0], "t", "cmdp", "grpo", d=0.5) is None  # one seed: no interval

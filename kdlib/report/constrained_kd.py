@@ -119,6 +119,13 @@ def _fmt(v, digits=1):
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _fmt_ci(r, k: str) -> str:
+    """``mean +- half-width`` of the 95% interval over training seeds where the table has one (several seeds)."""
+    ci = r.get(f"{k}_ci", math.nan) if hasattr(r, "get") else math.nan
+    base = _fmt(r[k])
+    return base if base == "" or ci is None or math.isnan(ci) else f"{base} ± {ci:.1f}"
+
+
 def beside_table(table: pd.DataFrame, setting: str = "qwen", task: str | None = None) -> pd.DataFrame:
     """Table 1/2 analogue: per evaluation set and method, our FAC / RWR / RLR / KL (± std) / CS
     beside the paper's on the analogous set (labelled columns)."""
@@ -135,11 +142,11 @@ def beside_table(table: pd.DataFrame, setting: str = "qwen", task: str | None = 
             kl = "" if math.isnan(r.kl) else f"{r.kl:.2f} (±{r.kl_std:.2f})"
             pkl = "" if pr is None or math.isnan(pr.kl) else f"{pr.kl:.2f} (±{pr.kl_std:.2f})"
             rows.append({"set (paper's analogue)": f"{set_} ({analogue})" if analogue else set_, "method": cmdp_label(m),
-                         "FAC": _fmt(r.fac), "FAC paper": _fmt(None if pr is None else pr.fac),
+                         "FAC": _fmt_ci(r, "fac"), "FAC paper": _fmt(None if pr is None else pr.fac),
                          "RWR": _fmt(r.rwr), "RWR paper": _fmt(None if pr is None else pr.rwr),
                          "RLR": _fmt(r.rlr), "RLR paper": _fmt(None if pr is None else pr.rlr),
                          "KL": kl, "KL paper": pkl,
-                         "CS": _fmt(r.cs), "CS paper": _fmt(None if pr is None else pr.cs)})
+                         "CS": _fmt_ci(r, "cs"), "CS paper": _fmt(None if pr is None else pr.cs)})
     return pd.DataFrame(rows)
 
 

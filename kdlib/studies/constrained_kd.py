@@ -24,6 +24,7 @@ import pandas as pd
 from kdlib.chains.constrained_kd import cmdp_label, cmdp_run, evaluate_all, start_run
 from kdlib.config import ConstrainedKDStudyParams, Params, kit_params_for
 from kdlib.maths import constrained_metrics as M
+from kdlib.maths.stats import mean_ci
 
 KL_ONLY = ("gkd", "minillm")
 SURROGATE_JUDGE = "surrogate: calculator-step overlap with the gold chain (no LLM)"
@@ -278,7 +279,9 @@ def llm_outcomes(p: Params, A: pd.DataFrame, B: pd.DataFrame, cache_dir) -> tupl
 # ----------------------------------------------------------------------------- tables
 def summary_table(examples: pd.DataFrame, wins: pd.DataFrame, d_of: dict[str, float]) -> pd.DataFrame:
     """Per (task, set, method): FAC (%), KL mean and std over examples, CS (%) against the task's d,
-    RWR and RLR (%), each averaged over seeds; the teacher has no KL/CS (blank, as the paper)."""
+    RWR and RLR (%), each averaged over seeds, and for FAC, KL and CS the half-width of the 95% t interval over
+    the training seeds (``fac_ci``, ``kl_ci``, ``cs_ci``; NaN with one seed); the teacher has no KL/CS (blank, as
+    the paper)."""
     rows = []
     for (task, set_, method), g in examples.groupby(["task", "set", "method"], sort=False):
         per_seed = []
@@ -287,9 +290,11 @@ def summary_table(examples: pd.DataFrame, wins: pd.DataFrame, d_of: dict[str, fl
             per_seed.append({"fac": 100 * s["correct"].mean(), "kl": kl.mean(), "kl_std": kl.std(ddof=1) if kl.size > 1 else 0.0,
                              "cs": M.constraint_satisfaction(kl, d_of[task])})
         row = {"task": task, "set": set_, "method": method, "n": int(len(g) / max(1, g.seed.nunique())),
-               **{k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}}
+               "seeds": len(per_seed), **{k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}}
+        for k in ("fac", "kl", "cs"):  # 95% t interval over training seeds (NaN with one seed)
+            row[f"{k}_ci"] = float(mean_ci([r[k] for r in per_seed])[1])
         if method == "teacher":
-            row.update(kl=math.nan, kl_std=math.nan, cs=math.nan)
+            row.update(kl=math.nan, kl_std=math.nan, cs=math.nan, kl_ci=math.nan, cs_ci=math.nan)
         w = wins[(wins.task == task) & (wins.set == set_)] if len(wins) else wins
         if len(w) and method in set(w.method):
             row["rwr"] = float(w[w.method == method].groupby("seed")["win"].mean().mean())
@@ -298,6 +303,24 @@ def summary_table(examples: pd.DataFrame, wins: pd.DataFrame, d_of: dict[str, fl
             row["rwr"] = row["rlr"] = math.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def seed_differences(examples: pd.DataFrame, task: str, a: str, b: str, d: float) -> dict | None:
+    """Method ``a`` minus ``b`` per training seed (FAC and CS in points, each seed's metric averaged over the
+    evaluation sets), paired over the seeds both have: mean and 95% t half-width; None with fewer than 2 seeds."""
+    per = {}
+    for m in (a, b):
+        g = examples[(examples.task == task) & (examples.method == m)]
+        per[m] = {seed: (np.mean([100 * s["correct"].mean() for _, s in gs.groupby("set")]),
+                         np.mean([M.constraint_satisfaction(s["kl"].to_numpy(float), d) for _, s in gs.groupby("set")]))
+                  for seed, gs in g.groupby("seed")}
+    seeds = sorted(set(per[a]) & set(per[b]))
+    if len(seeds) < 2:
+        return None
+    fac = [per[a][s][0] - per[b][s][0] for s in seeds]
+    cs = [per[a][s][1] - per[b][s][1] for s in seeds]
+    (fm, fh), (cm, ch) = mean_ci(fac), mean_ci(cs)
+    return {"seeds": len(seeds), "fac": float(fm), "fac_ci": float(fh), "cs": float(cm), "cs_ci": float(ch)}
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -334,6 +357,11 @@ def verdicts(study: Study, fac_cost: float = 10.0, cs_high: float = 90.0, cs_gap
                 f"{'HOLDS' if holds else 'does NOT hold'}: ours FAC {o.fac:.1f}%, CS {o.cs:.1f}%, KL {o.kl:.3f}; "
                 f"GRPO FAC {g.fac:.1f}%, CS {g.cs:.1f}%, KL {g.kl:.3f} (mean over {', '.join(study.table.set.unique())}; "
                 f"criterion: CS >= {cs_high:g}%, >= {cs_gap:g} points above GRPO, FAC cost <= {fac_cost:g} points).")
+            per_seed = seed_differences(study.examples, task, "cmdp", "grpo", d)
+            if per_seed is not None:
+                lines.append(f"{task}: ours - GRPO over {per_seed['seeds']} training seeds (each seed's metrics averaged "
+                             f"over the sets): CS {per_seed['cs']:+.1f} +- {per_seed['cs_ci']:.1f} points, FAC "
+                             f"{per_seed['fac']:+.1f} +- {per_seed['fac_ci']:.1f} points (mean +- 95% t interval).")
         kl_only = [m for m in KL_ONLY if m in avg.index]
         if "cmdp" in avg.index and kl_only:
             o = avg.loc["cmdp"]
