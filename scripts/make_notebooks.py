@@ -242,6 +242,12 @@ nb("06_ppo", "Seed 001 Figure 3: PPO with a learned critic against PPO with the 
     "display(pd.DataFrame(preconditions))",
     "shape, verdicts = study.ppo_verdicts(curves)\n"
     "display(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))\nshape.round(3)",
+    "md:**The long-sequence argument, directly** (seed 001 App. D: a critic struggles with long outputs). The critic's "
+    "squared one-step TD error in the early, middle and late third of each output's actions (LLMR + PPO, mean over "
+    "the last half of training and over seeds). Prediction: it grows from the early to the late third, most on the "
+    "longest outputs (mini-GSM8K).",
+    "td_table, td_lines = study.td_by_position(curves)\n"
+    "display(Markdown(\"\\n\".join(f\"* {v}\" for v in td_lines)))\ntd_table.round(4)",
     "md:Test scores at the best dev checkpoint, Table 1 style (mean ± 95% CI over seeds), KETCHUP + PPO tested "
     "against LLMR + PPO (paired over seeds).",
     "display_table, numeric = report.main_table(results, baseline=\"llmr_ppo\")\ndisplay_table",
@@ -249,9 +255,9 @@ nb("06_ppo", "Seed 001 Figure 3: PPO with a learned critic against PPO with the 
     "report.write_table(shape.round(3), out, \"06_ppo_shape\", caption=\"Shape of the greedy dev-return curve \"\n"
     "                   \"(mean over seeds) of each PPO variant\", latex=False)\n"
     "curves.to_csv(out / \"06_ppo_curves.csv\", index=False)\nresults.to_csv(out / \"06_ppo_results_long.csv\", index=False)\n"
-    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"verdicts\": verdicts, \"headlines\": verdicts,\n"
-    "          \"preconditions\": preconditions, \"shape\": shape.to_dict(orient=\"records\"),\n"
-    "          \"table\": numeric.to_dict(orient=\"records\")}\n"
+    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"verdicts\": verdicts + td_lines,\n"
+    "          \"headlines\": verdicts, \"preconditions\": preconditions, \"shape\": shape.to_dict(orient=\"records\"),\n"
+    "          \"td_by_position\": td_table.to_dict(orient=\"records\"), \"table\": numeric.to_dict(orient=\"records\")}\n"
     "atomic_write_json(out / \"06_ppo.json\", record)\nprint(len(curves), \"curve points\")"])
 
 nb("07_reward_distill", "Seed 003: distilling data and rewards (Tables 2-4, Figures 3-7)",

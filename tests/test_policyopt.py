@@ -653,3 +653,48 @@ def test_ppo_critic_has_its_own_learning_rate(tmp_path):
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4 * f, 1e-2 * f])
     plain = make_optimizer(model, load_params("params/smoke/kit.yaml", **{"ppo.vf_lr": None}).ppo)
     assert len(plain.param_groups) == 1  # no vf_lr: one group, as before
+
+
+def test_position_buckets_match_a_literal_loop_on_ragged_rows():
+    from kdlib.maths.advantages import position_bucket_mean_sq
+
+    g = torch.Generator().manual_seed(3)
+    delta = torch.randn(4, 9, generator=g)
+    mask = torch.zeros(4, 9, dtype=torch.bool)
+    for i, (start, n) in enumerate(((0, 9), (0, 3), (2, 6), (1, 4))):
+        mask[i, start:start + n] = True
+    mask[2, 4] = False  # a calculator insertion inside a row: not an action
+    got = position_bucket_mean_sq(delta, mask, 3)
+    sums, counts = [0.0] * 3, [0] * 3
+    for i in range(4):
+        pos = [t for t in range(9) if mask[i, t]]
+        for r, t in enumerate(pos):
+            k = min(2, (3 * r) // len(pos))
+            sums[k] += float(delta[i, t]) ** 2
+            counts[k] += 1
+    assert got == pytest.approx([s / c for s, c in zip(sums, counts)])
+    # one action per row: everything is early, the other buckets are empty
+    one = torch.zeros(2, 5, dtype=torch.bool)
+    one[:, 0] = True
+    e, m, late = position_bucket_mean_sq(delta[:2, :5], one, 3)
+    assert e == pytest.approx(float((delta[:2, 0] ** 2).mean())) and math.isnan(m) and math.isnan(late)
+
+
+def test_td_by_position_reads_the_last_half_and_respects_the_critic_precondition():
+    import pandas as pd
+
+    from kdlib.studies.ppo import td_by_position
+
+    rows = []
+    for seed in (1, 2):
+        for step in (0, 1, 2, 3):
+            for b, v in (("early", 1.0), ("middle", 2.0), ("late", 4.0)):
+                rows.append({"task": "t", "method": "llmr_ppo", "seed": seed, "step": step,
+                             "series": f"TD error^2, {b} third", "value": v if step >= 2 else 100.0})
+            rows.append({"task": "t", "method": "llmr_ppo", "seed": seed, "step": step,
+                         "series": "explained variance", "value": 0.9})
+    table, lines = td_by_position(pd.DataFrame(rows))
+    assert table.iloc[0]["late_over_early"] == pytest.approx(4.0) and "GROWS" in lines[0]
+    low = pd.DataFrame(rows).assign(value=lambda d: d.value.where(d.series != "explained variance", 0.1))
+    _, lines = td_by_position(low)
+    assert "NOT TESTED" in lines[0]

@@ -369,3 +369,23 @@ def explained_variance(values: Tensor, targets: Tensor, mask: Tensor) -> float:
     if var_g <= 0:
         return float("nan")
     return 1.0 - float((g - values[m].double()).var(unbiased=False)) / var_g
+
+
+def position_bucket_mean_sq(delta: Tensor, mask: Tensor, n_buckets: int = 3) -> list[float]:
+    """Mean square of ``delta`` (e.g. one-step TD errors) per relative position bucket of each sequence:
+
+        bucket(i, t) = floor(n_buckets * rank(i, t) / n_i),   rank = index of position t among row i's valid ones,
+
+    with n_i the number of valid positions of row i (``mask``: (N, L); ``delta``: (N, L)), so bucket 0 holds each
+    sequence's first third of actions (``n_buckets`` = 3: early / middle / late), whatever its length. Returns one
+    mean of ``delta ** 2`` per bucket over all rows (nan for an empty bucket)."""
+    m = mask.bool()
+    rank = torch.cumsum(m.to(torch.long), dim=1) - 1  # (N, L): index among the valid positions
+    n = m.sum(dim=1, keepdim=True).clamp(min=1)  # (N, 1)
+    bucket = torch.div(rank * n_buckets, n, rounding_mode="floor").clamp(max=n_buckets - 1)  # (N, L)
+    sq = delta.detach().double() ** 2
+    out = []
+    for k in range(n_buckets):
+        sel = m & (bucket == k)
+        out.append(float(sq[sel].mean()) if bool(sel.any()) else float("nan"))
+    return out

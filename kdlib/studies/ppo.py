@@ -12,7 +12,10 @@ from kdlib.studies.common import chain_targets, ensure_runs, kit_params, result_
 # ----------------------------------------------------------------------------- 06: PPO (seed 001 App. D)
 PPO_SERIES = {"eval/return": "dev return", "train/td_error_sq": "TD error^2", "train/approx_kl": "approx KL",
               "train/clip_fraction": "clip fraction", "train/value_loss": "value loss", "train/entropy": "entropy",
-              "train/return": "train return", "eval/length": "dev length", "train/explained_var": "explained variance"}
+              "train/return": "train return", "eval/length": "dev length", "train/explained_var": "explained variance",
+              "train/td_error_sq_early": "TD error^2, early third", "train/td_error_sq_middle": "TD error^2, middle third",
+              "train/td_error_sq_late": "TD error^2, late third"}
+BUCKETS = ("early", "middle", "late")
 
 
 def _ppo_overrides(nb: PPOStudyParams) -> list[dict]:
@@ -106,6 +109,39 @@ def critic_fit(curves: pd.DataFrame, task: str, threshold: float = EV_THRESHOLD)
 def preconditions(curves: pd.DataFrame) -> list[dict]:
     """Every precondition notebook 06 measured: one critic fit per task."""
     return [c for t in curves["task"].unique() if (c := critic_fit(curves, t)) is not None]
+
+
+def td_by_position(curves: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Seed 001 App. D's argument, tested directly: does the critic's TD error grow along the sequence? Per task,
+    LLMR + PPO's mean squared one-step TD error in the early, middle and late third of each output's actions
+    (mean over the last half of the iterations, then over seeds), and late / early. The argument holds on a task
+    when the TD error rises from the early to the late third (late / early > 1, middle in between or above early);
+    it is NOT TESTED where the critic does not fit (:func:`critic_fit`)."""
+    rows, lines = [], []
+    for task in curves["task"].unique():
+        g = curves[(curves["task"] == task) & (curves["method"] == "llmr_ppo")]
+        vals = {}
+        for b in BUCKETS:
+            s = g[g["series"] == f"TD error^2, {b} third"]
+            if s.empty:
+                break
+            half = s[s["step"] >= s["step"].max() / 2]
+            vals[b] = float(half.groupby("seed")["value"].mean().mean())
+        if len(vals) < len(BUCKETS):
+            continue
+        ratio = vals["late"] / vals["early"] if vals["early"] > 0 else float("nan")
+        rows.append({"task": task, **{f"td_sq_{b}": vals[b] for b in BUCKETS}, "late_over_early": ratio})
+        rises = ratio > 1 and vals["middle"] >= vals["early"]
+        ev = critic_fit(curves, task)
+        nums = (f"TD error^2 early {vals['early']:.3g}, middle {vals['middle']:.3g}, late {vals['late']:.3g} "
+                f"(late / early {ratio:.2f})")
+        if ev is not None and not ev["met"]:
+            lines.append(f"{task}: the critic's TD error along the sequence is NOT TESTED (the critic explains "
+                         f"{ev['value']:.2f} of the returns' variance, precondition >= {ev['threshold']}): {nums}.")
+        else:
+            lines.append(f"{task}: the critic's TD error {'GROWS' if rises else 'does NOT grow'} along the sequence, "
+                         f"as seed 001 App. D argues for long outputs: {nums}.")
+    return pd.DataFrame(rows), lines
 
 
 def plan(nb: PPOStudyParams) -> list[Params]:

@@ -125,7 +125,9 @@ def llmr_ppo_scorer(teacher, task: Task, pp: PPOParams, teacher_cache=None) -> S
         adv, ret = advantages.gae(r, b.values_old, b.action_mask, pp.gamma, pp.lam)
         delta, _ = advantages.gae(r, b.values_old, b.action_mask, pp.gamma, 0.0)  # one-step TD errors
         n_act = b.action_mask.sum().clamp(min=1)
+        early, middle, late = advantages.position_bucket_mean_sq(delta, b.action_mask, 3)
         logs = {**_teacher_logs(q_sa, v, t_logp, b), "td_error_sq": float((delta ** 2).sum() / n_act),
+                "td_error_sq_early": early, "td_error_sq_middle": middle, "td_error_sq_late": late,
                 "td_error_abs": float(delta.abs().sum() / n_act),
                 "value_mean": float((b.values_old * b.action_mask).sum() / n_act),
                 "explained_var": advantages.explained_variance(b.values_old, ret, b.action_mask)}
