@@ -305,7 +305,9 @@ nb("07_reward_distill", "Seed 003: distilling data and rewards (Tables 2-4, Figu
     "seeds (the SFT rows and Ours are trained at the same seeds; mean difference, 95% t interval, paired t-test), as "
     "Table 1 pairs its rows; the bootstrap over test examples of the seed-averaged rows is listed as a within-run "
     "interval (it ignores the variance between training runs). Computed, not judged by eye.",
-    "diffs, verdicts = study.rd_verdicts(res[\"results\"])\n"
+    "preconditions = study.rd_preconditions(res)  # measured before the verdict\n"
+    "display(pd.DataFrame(preconditions))\n"
+    "diffs, verdicts = study.rd_verdicts(res[\"results\"], preconditions=preconditions)\n"
     "display(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))\n"
     "report.write_table(diffs.round(2), out, \"07_paired_differences\", latex=False)\ndiffs.round(2)",
     "md:Accuracy per GSM-Plus perturbation type (mean over seeds).",
@@ -344,7 +346,7 @@ nb("07_reward_distill", "Seed 003: distilling data and rewards (Tables 2-4, Figu
     "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"headlines\": headlines, \"verdicts\": verdicts,\n"
     "          \"table2\": t2num.to_dict(orient=\"records\"), \"paired\": diffs.to_dict(orient=\"records\"),\n"
     "          \"rm\": res[\"rm\"].to_dict(orient=\"records\"), \"labels\": res[\"labels\"].to_dict(orient=\"records\"),\n"
-    "          \"pipeline\": res[\"pipeline\"].to_dict(orient=\"records\")}\n"
+    "          \"pipeline\": res[\"pipeline\"].to_dict(orient=\"records\"), \"preconditions\": preconditions}\n"
     "atomic_write_json(out / \"07_reward_distill.json\", record)\nprint(len(res[\"results\"]), \"result rows\")"])
 
 
@@ -503,11 +505,16 @@ nb("08_constrained_kd", "Seed 004: distillation as a constrained MDP (Tables 1/2
     "accuracy (the task reward) and the greedy dev accuracy, per GRPO iteration.",
     "fig = ckd_report.plot_curves(ckd.curves, list(d.values())[0])\nreport.save_figure(fig, out, \"08_training_curves\")\nfig",
     "md:Does our run reproduce the paper's trade-off? Computed from the numbers above, not judged by eye.",
+    "md:**Preconditions**, measured before the verdict: the KL-only methods must lower the start's KL at least "
+    "fivefold (the paper: about 13-fold), d must lie below the start's mean KL, and the budget must bind on at least "
+    "half of ours' early samples. A trade-off verdict whose precondition missed reads \"not tested\".",
+    "preconditions = study.preconditions(ckd)\ndisplay(pd.DataFrame(preconditions))",
     "verdicts = study.verdicts(ckd)\ndisplay(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))",
     "ckd.table.to_csv(out / \"08_results.csv\", index=False)\nckd.wins.to_csv(out / \"08_wins_long.csv\", index=False)\n"
     "ckd.curves.to_csv(out / \"08_curves.csv\", index=False)\n"
     "report.write_table(ckd_report.paper_table(paper_setting), out, \"08_paper_reference\", caption=ckd_report.PAPER_SETTINGS[paper_setting][0], latex=False)\n"
     "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"budget\": ckd.budget, \"start\": ckd.start,\n"
+    "          \"preconditions\": preconditions,\n"
     "          \"judge\": ckd.judge, \"settings\": ckd.settings, \"verdicts\": verdicts, \"headlines\": verdicts,\n"
     "          \"table\": ckd.table.to_dict(orient=\"records\"), \"methods\": sorted(ckd.table.method.unique().tolist())}\n"
     "atomic_write_json(out / \"08_constrained_kd.json\", record)\n"

@@ -234,3 +234,26 @@ def test_table_and_verdict_pair_ours_and_grpo_over_training_seeds():
     assert t.loc[("test", "cmdp"), "seeds"] == 3 and t.loc[("test", "cmdp"), "fac"] == pytest.approx(50.0)
     assert t.loc[("test", "cmdp"), "fac_ci"] == pytest.approx(4.302652729911275 * 10 / math.sqrt(3))
     assert seed_differences(ex[ex.seed == 0], "t", "cmdp", "grpo", d=0.5) is None  # one seed: no interval
+
+
+def test_seed004_preconditions_and_a_verdict_they_gate():
+    import pandas as pd
+
+    from kdlib.studies.constrained_kd import Study, preconditions, verdicts
+
+    table = pd.DataFrame([{"task": "t", "set": "test", "method": m, "kl": kl, "fac": fac, "cs": cs, "rwr": math.nan,
+                           "rlr": math.nan}
+                          for m, kl, fac, cs in (("start", 1.0, 40, 50), ("gkd", 0.1, 30, 99), ("minillm", 0.3, 31, 95),
+                                                 ("cmdp", 0.2, 45, 95), ("grpo", 0.9, 46, 60))])
+    curves = pd.DataFrame([{"task": "t", "method": "cmdp", "series": "share within budget d (ours)", "step": i,
+                            "value": 0.3} for i in range(12)])
+    start = {"t": {"start_steps": 100, "kl_dev_mean": 1.0, "ratio_to_d": 2.0, "cs_dev": 20.0}}
+    study = Study(table=table, curves=curves, start=start, budget={"t": {"d": 0.5, "rule": "r"}},
+                  examples=pd.DataFrame(), wins=pd.DataFrame(), judge="j", settings={})
+    pre = {c["name"].split(": ", 1)[1].split(" (")[0]: c for c in preconditions(study)}
+    red = pre["KL reduction by the KL-only methods"]
+    assert red["value"] == pytest.approx(1.0 / 0.3) and not red["met"]  # the weaker method counts
+    assert pre["start's mean dev KL / d"]["met"]
+    assert pre["share of ours' samples above d, first 10 iterations"]["value"] == pytest.approx(0.7)
+    line = next(v for v in verdicts(study) if "trade-off" in v)
+    assert "NOT TESTED" in line and "KL reduction" in line

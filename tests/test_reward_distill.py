@@ -332,3 +332,25 @@ def test_the_rl_prompt_set_keeps_the_questions_the_student_always_failed():
 
     d = RMData(y_star={1: "3", 2: "5", 3: None, 4: "7"}, d_s=[1, 2], train=[], dev=[], test=[], d_r=[1], d_fail=[3])
     assert ppo_prompts(d) == [1, 2, 3]  # 2: always wrong (not in D_R) but kept; 4: never failed, not a prompt
+
+
+def test_preconditions_gate_the_reward_step_verdict():
+    import pandas as pd
+
+    from kdlib.studies.reward_distill import rd_preconditions, rd_verdicts
+
+    rm = pd.DataFrame([{"task": "t", "teacher": "T", "student": "S", "variant": "rm", "n_train": 1200,
+                        "pos_neg_low": 48.0}])
+    labels = pd.DataFrame([{"task": "t", "teacher": "T", "share_fail": 0.08}])
+    pre = rd_preconditions({"rm": rm, "labels": labels})
+    by = {c["name"].split(": ", 1)[1]: c for c in pre}
+    assert by["RM training triplets"]["met"] and not by["RM Pos/Neg accuracy, lower end of 95% CI (%)"]["met"]
+    assert by["D_fail share of questions (%)"]["value"] == pytest.approx(8.0) and by["D_fail share of questions (%)"]["met"]
+    rows = [{"task": "t", "teacher": "T", "student": "S", "eval": "t", "row": row, "seed": seed,
+             "accuracy": acc + seed, "run": "-"}
+            for seed in (1, 2, 3) for row, acc in (("sft_all", 50.0), ("sft_voted", 52.0), ("ours", 55.0))]
+    rows[0]["accuracy"] += 0.5  # not a constant difference
+    _, lines = rd_verdicts(pd.DataFrame(rows), preconditions=pre)
+    assert "NOT TESTED" in lines[0] and "does NOT hold" not in lines[0]
+    _, lines = rd_verdicts(pd.DataFrame(rows), preconditions=[dict(c, met=True) for c in pre])
+    assert "HOLDS" in lines[0]

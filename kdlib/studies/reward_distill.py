@@ -204,6 +204,34 @@ def rd_paired(results: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+MIN_TRIPLETS = 1000  # issue 22: enough disagreement to learn a reward from
+MIN_FAIL_SHARE = 5.0  # % of questions the vote leaves unlabelled (D_fail)
+
+
+def rd_preconditions(res: dict[str, pd.DataFrame]) -> list[dict]:
+    """What seed 003's reward step needs before "Ours - w/o R" is read, per pipeline pair (name, measured value,
+    threshold, met): at least ``MIN_TRIPLETS`` RM training triplets; D_fail at least ``MIN_FAIL_SHARE``% of the
+    questions; the RM ranks correct over wrong student answers on held-out triplets above chance (the lower end of
+    its bootstrap 95% interval of Pos/Neg accuracy above 50%)."""
+    out = []
+    rm = res["rm"]
+    for r in rm[rm.variant == "rm"].to_dict(orient="records") if len(rm) else []:
+        where = f"{r['task']} ({r['teacher']} -> {r['student']})"
+        n = r.get("n_train") or 0
+        out.append({"name": f"{where}: RM training triplets", "value": float(n), "threshold": MIN_TRIPLETS,
+                    "met": bool(n >= MIN_TRIPLETS)})
+        low = r.get("pos_neg_low")
+        low = float("nan") if low is None else float(low)
+        out.append({"name": f"{where}: RM Pos/Neg accuracy, lower end of 95% CI (%)", "value": low,
+                    "threshold": 50.0, "met": bool(low == low and low > 50.0)})
+    labels = res["labels"]
+    for r in labels.to_dict(orient="records") if len(labels) else []:
+        share = 100.0 * float(r["share_fail"])  # a fraction of the questions
+        out.append({"name": f"{r['task']} ({r['teacher']}): D_fail share of questions (%)", "value": share,
+                    "threshold": MIN_FAIL_SHARE, "met": bool(share >= MIN_FAIL_SHARE)})
+    return out
+
+
 def rd_seed_paired(results: pd.DataFrame, a: str, b: str, alpha: float = 0.035) -> pd.DataFrame:
     """Paired differences ``a - b`` of test accuracy (points) over training seeds, as Table 1 pairs its rows: per
     (task, teacher, student, eval), the seeds both rows were trained with; the mean difference, its 95% t interval
@@ -228,15 +256,17 @@ def rd_seed_paired(results: pd.DataFrame, a: str, b: str, alpha: float = 0.035) 
     return pd.DataFrame(out)
 
 
-def rd_verdicts(results: pd.DataFrame, alpha: float = 0.035) -> tuple[pd.DataFrame, list[str]]:
+def rd_verdicts(results: pd.DataFrame, alpha: float = 0.035,
+                preconditions: list[dict] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Does the embedded system show the paper's ordering SFT <= Ours w/o R <= Ours (Table 2)?
     Per (task, teacher, student, eval): each row's mean accuracy over its seeds, and the two steps w/o R - SFT and
     Ours - w/o R paired over training seeds (:func:`rd_seed_paired`: mean, 95% t interval, paired t-test; a step
     is "significant" at p < ``alpha``, seed 001 App. E's threshold, two tests per evaluation set, uncorrected).
     A step "holds" when its mean difference is >= 0. The bootstrap over test examples (:func:`rd_paired`, each
     row's correctness averaged over its seeds) stays in the table as a within-run interval: it ignores the
-    variance between training runs. Returns (every difference, with ``basis`` "over seeds" / "within-run
-    bootstrap", and the verdict lines)."""
+    variance between training runs. Where a precondition of the pair's reward model missed (``preconditions``,
+    :func:`rd_preconditions`), its line reads "NOT TESTED". Returns (every difference, with ``basis`` "over
+    seeds" / "within-run bootstrap", and the verdict lines)."""
     seed_diffs = pd.concat([rd_seed_paired(results, "sft_voted", "sft_all", alpha),
                             rd_seed_paired(results, "ours", "sft_voted", alpha),
                             rd_seed_paired(results, "ours", "sft_all", alpha)], ignore_index=True)
@@ -261,6 +291,15 @@ def rd_verdicts(results: pd.DataFrame, alpha: float = 0.035) -> tuple[pd.DataFra
             p = "n/a (constant difference)" if x["p"] != x["p"] else f"{x['p']:.3f}"
             return f"{x['diff']:+.2f} [{x['low']:+.2f}, {x['high']:+.2f}], p = {p}{' (significant)' if x['significant'] else ''}"
 
+        missed = [c for c in (preconditions or []) if c["name"].startswith(f"{task} ({teacher} -> {student})")
+                  and not c["met"]]
+        if missed:
+            lines.append(f"{ev} ({teacher} -> {student}): the reward step (Ours - w/o R) is NOT TESTED: its reward "
+                         "model lacks what it needs (" + "; ".join(
+                             f"{c['name'].split(': ', 1)[1]} {c['value']:.1f} vs {c['threshold']:g}" for c in missed)
+                         + f"); Ours - w/o R {fmt(steps[1])}; w/o R - SFT {fmt(steps[0])} (paired over "
+                         f"{steps[0]['n_seeds']} training seeds).")
+            continue
         lines.append(f"{ev} ({teacher} -> {student}): SFT {m.get('sft_all', float('nan')):.2f}, w/o R "
                      f"{m.get('sft_voted', float('nan')):.2f}, Ours {m.get('ours', float('nan')):.2f} (mean over seeds): "
                      f"the paper's ordering SFT <= w/o R <= Ours "
