@@ -105,7 +105,7 @@ def cmd_calibrate(args) -> int:
     from pathlib import Path
 
     from kdlib.config import EMBEDDED_TASKS, parse_override
-    from kdlib.studies.calibration import calibrate, write
+    from kdlib.chains.calibration import calibrate, write
 
     overrides = dict(parse_override(s) for s in args.set)
     p = _load(args)  # validates everything (exit 2) before any training

@@ -98,6 +98,16 @@ nb("01_main_results", "Table 1: main results",
     "best = report.best_method_lines(numeric)\n"
     "display(Markdown(f\"**Our Table 1** ({profile} profile, seeds {seeds}). \" + display_table.attrs[\"caption\"]))\n"
     "display(Markdown(\"\\n\".join(f\"* {v}\" for v in best + verdicts + verdicts_opd)))\ndisplay_table",
+    "md:**The testbed's calibration** (generated tasks; DESIGN.md \"The embedded regime\"): per task, the teacher's "
+    "entropy per token on its own samples (temperature 1) and on the references, KL(teacher || pre-distilled student) "
+    "per token on the references, the mean reference length, and the teacher's, pre-distilled and best student's "
+    "primary test metric; the targets each misses are named (targets: teacher entropy on samples >= 1.0 / 0.6 / 0.25 "
+    "nats per token on mini-XSum / mini-Europarl / mini-GSM8K, reference length >= 20 / 20 / 80 tokens, pre-distilled "
+    "student at 55-92% of the teacher, no student above the teacher). Also written as `calibration.json`.",
+    "calib, calib_records = study.calibration(nb)\n"
+    "atomic_write_json(out / \"calibration.json\", calib_records)\n"
+    "report.write_table(calib.round(3), out, \"01_calibration\", caption=\"Calibration of the embedded testbed\", latex=False)\n"
+    "calib.round(3)",
     "md:The paper's own numbers (FLAN-T5-XL teacher, T5-base student, full datasets), for reference only: "
     "they are not what this notebook ran.",
     "md:Statistical power of each test against LLMR (KETCHUP and on-policy rows): the SD of the paired differences over seeds, the smallest "
@@ -115,7 +125,7 @@ nb("01_main_results", "Table 1: main results",
     "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"tasks\": tasks,\n"
     "          \"methods\": sorted(results.method.unique().tolist()), \"verdicts\": verdicts,\n"
     "          \"verdicts_vs_opd\": verdicts_opd, \"best\": best, \"headlines\": best + verdicts + verdicts_opd,\n"
-    "          \"table\": numeric.to_dict(orient=\"records\"), \"n_runs\": len(runs)}\n"
+    "          \"table\": numeric.to_dict(orient=\"records\"), \"n_runs\": len(runs), \"calibration\": calib_records}\n"
     "atomic_write_json(out / \"01_main_results.json\", record)\n"
     "report.write_provenance(out, {\"notebook\": nb.model_dump(mode=\"json\")})\n"
     "print(json.dumps({k: record[k] for k in (\"methods\", \"n_runs\")}))"])

@@ -136,8 +136,7 @@ def sft_run(p: Params) -> Run:
 
 
 def _warmup(p: Params) -> Params:
-    """S_warmup: SFT on the voted answers at the pipeline's seed (``BASE_SEED``), whatever the seed of the run
-    built on it (the SFT rows of Table 2 train at every seed of the notebook; the pipeline has one warm-up)."""
+    """S_warmup: the voted SFT at BASE_SEED, whatever the seed of the run built on it (one warm-up per pipeline)."""
     return as_stage(p, "rd_sft", seed=BASE_SEED, **{"rd.sft_data": "voted"})
 
 
@@ -576,10 +575,7 @@ def ensure_eval(p: Params) -> Run:
 
 # ----------------------------------------------------------------------------- registry
 def _parents_sft(p: Params) -> list[Params]:
-    out = [as_stage(p, "rd_samples")]
-    if p.rd.student_init == "predistill":
-        out.append(as_stage(p, "predistill"))
-    return out
+    return [as_stage(p, "rd_samples")] + ([as_stage(p, "predistill")] if p.rd.student_init == "predistill" else [])
 
 
 def _parents_ppo(p: Params) -> list[Params]:

@@ -60,14 +60,14 @@ TASK_LABELS: dict[str, str] = {
 }
 # Which metric columns a task shows, by task kind (see task_kind), in display order.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "summarization": ("rouge1", "rouge2", "rougeL"),
-    "translation": ("bleu", "chrf", "ter"),
-    "arithmetic": ("accuracy",),
-}
+    "summarization": ("rouge1", "rouge2", "rougeL", "validity"),
+    "translation": ("bleu", "chrf", "ter", "validity"),
+    "arithmetic": ("accuracy", "validity"),
+}  # validity: % of outputs valid for their input (generated tasks only: the generator knows every valid output)
 METRIC_LABELS: dict[str, str] = {
     "rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L",
     "bleu": "BLEU", "chrf": "chrF", "ter": "TER↓",
-    "accuracy": "Acc.", "distinct2": "Distinct-2",
+    "accuracy": "Acc.", "distinct2": "Distinct-2", "validity": "Valid %",
 }
 
 

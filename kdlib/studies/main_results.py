@@ -12,7 +12,8 @@ from kdlib.chains.core import (
     ensure_zeroshot,
     train,
 )
-from kdlib.config import MainResultsParams, Params
+from kdlib.chains.calibration import calibrate_task, format_record
+from kdlib.config import EMBEDDED_TASKS, MainResultsParams, Params
 from kdlib.studies.common import (
     chain_targets,
     ensure_runs,
@@ -41,6 +42,19 @@ def main_results(nb: MainResultsParams) -> tuple[pd.DataFrame, pd.DataFrame]:
                 rows += result_rows(task, label, seed, run.summary())
                 runs.append(run_row(task, label, seed, run))
     return pd.DataFrame(rows), pd.DataFrame(runs)
+
+
+def calibration(nb: MainResultsParams, n: int = 100) -> tuple[pd.DataFrame, dict]:
+    """The testbed's calibration (kdlib.chains.calibration) for every generated task of Table 1, from its trained
+    teacher and pre-distilled student and the best distilled student of the cache: one row per task with the
+    targets met; also the records as ``python -m kdlib calibrate`` writes them to ``calibration.json``."""
+    records = {t: calibrate_task(kit_params(nb, **{"task.name": t}), n=n) for t in nb.tasks if t in EMBEDDED_TASKS}
+    rows = []
+    for t, r in records.items():
+        missed = [k for k, v in r["targets_met"].items() if v is False]
+        rows.append({"task": t, **{k: v for k, v in r.items() if k != "targets_met"},
+                     "targets missed": ", ".join(missed) if missed else "none"})
+    return pd.DataFrame(rows), records
 
 
 def plan(nb: MainResultsParams) -> list[Params]:

@@ -204,7 +204,7 @@ def rd_paired(results: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-MIN_TRIPLETS = 1000  # issue 22: enough disagreement to learn a reward from
+MIN_TRIPLETS = 1000  # enough disagreement between student answers to learn a reward from
 MIN_FAIL_SHARE = 5.0  # % of questions the vote leaves unlabelled (D_fail)
 
 
