@@ -265,8 +265,8 @@ nb("06_ppo", "Seed 001 Figure 3: PPO with a learned critic against PPO with the 
     "report.write_table(shape.round(3), out, \"06_ppo_shape\", caption=\"Shape of the greedy dev-return curve \"\n"
     "                   \"(mean over seeds) of each PPO variant\", latex=False)\n"
     "curves.to_csv(out / \"06_ppo_curves.csv\", index=False)\nresults.to_csv(out / \"06_ppo_results_long.csv\", index=False)\n"
-    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"verdicts\": verdicts + td_lines,\n"
-    "          \"headlines\": verdicts, \"preconditions\": preconditions, \"shape\": shape.to_dict(orient=\"records\"),\n"
+    "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"verdicts\": verdicts,\n"
+    "          \"td_verdicts\": td_lines, \"headlines\": verdicts + td_lines, \"preconditions\": preconditions, \"shape\": shape.to_dict(orient=\"records\"),\n"
     "          \"td_by_position\": td_table.to_dict(orient=\"records\"), \"table\": numeric.to_dict(orient=\"records\")}\n"
     "atomic_write_json(out / \"06_ppo.json\", record)\nprint(len(curves), \"curve points\")"])
 

@@ -117,6 +117,18 @@ def test_07_reward_distill(env):
     assert {r["variant"] for r in rec["rm"]} == {"rm", "rm_lambda", "rm_ratio", "rm_teacher"}
     assert len(rec["labels"]) == 3 and all(0 <= r["share_fail"] <= 1 for r in rec["labels"])  # one per teacher
     assert rec["headlines"] and any("ordering" in h for h in rec["headlines"])
+    sft = next(r for r in rec["table2"] if r["row"] == "sft_voted" and r["eval"] == "mini-gsm8k")
+    assert sft["seeds"] == 2  # the SFT rows train at every seed, as Ours
+    over = [d for d in rec["paired"] if d["basis"] == "over seeds"]
+    assert {d["comparison"] for d in over} >= {"sft_voted - sft_all", "ours - sft_voted"}
+    assert all(d["n_seeds"] == 2 for d in over)
+    names = {p["name"].split(": ", 1)[1] for p in rec["preconditions"]}
+    assert {"RM training triplets", "RM Pos/Neg accuracy, lower end of 95% CI (%)",
+            "D_fail share of questions (%)"} <= names
+    for v in rec["verdicts"]:  # a missed RM precondition reads NOT TESTED, never an ordering verdict
+        missed = any(not p["met"] and p["name"].startswith("mini-gsm8k (") and "->" in p["name"]
+                     for p in rec["preconditions"])
+        assert ("NOT TESTED" in v) == missed
     for f in ("07_table2.md", "07_table2_paper.md", "07_table3.md", "07_table4.md", "07_figure3_dfail.png",
               "07_figure4_label_quality.png", "07_figure5_lambda.png", "07_figure6_ratio.png", "07_figure7_shaping.png"):
         assert (out / f).stat().st_size > 0
@@ -140,6 +152,10 @@ def test_08_constrained_kd(env):
         if r["method"] != "teacher":
             assert 0 <= r["cs"] <= 100 and r["kl"] >= 0
     assert any("trade-off" in h for h in rec["headlines"]) and rec["judge"].startswith("surrogate")
+    pre = rec["preconditions"]
+    assert len(pre) == 3 and all(_finite(p["value"]) and isinstance(p["met"], bool) for p in pre)
+    line = next(h for h in rec["headlines"] if "trade-off" in h)
+    assert ("NOT TESTED" in line) == (not all(p["met"] for p in pre))
     assert "surrogate" in (out / "08_table1.md").read_text() and "paper" in (out / "08_table1.md").read_text()
     for f in ("08_figure2_radar.png", "08_figure3_pareto.png", "08_figure4_wins.png", "08_training_curves.png"):
         assert (out / f).stat().st_size > 10_000
@@ -163,6 +179,11 @@ def test_06_ppo_with_a_paired_test_against_llmr_ppo(env):
     md = (out / "06_ppo_test.md").read_text()
     assert "vs LLMR + PPO" in md and "no LLMR" not in md
     assert (out / "06_figure3_ppo.png").stat().st_size > 10_000
+    # the critic's TD error per third of each output, one row per task, read off the logged buckets
+    td = {r["task"]: r for r in rec["td_by_position"]}
+    assert set(td) == {"mini-xsum", "mini-gsm8k"}
+    assert all(_finite(r[f"td_sq_{b}"]) and r[f"td_sq_{b}"] >= 0 for r in td.values() for b in ("early", "middle", "late"))
+    assert len(rec["td_verdicts"]) == 2 and all("along the sequence" in v for v in rec["td_verdicts"])
 
 
 def test_09_gradient_variance(env):
@@ -206,3 +227,14 @@ def test_11_diagnostics(env):
     assert {r["task"] for r in rec["reward_watch"]} == {"mini-xsum"}
     for f in ("11_exerror.png", "11_reward_watch.png", "11_distinct2.png"):
         assert (out / f).stat().st_size > 10_000
+
+
+def test_12_regimes(env):
+    out = _run("12_regimes", env)
+    rec = json.loads((out / "12_regimes.json").read_text())
+    assert rec["prediction"] and rec["n_runs"] == 2 * 2 * 3 * 2  # ambiguities x batch sizes x (LLMR, K=4, K=16) x seeds
+    gains = rec["gains"]
+    assert {(g["ambiguity"], g["batch_size"]) for g in gains} == {(a, b) for a in (0.0, 0.5) for b in (2, 4)}
+    assert all(g["k_dev"] in (4, 16) and g["n_seeds"] == 2 for g in gains)
+    assert isinstance(rec["verdict_return"]["holds"], bool) and rec["verdicts"]
+    assert (out / "12_regimes.png").stat().st_size > 10_000
