@@ -294,8 +294,8 @@ def rd_verdicts(results: pd.DataFrame, alpha: float = 0.035,
         missed = [c for c in (preconditions or []) if c["name"].startswith(f"{task} ({teacher} -> {student})")
                   and not c["met"]]
         if missed:
-            lines.append(f"{ev} ({teacher} -> {student}): the reward step (Ours - w/o R) is NOT TESTED: its reward "
-                         "model lacks what it needs (" + "; ".join(
+            lines.append(f"{ev} ({teacher} -> {student}): the paper's ordering SFT <= w/o R <= Ours is NOT TESTED at "
+                         "its reward step (Ours - w/o R): the reward model lacks what it needs (" + "; ".join(
                              f"{c['name'].split(': ', 1)[1]} {c['value']:.1f} vs {c['threshold']:g}" for c in missed)
                          + f"); Ours - w/o R {fmt(steps[1])}; w/o R - SFT {fmt(steps[0])} (paired over "
                          f"{steps[0]['n_seeds']} training seeds).")
