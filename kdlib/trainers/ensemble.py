@@ -126,6 +126,9 @@ def ensemble_evaluate(model: StackedT5, task: Task, split: str, n: int | None, p
         m_s["eos_rate"] = float(sum(ended[s]) / max(1, len(ended[s])))
         if teacher is not None:
             m_s["return"] = float(sum(rets[s]) / max(1, len(rets[s])))
+        if task.truth is not None:  # generated tasks: % of outputs valid for their source, as eval_split
+            m_s["validity"] = metrics.validity([task.truth.is_valid(x, y)
+                                                for x, y in zip(task.sources[split][:n], preds[s], strict=True)])
         out.append((m_s, preds[s]))
     return out
 
