@@ -135,3 +135,16 @@ def test_holm_adjustment_by_hand():
     assert np.allclose(holm_adjust(p), [0.03, 0.06, 0.06, np.nan, 0.02], equal_nan=True)
     assert np.allclose(holm_adjust([0.9, 0.8]), [1.0, 1.0])
     assert np.isnan(holm_adjust([np.nan])).all()
+
+
+def test_paired_over_seeds_uses_common_seeds_only():
+    from kdlib.maths.stats import paired_over_seeds
+
+    a = {1: 51.0, 2: 62.0, 3: 58.0, 9: 0.0}  # seed 9 has no partner: left out
+    b = {1: 50.0, 2: 60.0, 3: 55.0, 4: 99.0}
+    d = paired_over_seeds(a, b)
+    assert d["n"] == 3 and d["diff"] == pytest.approx(2.0)
+    assert d["half_width"] == pytest.approx(4.302652729911275 / np.sqrt(3))
+    assert d["p"] == pytest.approx(0.07417990022744853)
+    one = paired_over_seeds({1: 1.0}, {1: 0.0})
+    assert one["n"] == 1 and np.isnan(one["p"]) and np.isnan(one["half_width"])

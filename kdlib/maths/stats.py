@@ -14,7 +14,7 @@ import numpy as np
 from scipy import optimize as _sps_optimize
 from scipy import stats as _sps
 
-__all__ = ["mean_ci", "paired_ttest", "bootstrap_ci", "format_mean_ci"]
+__all__ = ["mean_ci", "paired_ttest", "paired_over_seeds", "bootstrap_ci", "format_mean_ci"]
 
 
 def _as_1d(values) -> np.ndarray:
@@ -77,6 +77,18 @@ def paired_ttest(a, b) -> tuple[float, float]:
         warnings.simplefilter("ignore", RuntimeWarning)
         res = _sps.ttest_rel(x, y)
     return float(res.statistic), float(res.pvalue)
+
+
+def paired_over_seeds(a, b, confidence: float = 0.95) -> dict:
+    """``a - b`` paired over the seeds both have: ``a`` and ``b`` map seed -> score (a dict or a pandas Series indexed
+    by seed). Returns ``n`` (common seeds), ``diff`` (mean difference), ``half_width`` (:func:`mean_ci` of the
+    per-seed differences) and ``p`` (:func:`paired_ttest`; NaN below two seeds or for a constant difference)."""
+    a, b = dict(a), dict(b)
+    seeds = sorted(set(a) & set(b))
+    x = np.array([a[s] for s in seeds], dtype=np.float64)
+    y = np.array([b[s] for s in seeds], dtype=np.float64)
+    diff, hw = mean_ci(x - y, confidence)
+    return {"n": len(seeds), "diff": diff, "half_width": hw, "p": paired_ttest(x, y)[1]}
 
 
 def holm_adjust(p_values) -> np.ndarray:

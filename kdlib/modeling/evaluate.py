@@ -78,5 +78,10 @@ def evaluate(model, tok, *, arch: str, src: Sequence[Sequence[int]], references:
     if teacher is not None:
         out["return"] = float(sum(rets) / max(1, len(rets)))
     if truth is not None and sources is not None:
-        out["validity"] = metrics.validity([truth.is_valid(s, y) for s, y in zip(sources, preds, strict=True)])
+        out["validity"] = validity_of(truth, sources, preds)
     return out, preds
+
+
+def validity_of(truth, sources: Sequence[str], preds: Sequence[str]) -> float:
+    """% of ``preds`` that are valid targets of their source (``truth``: a :class:`kdlib.data.TaskTruth`)."""
+    return metrics.validity([truth.is_valid(s, y) for s, y in zip(sources, preds, strict=True)])

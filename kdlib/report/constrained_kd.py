@@ -121,9 +121,8 @@ def _fmt(v, digits=1):
 
 def _fmt_ci(r, k: str) -> str:
     """``mean +- half-width`` of the 95% interval over training seeds where the table has one (several seeds)."""
-    ci = r.get(f"{k}_ci", math.nan) if hasattr(r, "get") else math.nan
-    base = _fmt(r[k])
-    return base if base == "" or ci is None or math.isnan(ci) else f"{base} ± {ci:.1f}"
+    ci, base = r.get(f"{k}_ci", math.nan), _fmt(r[k])
+    return base if base == "" or math.isnan(ci) else f"{base} ± {ci:.1f}"
 
 
 def beside_table(table: pd.DataFrame, setting: str = "qwen", task: str | None = None) -> pd.DataFrame:

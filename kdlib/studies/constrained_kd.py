@@ -24,7 +24,7 @@ import pandas as pd
 from kdlib.chains.constrained_kd import cmdp_label, cmdp_run, evaluate_all, start_run
 from kdlib.config import ConstrainedKDStudyParams, Params, kit_params_for
 from kdlib.maths import constrained_metrics as M
-from kdlib.maths.stats import mean_ci
+from kdlib.maths.stats import mean_ci, paired_over_seeds
 
 KL_ONLY = ("gkd", "minillm")
 SURROGATE_JUDGE = "surrogate: calculator-step overlap with the gold chain (no LLM)"
@@ -310,19 +310,17 @@ def seed_differences(examples: pd.DataFrame, task: str, a: str, b: str, d: float
     evaluation sets), paired over the seeds both have: mean and 95% t half-width; None with fewer than 2 seeds."""
     if examples.empty:
         return None
-    per = {}
+    fac, cs = {}, {}  # method -> seed -> metric averaged over the sets
     for m in (a, b):
         g = examples[(examples.task == task) & (examples.method == m)]
-        per[m] = {seed: (np.mean([100 * s["correct"].mean() for _, s in gs.groupby("set")]),
-                         np.mean([M.constraint_satisfaction(s["kl"].to_numpy(float), d) for _, s in gs.groupby("set")]))
-                  for seed, gs in g.groupby("seed")}
-    seeds = sorted(set(per[a]) & set(per[b]))
-    if len(seeds) < 2:
+        fac[m] = {seed: np.mean([100 * s["correct"].mean() for _, s in gs.groupby("set")]) for seed, gs in g.groupby("seed")}
+        cs[m] = {seed: np.mean([M.constraint_satisfaction(s["kl"].to_numpy(float), d) for _, s in gs.groupby("set")])
+                 for seed, gs in g.groupby("seed")}
+    fac, cs = paired_over_seeds(fac[a], fac[b]), paired_over_seeds(cs[a], cs[b])
+    if fac["n"] < 2:
         return None
-    fac = [per[a][s][0] - per[b][s][0] for s in seeds]
-    cs = [per[a][s][1] - per[b][s][1] for s in seeds]
-    (fm, fh), (cm, ch) = mean_ci(fac), mean_ci(cs)
-    return {"seeds": len(seeds), "fac": float(fm), "fac_ci": float(fh), "cs": float(cm), "cs_ci": float(ch)}
+    return {"seeds": fac["n"], "fac": float(fac["diff"]), "fac_ci": float(fac["half_width"]), "cs": float(cs["diff"]),
+            "cs_ci": float(cs["half_width"])}
 
 
 # ----------------------------------------------------------------------------- preconditions

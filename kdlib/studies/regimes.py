@@ -11,7 +11,7 @@ import pandas as pd
 from kdlib.chains.core import train
 from kdlib.config import Params, RegimesParams
 from kdlib.maths.metrics import HIGHER_IS_BETTER
-from kdlib.maths.stats import mean_ci, paired_ttest
+from kdlib.maths.stats import paired_over_seeds
 from kdlib.studies.common import ensure_runs, kit_params
 
 ALPHA = 0.035  # seed 001 App. E's significance threshold, as in Table 1
@@ -66,15 +66,11 @@ def regime_gains(runs: pd.DataFrame) -> pd.DataFrame:
         k_star = int(dev.idxmax() if higher else dev.idxmin())
         ours = g[g.method == f"ketchup_k{k_star}"].set_index("seed")
         base = g[g.method == "llmr"].set_index("seed")
-        seeds = ours.index.intersection(base.index)
-        row = {"ambiguity": a, "batch_size": b, "k_dev": k_star, "n_seeds": len(seeds)}
+        row = {"ambiguity": a, "batch_size": b, "k_dev": k_star}
         for what in ("test_return", "test_metric"):
-            d = (ours.loc[seeds, what] - base.loc[seeds, what]).to_numpy(dtype=float)
-            if what == "test_metric" and not higher:
-                d = -d
-            mean, hw = mean_ci(d)
-            _, p = paired_ttest(ours.loc[seeds, what].to_numpy(dtype=float), base.loc[seeds, what].to_numpy(dtype=float))
-            row |= {f"gain_{what}": mean, f"gain_{what}_hw": hw, f"p_{what}": p}
+            pair = (ours[what], base[what]) if what == "test_return" or higher else (base[what], ours[what])
+            d = paired_over_seeds(*pair)  # positive = KETCHUP better, whatever the metric's direction
+            row |= {"n_seeds": d["n"], f"gain_{what}": d["diff"], f"gain_{what}_hw": d["half_width"], f"p_{what}": d["p"]}
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -237,22 +237,18 @@ def rd_seed_paired(results: pd.DataFrame, a: str, b: str, alpha: float = 0.035) 
     (task, teacher, student, eval), the seeds both rows were trained with; the mean difference, its 95% t interval
     (kdlib.maths.stats.mean_ci) and the paired t-test's p (kdlib.maths.stats.paired_ttest; NaN for a constant
     difference). Groups with fewer than two common seeds are left out (a single run has no seed variance)."""
-    from kdlib.maths.stats import mean_ci, paired_ttest
+    from kdlib.maths.stats import paired_over_seeds
 
     out = []
     keys = ["task", "teacher", "student", "eval"]
     for key, g in results.groupby(keys, sort=False):
-        by = {row: g[g.row == row].groupby("seed").accuracy.mean() for row in (a, b)}
-        seeds = sorted(set(by[a].index) & set(by[b].index))
-        if len(seeds) < 2:
+        d = paired_over_seeds(*(g[g.row == row].groupby("seed").accuracy.mean() for row in (a, b)))
+        if d["n"] < 2:
             continue
-        x, y = by[a].loc[seeds].to_numpy(float), by[b].loc[seeds].to_numpy(float)
-        d = x - y
-        mean, hw = mean_ci(d)
-        _, pval = paired_ttest(x, y)
-        out.append({**dict(zip(keys, key)), "comparison": f"{a} - {b}", "diff": float(mean),
-                    "low": float(mean - hw), "high": float(mean + hw), "p": pval, "n_seeds": len(seeds),
-                    "significant": bool(pval == pval and pval < alpha)})
+        pval = d["p"]
+        out.append({**dict(zip(keys, key)), "comparison": f"{a} - {b}", "diff": float(d["diff"]),
+                    "low": float(d["diff"] - d["half_width"]), "high": float(d["diff"] + d["half_width"]), "p": pval,
+                    "n_seeds": d["n"], "significant": bool(pval == pval and pval < alpha)})
     return pd.DataFrame(out)
 
 

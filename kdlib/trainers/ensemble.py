@@ -28,7 +28,7 @@ from torch import Tensor
 
 from kdlib.config import OptimParams, Params
 from kdlib.maths import metrics, returns
-from kdlib.modeling.evaluate import teacher_scores
+from kdlib.modeling.evaluate import teacher_scores, validity_of
 from kdlib.modeling.generation import generate
 from kdlib.modeling.models import decode, pad, save_checkpoint
 from kdlib.modeling.stacked import StackedT5
@@ -127,8 +127,7 @@ def ensemble_evaluate(model: StackedT5, task: Task, split: str, n: int | None, p
         if teacher is not None:
             m_s["return"] = float(sum(rets[s]) / max(1, len(rets[s])))
         if task.truth is not None:  # generated tasks: % of outputs valid for their source, as eval_split
-            m_s["validity"] = metrics.validity([task.truth.is_valid(x, y)
-                                                for x, y in zip(task.sources[split][:n], preds[s], strict=True)])
+            m_s["validity"] = validity_of(task.truth, task.sources[split][:n], preds[s])
         out.append((m_s, preds[s]))
     return out
 
