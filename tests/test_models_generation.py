@@ -211,3 +211,25 @@ def test_tiny_presets_apply_dropout_everywhere(tok):
         assert set(_dropout_values(build_model(spec, vocab_size=len(tok))).values()) == {0.0}
     with pytest.raises(ValueError):
         build_model("tiny-t5:micro", vocab_size=len(tok), dropout=1.0)
+
+
+def test_tokenizer_cache_survives_another_process_finishing_first(tmp_path, monkeypatch):
+    """Two DDP ranks train the same (deterministic) tokenizer: when the other one renames its folder in first, this
+    one's rename fails, and it must load the finished folder instead of failing (a race seen in the two-rank test)."""
+    import os as _os
+    import shutil
+
+    from kdlib.modeling import models as mm
+
+    folder = tmp_path / "tok"
+    real_replace = _os.replace
+
+    def other_rank_wins(src, dst):
+        shutil.copytree(src, dst)  # the other rank's identical folder lands first
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(mm.os, "replace", other_rank_wins)
+    tok = mm.load_or_train_tokenizer(folder, lambda: ["a b c d", "b c d e"] * 20, vocab_size=60)
+    monkeypatch.setattr(mm.os, "replace", real_replace)
+    assert (folder / "done").is_file() and tok("a b")["input_ids"]
+    assert not list(tmp_path.glob("tok.tmp*"))  # its own copy cleaned up

@@ -78,11 +78,16 @@ def load_or_train_tokenizer(folder: str | Path, texts_fn, vocab_size: int = 2000
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tok.save_pretrained(str(tmp))
     (tmp / "done").write_text("ok")
-    if folder.exists():
-        import shutil
+    import shutil
 
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    if folder.exists() and not (folder / "done").is_file():
+        shutil.rmtree(folder, ignore_errors=True)  # a folder left unfinished by a killed process
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process (a DDP rank) finished the same deterministic tokenizer first: use it
+        if not (folder / "done").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return PreTrainedTokenizerFast.from_pretrained(str(folder))
 
 
