@@ -479,14 +479,15 @@ def _gen_gsm8k(rng: random.Random) -> tuple[str, str]:
 
 # ----------------------------------------------------------------------------- the valid solutions
 # Other valid solutions of one problem (kdlib.data.variants; option 0 is the line as _render writes it):
-# the operands of a sum or product in another order (both copies of the expression), a step with or
-# without its calculator annotation (what a model that writes no annotations prints), a connective
+# the operands of a sum or product in another order (both copies of the expression), a step that states
+# its result through the calculator annotation alone ("has <<19+37=56>>56 shells", the expression not
+# written out first; the annotation stays, so the calculator still does the arithmetic), a connective
 # before a step, two independent steps in either order, word-level synonyms (kdlib.data.lexicons) and
 # an optional closing sentence, worded one of several ways, before "#### answer".
-_STEP = re.compile(r"(?<![\w.])([0-9][0-9+*]*[+*][0-9+*]*[0-9])(?= = \$?(?:<<\1=|[0-9]))")
+_STEP = re.compile(r"(?<![\w.])([0-9][0-9+*]*[+*][0-9+*]*[0-9])(?= = \$?<<\1=)")
 _CONNECTIVES = ("So ", "Then ", "This means ", "Therefore ", "Thus ", "Hence ", "That means ", "Next, ",
                 "As a result, ")
-_CALC = re.compile(r"<<[^<>]*>>")
+_RESTATED = re.compile(r"(?<![\w.])([0-9][0-9+\-*/.]*) = (\$?)<<\1=")
 _CLOSINGS = ("So the answer is {}.", "The answer is {}.", "Therefore, the answer is {}.", "Thus the answer is {}.",
              "The final answer is {}.")
 _LOWER_FIRST = {"The", "There", "Each", "It", "In", "On", "After", "Altogether", "He", "She"}
@@ -507,8 +508,8 @@ def _orders(expr: str) -> list[str]:
 
 
 def _line_node(line: str, first: bool) -> Node:
-    """One step, with or without its calculator annotation (the annotated one is canonical)."""
-    bare = _CALC.sub("", line)
+    """One step, with or without the expression written out before its annotation (with: canonical)."""
+    bare = _RESTATED.sub(r"\2<<\1=", line)
     if bare == line:
         return _line_forms(line, first)
     return Alt([_line_forms(line, first), _line_forms(bare, first)])
