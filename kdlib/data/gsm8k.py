@@ -549,14 +549,17 @@ def _gsm_node(question: str, lines: list[str], answer) -> tuple[str, Node]:
         orders = [lines, [lines[1], lines[0]] + lines[2:]]
     else:
         orders = [lines]
+    steps: dict[tuple[str, bool], Node] = {}  # each step's node built (and its words varied) once, shared by the orders
     options = []
     for ls in orders:
         parts = []
         for i, line in enumerate(ls):
-            parts += [_line_node(line, i == 0), "\n"]
+            if (line, i == 0) not in steps:
+                steps[line, i == 0] = lexical(_line_node(line, i == 0), GSM8K_LEXICON)
+            parts += [steps[line, i == 0], "\n"]
         options.append(Seq(*parts))
-    closing = Alt([""] + [c.format(answer) + "\n" for c in _CLOSINGS])
-    return question, lexical(Seq(Alt(options), closing, f"#### {answer}"), GSM8K_LEXICON)
+    closing = lexical(Alt([""] + [c.format(answer) + "\n" for c in _CLOSINGS]), GSM8K_LEXICON)
+    return question, Seq(Alt(options), closing, f"#### {answer}")
 
 
 def _gen_gsm8k_node(rng: random.Random) -> tuple[str, Node]:
