@@ -182,6 +182,13 @@ def test_task_ambiguity_param(tmp_path):
     data.load_task("mini-xsum", cache_dir=tmp_path, n_train=30, n_dev=5, n_test=5, seed=0, ambiguity=0.5)
     names = sorted(p.name for p in (tmp_path / "data").iterdir())
     assert "mini-xsum-39ec466dc6f7" in names and len(names) == 2
+    # the grammars' version is part of the keys above ambiguity 0 only (a cache of other grammars is never reused)
+    from kdlib.trainers.tasks import data_key
+
+    assert "variants_version" not in data_key(load_params(SMOKE, **{"task.ambiguity": 0}))["task"]
+    assert data_key(p)["task"]["variants_version"] == data.VARIANTS_VERSION
+    metas = [json.loads((tmp_path / "data" / n / "meta.json").read_text()) for n in names]
+    assert sorted(m["key"].get("variants_version", 0) for m in metas) == [0, data.VARIANTS_VERSION]
 
 
 def test_reference_lengths_at_the_default_ambiguity(tmp_path):
