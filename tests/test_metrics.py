@@ -291,3 +291,27 @@ def test_huge_and_special_answers_compare_as_numbers_or_not_at_all():
     assert gsm8k_answer("#### -0.00") == "0" and gsm8k_answer("#### 72.0") == "72"
     assert not answers_match("nan", "5")  # NaN is not a number an answer can equal; the text rule applies
     assert answers_match("1e400", "1" + "0" * 400) and not answers_match("inf", "5")
+
+
+def test_translation_bootstrap_matches_sacrebleu_and_survives_zero_resamples():
+    """The BLEU/chrF/TER intervals are sacrebleu's own (same resamples, same bounds) on ordinary data, and a corpus
+    where most resamples score exactly 0 (a zero-shot student) gets an interval instead of sacrebleu's TypeError."""
+    import os
+
+    from sacrebleu.metrics import BLEU
+
+    from kdlib.maths.metrics import bootstrap_cis
+
+    refs = [f"de raad keurt het verslag {i} goed" for i in range(40)]
+    preds = [r if i % 3 else "het verslag" for i, r in enumerate(refs)]
+    out = bootstrap_cis("translation", preds, refs, n_bootstrap=200, seed=12345)
+    os.environ["SACREBLEU_SEED"] = "12345"
+    try:
+        sc = BLEU().corpus_score(preds, [refs], n_bootstrap=200)
+    finally:
+        os.environ.pop("SACREBLEU_SEED")
+    assert out["bleu"]["low"] == pytest.approx(sc._mean - sc._ci)
+    assert out["bleu"]["high"] == pytest.approx(sc._mean + sc._ci)
+    garbage = ["x"] * 39 + [refs[-1]]  # one matching line: most resamples miss it and score 0
+    cis = bootstrap_cis("translation", garbage, refs, n_bootstrap=200)
+    assert math.isfinite(cis["bleu"]["low"]) and cis["bleu"]["low"] <= cis["bleu"]["high"]
