@@ -291,3 +291,28 @@ def test_huge_and_special_answers_compare_as_numbers_or_not_at_all():
     assert gsm8k_answer("#### -0.00") == "0" and gsm8k_answer("#### 72.0") == "72"
     assert not answers_match("nan", "5")  # NaN is not a number an answer can equal; the text rule applies
     assert answers_match("1e400", "1" + "0" * 400) and not answers_match("inf", "5")
+
+
+def test_translation_bootstrap_matches_sacrebleu_and_survives_zero_resamples():
+    """The BLEU/chrF/TER intervals are sacrebleu's own (same resamples, same bounds) on ordinary data, and a corpus
+    of nearly empty outputs (a zero-shot student's) gets an interval instead of sacrebleu's TypeError."""
+    import os
+
+    from sacrebleu.metrics import BLEU
+
+    from kdlib.maths.metrics import bootstrap_cis
+
+    refs = [f"de raad keurt het verslag {i} goed" for i in range(40)]
+    preds = [r if i % 3 else "het verslag" for i, r in enumerate(refs)]
+    out = bootstrap_cis("translation", preds, refs, n_bootstrap=200, seed=12345)
+    os.environ["SACREBLEU_SEED"] = "12345"
+    try:
+        sc = BLEU().corpus_score(preds, [refs], n_bootstrap=200)
+    finally:
+        os.environ.pop("SACREBLEU_SEED")
+    assert out["bleu"]["low"] == pytest.approx(sc._mean - sc._ci)
+    assert out["bleu"]["high"] == pytest.approx(sc._mean + sc._ci)
+    # outputs nearly all empty (an untrained student's): resamples of only empty lines score chrF 0.0 (a float), the
+    # others a float32, and sacrebleu's own interval raises TypeError on the mix
+    cis = bootstrap_cis("translation", ["de"] + [""] * 39, refs, n_bootstrap=1000)
+    assert 0.0 <= cis["chrf"]["high"] < 5.0 and cis["chrf"]["low"] <= cis["chrf"]["high"]

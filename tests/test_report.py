@@ -142,6 +142,18 @@ def test_main_table_pairs_by_seed_and_rejects_duplicates():
         R.main_table(_long(rows + [("mini-gsm8k", "llmr", 0, "accuracy", 3.0)]))
 
 
+def test_main_table_constant_difference_with_rounding_noise_has_zero_sd():
+    """A row one answer ahead of LLMR on every seed whose differences carry float rounding (SD ~1e-15, what the
+    smoke PPO study gave): no t-test, SD 0, minimum detectable effect 0, instead of an overflow in the power."""
+    llmr = [0.1 + 0.2, 0.7, 0.9]
+    rows = [("mini-gsm8k", "llmr", s, "accuracy", v) for s, v in enumerate(llmr)]
+    rows += [("mini-gsm8k", "ketchup_k2", s, "accuracy", v + 1 / 3) for s, v in enumerate(llmr)]
+    assert np.std(np.array([v + 1 / 3 for v in llmr]) - np.array(llmr), ddof=1) > 0  # the rounding noise is there
+    _, numeric = R.main_table(_long(rows))
+    got = numeric.query("method == 'ketchup_k2'").iloc[0]
+    assert math.isnan(got["p_vs_llmr"]) and got["sd_diff"] == 0.0 and got["mde"] == 0.0
+
+
 def test_paper_table1_reproduces_the_papers_bold_cells():
     df = R.paper_table1().set_index("Method")
     assert "not reproduced" in df.attrs["caption"] and "FLAN-T5-XL" in df.attrs["caption"]

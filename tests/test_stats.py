@@ -148,3 +148,15 @@ def test_paired_over_seeds_uses_common_seeds_only():
     assert d["p"] == pytest.approx(0.07417990022744853)
     one = paired_over_seeds({1: 1.0}, {1: 0.0})
     assert one["n"] == 1 and np.isnan(one["p"]) and np.isnan(one["half_width"])
+
+
+def test_power_has_no_nan_where_scipys_lower_tail_fails():
+    """paired_t_power at large noncentrality (df 4, nc 8.9; df 1, nc 11.3), where scipy's nct.cdf returns nan: a
+    power in [0, 1], monotone in the effect, and the minimum detectable effect solvable for 2 and 5 seeds."""
+    from kdlib.maths.stats import min_detectable_effect, paired_t_power
+
+    for n in (2, 3, 5):
+        powers = [paired_t_power(z, 1.0, n) for z in (1, 2, 4, 8, 16, 64)]
+        assert all(0.0 <= p <= 1.0 for p in powers) and powers == sorted(powers)
+        assert 0.0 < min_detectable_effect(1.0, n) < 1e3
+    assert min_detectable_effect(2e-15, 3) == pytest.approx(2e-15 * min_detectable_effect(1.0, 3))

@@ -83,6 +83,7 @@ from kdlib.data.hub import (
 )
 from kdlib.data.truth import GENERATORS as _GENERATORS
 from kdlib.data.truth import TaskTruth, check_ambiguity, example_stream, target_draw, task_truth
+from kdlib.data.variants import VARIANTS_VERSION
 
 __all__ = [
     "DEFAULT_EVAL_SIZES",
@@ -97,6 +98,7 @@ __all__ = [
     "EVAL_SET_TASK",
     "FEATURES",
     "GENERATOR_VERSION",
+    "VARIANTS_VERSION",
     "HUB_EVAL_SETS",
     "HUB_EVAL_SOURCES",
     "HUB_SOURCES",
@@ -252,7 +254,7 @@ def _load_embedded(name, cache_dir, path, n_train, n_dev, n_test, seed, ambiguit
     sizes = {s: (n if n is not None else defaults[s]) for s, n in zip(SPLITS, (n_train, n_dev, n_test))}
     folder, key = _cache_folder(cache_dir, name, sizes, seed)
     if ambiguity:  # ambiguity 0 keeps the older cache folders
-        folder, key = _keyed_folder(cache_dir, name, dict(key, ambiguity=ambiguity))
+        folder, key = _keyed_folder(cache_dir, name, dict(key, ambiguity=ambiguity, variants_version=VARIANTS_VERSION))
     cached = _read_cached(folder, key)
     if cached is not None:
         return cached

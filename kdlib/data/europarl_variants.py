@@ -40,40 +40,82 @@ from kdlib.data.variants import Alt, Node, Seq, alt
 
 # Dutch synonyms: (particle, finite singular, finite plural, participle), as in _EP_VERBS.
 _NL_VERB_SYNONYMS = {
-    "support": [("", "ondersteunt", "ondersteunen", "ondersteund")],
-    "discuss": [("", "behandelt", "behandelen", "behandeld")],
-    "reject": [("", "verwerpt", "verwerpen", "verworpen")],
-    "approve": [("", "bekrachtigt", "bekrachtigen", "bekrachtigd")],
-    "submit": [("voor", "legt", "leggen", "voorgelegd")],
-    "examine": [("", "bestudeert", "bestuderen", "bestudeerd")],
-    "welcome": [("", "verwelkomt", "verwelkomen", "verwelkomd")],
-    "amend": [("aan", "past", "passen", "aangepast")],
-    "criticise": [("", "hekelt", "hekelen", "gehekeld")],
-    "publish": [("bekend", "maakt", "maken", "bekendgemaakt")],
-    "postpone": [("op", "schort", "schorten", "opgeschort")],
-    "accept": [("", "accepteert", "accepteren", "geaccepteerd")],
-    "implement": [("toe", "past", "passen", "toegepast")],
-    "assess": [("", "toetst", "toetsen", "getoetst")],
-    "finance": [("", "bekostigt", "bekostigen", "bekostigd")],
-    "sign": [("", "tekent", "tekenen", "getekend")],
+    "support": [("", "ondersteunt", "ondersteunen", "ondersteund"), ("", "onderschrijft", "onderschrijven", "onderschreven")],
+    "discuss": [("", "behandelt", "behandelen", "behandeld"), ("door", "spreekt", "spreken", "doorgesproken")],
+    "reject": [("", "verwerpt", "verwerpen", "verworpen"), ("", "weigert", "weigeren", "geweigerd")],
+    "approve": [("", "bekrachtigt", "bekrachtigen", "bekrachtigd"), ("", "billijkt", "billijken", "gebillijkt")],
+    "adopt": [("", "aanvaardt", "aanvaarden", "aanvaard"), ("vast", "stelt", "stellen", "vastgesteld")],
+    "submit": [("voor", "legt", "leggen", "voorgelegd"), ("", "presenteert", "presenteren", "gepresenteerd")],
+    "examine": [("", "bestudeert", "bestuderen", "bestudeerd"), ("", "analyseert", "analyseren", "geanalyseerd"),
+                ("", "bekijkt", "bekijken", "bekeken")],
+    "welcome": [("", "verwelkomt", "verwelkomen", "verwelkomd"), ("", "begroet", "begroeten", "begroet")],
+    "amend": [("aan", "past", "passen", "aangepast"), ("", "verandert", "veranderen", "veranderd"),
+              ("", "herziet", "herzien", "herzien")],
+    "criticise": [("", "hekelt", "hekelen", "gehekeld"), ("af", "keurt", "keuren", "afgekeurd")],
+    "publish": [("bekend", "maakt", "maken", "bekendgemaakt"), ("uit", "geeft", "geven", "uitgegeven")],
+    "postpone": [("op", "schort", "schorten", "opgeschort"), ("", "verdaagt", "verdagen", "verdaagd"),
+                 ("", "verschuift", "verschuiven", "verschoven")],
+    "withdraw": [("terug", "trekt", "trekken", "teruggetrokken"), ("", "herroept", "herroepen", "herroepen")],
+    "accept": [("", "accepteert", "accepteren", "geaccepteerd"), ("aan", "neemt", "nemen", "aangenomen")],
+    "prepare": [("op", "stelt", "stellen", "opgesteld"), ("uit", "werkt", "werken", "uitgewerkt")],
+    "implement": [("toe", "past", "passen", "toegepast"), ("", "implementeert", "implementeren", "geïmplementeerd"),
+                  ("", "realiseert", "realiseren", "gerealiseerd")],
+    "defend": [("", "bepleit", "bepleiten", "bepleit")],
+    "assess": [("", "toetst", "toetsen", "getoetst"), ("", "evalueert", "evalueren", "geëvalueerd")],
+    "finance": [("", "bekostigt", "bekostigen", "bekostigd"), ("", "subsidieert", "subsidiëren", "gesubsidieerd"),
+                ("", "betaalt", "betalen", "betaald")],
+    "sign": [("", "tekent", "tekenen", "getekend"), ("", "parafeert", "paraferen", "geparafeerd")],
+    "propose": [("", "oppert", "opperen", "geopperd"), ("aan", "draagt", "dragen", "aangedragen")],
 }
 # Same-gender noun synonyms: (singular, plural).
 _NL_NOUN_SYNONYMS = {
-    "report": [("rapport", "rapporten")],
+    "report": [("rapport", "rapporten"), ("document", "documenten")],
+    "proposal": [("ontwerp", "ontwerpen")],
     "framework": [("raamwerk", "raamwerken")],
     "amendment": [("wijzigingsvoorstel", "wijzigingsvoorstellen")],
     "agreement": [("afspraak", "afspraken")],
+    "plan": [("project", "projecten")],
+    "regulation": [("regeling", "regelingen")],
+    "strategy": [("aanpak", None)],
+    "compromise": [("akkoord", "akkoorden")],
+    "measure": [("ingreep", "ingrepen")],
+    "treaty": [("traktaat", "traktaten")],
+    "position": [("gezichtspunt", "gezichtspunten")],
 }
-_NL_SUBJECT_SYNONYMS = {"government": ["overheid"], "governments": ["overheden"], "delegation": ["afvaardiging"]}
+# Adjective synonyms: (bare, inflected), as in _EP_ADJS.
+_NL_ADJ_SYNONYMS = {
+    "important": [("gewichtig", "gewichtige"), ("wezenlijk", "wezenlijke")],
+    "clear": [("helder", "heldere")],
+    "common": [("gezamenlijk", "gezamenlijke")],
+    "current": [("actueel", "actuele")],
+    "final": [("uiteindelijk", "uiteindelijke")],
+    "provisional": [("tijdelijk", "tijdelijke")],
+    "strong": [("krachtig", "krachtige")],
+    "large": [("omvangrijk", "omvangrijke")],
+    "small": [("beperkt", "beperkte")],
+    "good": [("degelijk", "degelijke")],
+    "broad": [("ruim", "ruime")],
+    "detailed": [("uitvoerig", "uitvoerige")],
+    "joint": [("gemeenschappelijk", "gemeenschappelijke")],
+    "difficult": [("lastig", "lastige"), ("zwaar", "zware")],
+    "fair": [("rechtvaardig", "rechtvaardige")],
+    "modern": [("hedendaags", "hedendaagse")],
+    "reasonable": [("billijk", "billijke")],
+}
+_NL_SUBJECT_SYNONYMS = {"government": ["overheid"], "governments": ["overheden"], "delegation": ["afvaardiging"],
+                        "minister": ["bewindsman"], "ministers": ["bewindslieden"], "citizens": ["inwoners"],
+                        "member states": ["EU-landen"]}
 _NL_ADVERB_SYNONYMS = {
-    "now": ["Momenteel", "Op dit moment"], "therefore": ["Om die reden"], "unfortunately": ["Jammer genoeg"],
-    "of course": ["Uiteraard", "Vanzelfsprekend"], "nevertheless": ["Toch", "Niettemin"],
-    "in addition": ["Daarnaast", "Verder"], "in my opinion": ["Volgens mij", "Mijns inziens"],
+    "today": ["Heden"], "now": ["Momenteel", "Op dit moment", "Thans"], "therefore": ["Om die reden", "Derhalve"],
+    "unfortunately": ["Jammer genoeg", "Spijtig genoeg"], "fortunately": ["Gelukkigerwijs"],
+    "of course": ["Uiteraard", "Vanzelfsprekend"], "nevertheless": ["Toch", "Niettemin", "Evenwel"],
+    "in addition": ["Daarnaast", "Verder", "Tevens"], "in my opinion": ["Volgens mij", "Mijns inziens", "Naar mijn idee"],
     "next week": ["Komende week"], "next month": ["Komende maand"], "next year": ["Komend jaar"],
-    "last week": ["Verleden week"], "last year": ["Verleden jaar"],
+    "last week": ["Verleden week"], "last month": ["Verleden maand"], "last year": ["Verleden jaar"],
 }
-_NL_CONJ_SYNONYMS = {"because": ["aangezien"], "although": ["ofschoon"], "if": ["indien"]}
-_NL_SAY_SYNONYMS = {"say": [("verklaart", "verklaren")], "think": [("meent", "menen")]}
+_NL_CONJ_SYNONYMS = {"because": ["aangezien", "daar"], "although": ["ofschoon"], "if": ["indien", "wanneer"]}
+_NL_SAY_SYNONYMS = {"say": [("verklaart", "verklaren"), ("stelt", "stellen")], "think": [("meent", "menen"), ("vindt", "vinden")],
+                    "expect": [("rekent erop", "rekenen erop")], "note": [("stelt vast", "stellen vast")]}
 
 
 def _words(*parts) -> Node:
@@ -101,16 +143,14 @@ def _object_nl(obj: dict) -> Node:
     _, _, nl_sg, nl_pl, gender = _EP_NOUNS[obj["noun"]]
     plural, det, adj = obj.get("plural", False), obj["det"], obj.get("adj")
     het = gender == "het" and not plural
-    options = []
-    for sg, pl in [(nl_sg, nl_pl)] + _NL_NOUN_SYNONYMS.get(obj["noun"], []):
-        noun = pl if plural else sg
-        if adj is not None:
-            bare, inflected = _EP_ADJS[adj]
-            noun = f"{bare if (det == 'a' and het) else inflected} {noun}"
-        art = {"the": "het" if het else "de", "a": "een", "this": "dit" if het else "deze",
-               "our": "ons" if het else "onze", "": ""}[det]
-        options.append(f"{art} {noun}" if art else noun)
-    node = alt(*options)
+    nouns = [(nl_sg, nl_pl)] + _NL_NOUN_SYNONYMS.get(obj["noun"], [])
+    art = {"the": "het" if het else "de", "a": "een", "this": "dit" if het else "deze",
+           "our": "ons" if het else "onze", "": ""}[det]
+    adjective = ""
+    if adj is not None:  # the bare form only after "een" (or nothing) with a singular het-noun
+        forms = [_EP_ADJS[adj]] + _NL_ADJ_SYNONYMS.get(adj, [])
+        adjective = alt(*(bare if (det == "a" and het) else inflected for bare, inflected in forms))
+    node = _words(art, adjective, alt(*(pl if plural else sg for sg, pl in nouns)))
     if obj.get("of") is not None:
         node = Seq(node, " van ", _subject_nl(obj["of"]))
     return node

@@ -20,7 +20,8 @@ import re
 from typing import Callable
 
 from kdlib.data.common import _cap
-from kdlib.data.variants import Alt, Lit, Node, Seq
+from kdlib.data.lexicons import GSM8K_LEXICON
+from kdlib.data.variants import Alt, Lit, Node, Seq, lexical
 
 _GSM_PEOPLE = (
     ("Anna", "she"), ("Ben", "he"), ("Carla", "she"), ("David", "he"), ("Elena", "she"),
@@ -478,10 +479,17 @@ def _gen_gsm8k(rng: random.Random) -> tuple[str, str]:
 
 # ----------------------------------------------------------------------------- the valid solutions
 # Other valid solutions of one problem (kdlib.data.variants; option 0 is the line as _render writes it):
-# the operands of a sum or product in another order (both copies of the expression), a connective before
-# a step, two independent steps in either order, and an optional closing sentence before "#### answer".
+# the operands of a sum or product in another order (both copies of the expression), a step that states
+# its result through the calculator annotation alone ("has <<19+37=56>>56 shells", the expression not
+# written out first; the annotation stays, so the calculator still does the arithmetic), a connective
+# before a step, two independent steps in either order, word-level synonyms (kdlib.data.lexicons) and
+# an optional closing sentence, worded one of several ways, before "#### answer".
 _STEP = re.compile(r"(?<![\w.])([0-9][0-9+*]*[+*][0-9+*]*[0-9])(?= = \$?<<\1=)")
-_CONNECTIVES = ("So ", "Then ", "This means ")
+_CONNECTIVES = ("So ", "Then ", "This means ", "Therefore ", "Thus ", "Hence ", "That means ", "Next, ",
+                "As a result, ")
+_RESTATED = re.compile(r"(?<![\w.])([0-9][0-9+\-*/.]*) = (\$?)<<\1=")
+_CLOSINGS = ("So the answer is {}.", "The answer is {}.", "Therefore, the answer is {}.", "Thus the answer is {}.",
+             "The final answer is {}.")
 _LOWER_FIRST = {"The", "There", "Each", "It", "In", "On", "After", "Altogether", "He", "She"}
 
 
@@ -500,6 +508,14 @@ def _orders(expr: str) -> list[str]:
 
 
 def _line_node(line: str, first: bool) -> Node:
+    """One step, with or without the expression written out before its annotation (with: canonical)."""
+    bare = _RESTATED.sub(r"\2<<\1=", line)
+    if bare == line:
+        return _line_forms(line, first)
+    return Alt([_line_forms(line, first), _line_forms(bare, first)])
+
+
+def _line_forms(line: str, first: bool) -> Node:
     m = _STEP.search(line)
     if m is None:
         body = Lit(line)
@@ -533,13 +549,16 @@ def _gsm_node(question: str, lines: list[str], answer) -> tuple[str, Node]:
         orders = [lines, [lines[1], lines[0]] + lines[2:]]
     else:
         orders = [lines]
+    steps: dict[tuple[str, bool], Node] = {}  # each step's node built (and its words varied) once, shared by the orders
     options = []
     for ls in orders:
         parts = []
         for i, line in enumerate(ls):
-            parts += [_line_node(line, i == 0), "\n"]
+            if (line, i == 0) not in steps:
+                steps[line, i == 0] = lexical(_line_node(line, i == 0), GSM8K_LEXICON)
+            parts += [steps[line, i == 0], "\n"]
         options.append(Seq(*parts))
-    closing = Alt(["", f"So the answer is {answer}.\n"])
+    closing = lexical(Alt([""] + [c.format(answer) + "\n" for c in _CLOSINGS]), GSM8K_LEXICON)
     return question, Seq(Alt(options), closing, f"#### {answer}")
 
 

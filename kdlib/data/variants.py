@@ -30,9 +30,15 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
+
+# The version of the tasks' grammars of valid targets (kdlib.data.xsum / europarl_variants / gsm8k / lexicons): part of
+# the data and run keys at ambiguity > 0, so a cache made with other grammars is never reused. Ambiguity 0 (the
+# canonical targets, which no grammar change touches) keeps its older keys. 2: word-level synonyms.
+VARIANTS_VERSION = 2
 from typing import Iterable, Sequence
 
-__all__ = ["Alt", "Lit", "Node", "Seq", "alt", "canonical", "log_prob", "normalise", "opt", "perms",
+__all__ = ["VARIANTS_VERSION", "Alt", "Lit", "Node", "Seq", "alt", "canonical", "lexical", "log_prob", "normalise", "opt", "perms",
            "sample", "support", "tidy"]
 
 
@@ -216,6 +222,59 @@ def perms(parts: Sequence, sep="", canonical_order: Sequence[int] | None = None)
             seq.append(parts[k])
         options.append(Seq(*seq))
     return Alt(options)
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z-]*")
+
+
+# Rewritten literals per lexicon (literals are immutable, so one rewrite serves every grammar that prints the text).
+_LIT_CACHE: dict[tuple, dict[str, Node]] = {}
+
+
+def _lexical_lit(text: str, lexicon) -> Node:
+    parts, last = [], 0
+    for m in _WORD.finditer(text):
+        word = m.group(0)
+        if word in lexicon:
+            if m.start() > last:
+                parts.append(Lit(text[last:m.start()]))
+            parts.append(alt(word, *lexicon[word]))
+            last = m.end()
+    if not parts:
+        return Lit(text)
+    if last < len(text):
+        parts.append(Lit(text[last:]))
+    return parts[0] if len(parts) == 1 else Seq(*parts)
+
+
+def lexical(node: Node, lexicon: dict[str, Sequence[str]]) -> Node:
+    """``node`` with every word of its literals that ``lexicon`` lists (exact, case-sensitive match of
+    a whole word) replaced by ``Alt([word] + lexicon[word])``: the word itself stays the canonical
+    option, so the output at ambiguity 0 is unchanged, and at ambiguity ``a`` each occurrence is
+    drawn on its own. Shared sub-nodes stay shared (one rewrite per node)."""
+    memo: dict[int, Node] = {}
+    lits = _LIT_CACHE.setdefault(tuple(sorted((k, tuple(v)) for k, v in lexicon.items())), {})
+    if len(lits) > 200_000:
+        lits.clear()
+
+    def lit(text: str) -> Node:
+        if text not in lits:
+            lits[text] = _lexical_lit(text, lexicon)
+        return lits[text]
+
+    def walk(n: Node) -> Node:
+        if id(n) not in memo:
+            if isinstance(n, Lit):
+                memo[id(n)] = lit(n.text)
+            elif isinstance(n, Seq):
+                memo[id(n)] = Seq(*(walk(p) for p in n.parts))
+            elif isinstance(n, Alt):
+                memo[id(n)] = Alt([walk(o) for o in n.options], n.weights)
+            else:
+                raise TypeError(f"not a grammar node: {n!r}")
+        return memo[id(n)]
+
+    return walk(node)
 
 
 # ----------------------------------------------------------------------------- queries

@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 
 from kdlib.data.common import _a, _cap
-from kdlib.data.variants import Alt, Lit, Node, Seq, alt, canonical
+from kdlib.data.lexicons import XSUM_LEXICON
+from kdlib.data.variants import Alt, Lit, Node, Seq, alt, canonical, lexical
 
 _TOWNS = (
     "Lindenburg", "Oakfield", "Westmoor", "Kelbridge", "Fairhaven", "Dunmore", "Caldwick",
@@ -557,4 +558,4 @@ def _xsum_story(rng: random.Random) -> tuple[str, Node]:
     facts = [_FACT_CLAUSES[clauses[d]].format(**bg_fill) for d in distractors
              if d in clauses and clauses[d] in _FACT_CLAUSES]
     names = _actor_names(kind, full, short, extra, home)
-    return document, _summary_node(summary, event, fill, names, time, why_pair, facts)
+    return document, lexical(_summary_node(summary, event, fill, names, time, why_pair, facts), XSUM_LEXICON)

@@ -258,6 +258,22 @@ def _correct(predictions: Sequence[str], references: Sequence[str]) -> list[int]
     return out
 
 
+def _sacrebleu_bootstrap(metric, predictions, references, n_bootstrap: int) -> tuple[float, float]:
+    """sacrebleu's paired-bootstrap interval (``corpus_score(..., n_bootstrap)``: mean of the resampled scores and
+    half the width between the 2.5th and 97.5th of them), computed from the same resamples but with the scores cast
+    to float first: sacrebleu's own ``estimate_ci`` fails ("don't know how to coerce float and float32") when some
+    resamples score exactly 0 (a Python float) and others not (a numpy float32), as a zero-shot student's do."""
+    import statistics
+
+    from sacrebleu.significance import _bootstrap_resample
+
+    stats = metric._extract_corpus_statistics(predictions, [references])
+    _, scores = _bootstrap_resample(stats, metric, n_bootstrap)
+    raw = sorted(float(x.score) for x in scores)
+    lo = len(raw) // 40
+    return float(statistics.mean(raw)), 0.5 * (raw[len(raw) - lo - 1] - raw[lo])
+
+
 def bootstrap_cis(kind: str, predictions: Sequence[str], references: Sequence[str], n_bootstrap: int = 1000,
                   seed: int = BOOTSTRAP_SEED) -> dict[str, dict[str, float]]:
     """95% confidence intervals of one run's test metrics over the test examples, as seed 001 App. E
@@ -298,9 +314,8 @@ def bootstrap_cis(kind: str, predictions: Sequence[str], references: Sequence[st
         os.environ["SACREBLEU_SEED"] = str(seed)
         try:
             for name, metric in (("bleu", BLEU()), ("chrf", CHRF()), ("ter", TER())):
-                sc = metric.corpus_score(predictions, [references], n_bootstrap=n_bootstrap)
-                out[name] = {"low": float(sc._mean - sc._ci), "high": float(sc._mean + sc._ci),
-                             "method": "sacrebleu bootstrap"}
+                mean, half = _sacrebleu_bootstrap(metric, predictions, references, n_bootstrap)
+                out[name] = {"low": mean - half, "high": mean + half, "method": "sacrebleu bootstrap"}
         finally:
             if old is None:
                 os.environ.pop("SACREBLEU_SEED", None)

@@ -273,7 +273,9 @@ def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.035) -> fl
     df = n - 1
     nc = abs(effect) / sd * math.sqrt(n)
     crit = _sps.t.ppf(1 - alpha / 2, df)
-    return float(_sps.nct.sf(crit, df, nc) + _sps.nct.cdf(-crit, df, nc))
+    # lower tail P(T < -crit) as P(T' > crit) with T' noncentral t at -nc (the same number: scipy's nct.cdf returns
+    # nan there for large nc, e.g. df 4, nc 8.9)
+    return float(_sps.nct.sf(crit, df, nc) + _sps.nct.sf(crit, df, -nc))
 
 
 def min_detectable_effect(sd: float, n: int, alpha: float = 0.035, power: float = 0.8) -> float:
@@ -284,10 +286,12 @@ def min_detectable_effect(sd: float, n: int, alpha: float = 0.035, power: float 
         return float("nan")
     if sd <= 0:
         return 0.0
-    hi = sd
-    while paired_t_power(hi, sd, n, alpha) < power:
+    # the power depends on effect / sd only: solve for the standardised effect, then scale (no tolerance that
+    # shrinks with a tiny sd, which brentq rejects)
+    hi = 1.0
+    while paired_t_power(hi, 1.0, n, alpha) < power:
         hi *= 2
-    return float(_sps_optimize.brentq(lambda e: paired_t_power(e, sd, n, alpha) - power, 0.0, hi, xtol=1e-10 * sd))
+    return sd * float(_sps_optimize.brentq(lambda z: paired_t_power(z, 1.0, n, alpha) - power, 0.0, hi, xtol=1e-12))
 
 
 def seeds_needed(effect: float, sd: float, alpha: float = 0.035, power: float = 0.8, n_max: int = 10_000) -> float:

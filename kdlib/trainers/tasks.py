@@ -61,6 +61,8 @@ def data_key(params: Params) -> dict:
         task.pop("chat"), task.pop("system_prompt")
     if not task.get("ambiguity"):  # ambiguity 0 (the older tasks) and hub tasks: keys as before
         task.pop("ambiguity", None)
+    else:  # the grammars' version: runs trained on other grammars' draws are never reused
+        task["variants_version"] = kdata.VARIANTS_VERSION
     return {"task": task, "arch": resolve_arch(params), "tokenizer": params.models.tokenizer,
             "teacher": params.models.teacher if not is_tiny(params.models.teacher) else "tiny"}
 
