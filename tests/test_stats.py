@@ -160,3 +160,14 @@ def test_power_has_no_nan_where_scipys_lower_tail_fails():
         assert all(0.0 <= p <= 1.0 for p in powers) and powers == sorted(powers)
         assert 0.0 < min_detectable_effect(1.0, n) < 1e3
     assert min_detectable_effect(2e-15, 3) == pytest.approx(2e-15 * min_detectable_effect(1.0, 3))
+
+
+def test_paired_diff_sd_uses_the_t_tests_constant_rule():
+    from kdlib.maths.stats import paired_diff_sd
+
+    a, b = [11.0, 15.0, 14.0], [10.0, 12.0, 11.0]
+    assert paired_diff_sd(a, b) == pytest.approx(np.std([1.0, 3.0, 3.0], ddof=1))
+    llmr = [0.1 + 0.2, 0.7, 0.9]  # one third ahead on every seed, with rounding noise in the differences
+    ahead = [v + 1 / 3 for v in llmr]
+    assert paired_diff_sd(ahead, llmr) == 0.0 and math.isnan(paired_ttest(ahead, llmr)[1])
+    assert math.isnan(paired_diff_sd([1.0], [0.0]))

@@ -52,6 +52,26 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
 CONSTANT_RTOL = 1e-9  # differences equal up to this share of the scores' magnitude are one constant difference
 
 
+def _constant_difference(x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether the paired differences ``x - y`` are one constant, up to :data:`CONSTANT_RTOL` of the largest score."""
+    scale = max(float(np.max(np.abs(x))), float(np.max(np.abs(y))), 1.0)
+    return float(np.ptp(x - y)) <= CONSTANT_RTOL * scale
+
+
+def paired_diff_sd(a, b) -> float:
+    """SD (ddof 1) of the paired differences ``a - b``; exactly 0 for a constant difference by :func:`paired_ttest`'s
+    rule (its rounding noise, SD ~1e-15, is not a spread); nan below two pairs."""
+    x, y = _as_1d(a), _as_1d(b)
+    if x.size != y.size:
+        raise ValueError(f"paired_diff_sd needs samples of equal length, got {x.size} and {y.size}")
+    if x.size < 2:
+        return float("nan")
+    d = x - y
+    if np.all(np.isfinite(d)) and _constant_difference(x, y):
+        return 0.0
+    return float(d.std(ddof=1))
+
+
 def paired_ttest(a, b) -> tuple[float, float]:
     """Two-sided paired t-test of ``a`` against ``b`` (``scipy.stats.ttest_rel``), e.g. per-seed scores.
 
@@ -68,10 +88,7 @@ def paired_ttest(a, b) -> tuple[float, float]:
     if x.size < 2:
         return float("nan"), float("nan")
     d = x - y
-    if not np.all(np.isfinite(d)):
-        return float("nan"), float("nan")
-    scale = max(float(np.max(np.abs(x))), float(np.max(np.abs(y))), 1.0)
-    if float(np.ptp(d)) <= CONSTANT_RTOL * scale:
+    if not np.all(np.isfinite(d)) or _constant_difference(x, y):
         return float("nan"), float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

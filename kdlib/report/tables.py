@@ -14,6 +14,7 @@ from kdlib.maths.stats import (
     holm_adjust,
     mean_ci,
     min_detectable_effect,
+    paired_diff_sd,
     paired_ttest,
     seeds_needed,
 )
@@ -96,9 +97,7 @@ def _p_values(results: pd.DataFrame, baseline: str = "llmr") -> pd.DataFrame:
                 text = f"{delta:+.2f} on every seed (a constant difference: no t-test)"
             else:
                 text = f"{delta:+.2f}, p {_format_p(p)}{significance_marker(p)}"
-            sd = float((paired["ours"] - paired["llmr"]).std(ddof=1)) if n >= 2 else math.nan
-            if n >= 2 and math.isnan(p) and math.isfinite(sd):  # a constant difference (paired_ttest's tolerance):
-                sd = 0.0  # its rounding noise (SD ~1e-15) would make the power's noncentrality overflow
+            sd = paired_diff_sd(paired["ours"], paired["llmr"])
             rows.append({"task": task, "method": method, "metric": primary, "t_vs_llmr": t,
                          "p_vs_llmr": p, "n_paired": n, "delta_vs_llmr": delta, "sd_diff": sd,
                          "mde": min_detectable_effect(sd, n, alpha=ALPHA, power=POWER),
