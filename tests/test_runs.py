@@ -260,15 +260,14 @@ def test_same_machine_same_numbers_whatever_the_number_of_workers(tmp_path):
     from kdlib.chains.schedule import ensure
 
     def targets(cache):
-        return [kit_params(cache, **{"task.name": t, "method": m, "seed": 7}) for t in ("mini-xsum", "mini-europarl")
-                for m in ("kl", "llmr", "ketchup")]
+        return [kit_params(cache, **{"task.name": "mini-europarl", "method": m, "seed": 7}) for m in ("kl", "llmr", "ketchup")]
 
     a, b = tmp_path / "a", tmp_path / "b"
     ensure(targets(a), workers=2, log=lambda s: None)
     ensure(targets(b), workers=1, log=lambda s: None)
     sa = {p.relative_to(a): json.loads(p.read_text()) for p in a.glob("runs/*/*/summary.json")}
     sb = {p.relative_to(b): json.loads(p.read_text()) for p in b.glob("runs/*/*/summary.json")}
-    assert sa.keys() == sb.keys() and len(sa) == 2 * (1 + 1 + 3)  # teacher, pre-distilled student, 3 methods
+    assert sa.keys() == sb.keys() and len(sa) == 1 + 1 + 3  # teacher, pre-distilled student, 3 methods
     for k in sa:
         assert sa[k]["test"] == sb[k]["test"], k
         assert sa[k]["dev"] == sb[k]["dev"], k

@@ -247,6 +247,14 @@ def _lexical_lit(text: str, lexicon) -> Node:
     return parts[0] if len(parts) == 1 else Seq(*parts)
 
 
+def _rebuilt(cls, **slots) -> Node:
+    """A node of ``cls`` with its slots set as given (already checked parts: no validation)."""
+    n = object.__new__(cls)
+    for k, v in slots.items():
+        setattr(n, k, v)
+    return n
+
+
 def lexical(node: Node, lexicon: dict[str, Sequence[str]]) -> Node:
     """``node`` with every word of its literals that ``lexicon`` lists (exact, case-sensitive match of
     a whole word) replaced by ``Alt([word] + lexicon[word])``: the word itself stays the canonical
@@ -257,19 +265,26 @@ def lexical(node: Node, lexicon: dict[str, Sequence[str]]) -> Node:
     if len(lits) > 200_000:
         lits.clear()
 
-    def lit(text: str) -> Node:
-        if text not in lits:
-            lits[text] = _lexical_lit(text, lexicon)
-        return lits[text]
+    def lit(n: Lit) -> Node:
+        if n.text not in lits:
+            new = _lexical_lit(n.text, lexicon)
+            lits[n.text] = None if isinstance(new, Lit) else new  # None: no listed word, the literal stays
+        new = lits[n.text]
+        return n if new is None else new
 
     def walk(n: Node) -> Node:
+        # A node none of whose literals changes is returned itself (nodes are never mutated), and a changed one is
+        # rebuilt without re-checking options and weights that its original already checked.
         if id(n) not in memo:
             if isinstance(n, Lit):
-                memo[id(n)] = lit(n.text)
+                memo[id(n)] = lit(n)
             elif isinstance(n, Seq):
-                memo[id(n)] = Seq(*(walk(p) for p in n.parts))
+                parts = tuple(walk(p) for p in n.parts)
+                memo[id(n)] = n if all(a is b for a, b in zip(parts, n.parts)) else _rebuilt(Seq, parts=parts)
             elif isinstance(n, Alt):
-                memo[id(n)] = Alt([walk(o) for o in n.options], n.weights)
+                options = tuple(walk(o) for o in n.options)
+                memo[id(n)] = (n if all(a is b for a, b in zip(options, n.options))
+                               else _rebuilt(Alt, options=options, weights=n.weights))
             else:
                 raise TypeError(f"not a grammar node: {n!r}")
         return memo[id(n)]

@@ -126,8 +126,7 @@ def encode_sources(tok, texts: list[str], arch: str, max_len: int) -> list[list[
     add = arch == "seq2seq"
     bos = None if add else bos_prefix(tok)
     out = []
-    for t in texts:
-        x = tok(t, add_special_tokens=add)["input_ids"]
+    for x in (tok(list(texts), add_special_tokens=add)["input_ids"] if texts else []):  # one batched call (Rust)
         if bos is not None and x[:1] != [bos]:
             x = [bos] + x
         x = x[:max_len]
