@@ -269,6 +269,16 @@ def test_calibrate_command_on_smoke_writes_the_json(tmp_path):
         test = run.summary()["test"]
         assert 0 <= test["validity"] <= 100
         assert rec["teacher_metric" if run.stage == "teacher" else "predistill_metric"] == test["rougeL"]
+    # A distillation run from that student: the next calibration names its test metric as the best student's.
+    assert main(["train", "-f", SMOKE, "--set", f"cache_dir={cache}", "--set", "task.n_train=64", "--set",
+                 "task.name=mini-xsum", "--set", "method=kl"]) == 0
+    kl = [s for s in (cache / "runs" / "mini-xsum").glob("kl-*/summary.json")]
+    assert len(kl) == 1
+    assert main(["calibrate", "-f", SMOKE, "--set", f"cache_dir={cache}", "--set", "task.n_train=64",
+                 "--task", "mini-xsum", "--n", "12", "--output-dir", str(out)]) == 0
+    rec = json.loads((out / "calibration.json").read_text())["mini-xsum"]
+    assert rec["best_student_metric"] == json.loads(kl[0].read_text())["test"]["rougeL"]
+    assert rec["targets_met"]["best_student_not_above_teacher"] == (rec["best_student_metric"] <= rec["teacher_metric"])
 
 
 def test_bad_params_exit_2_before_calibrating(tmp_path, capsys):

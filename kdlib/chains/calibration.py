@@ -61,7 +61,7 @@ def best_student_metric(p: Params, primary: str) -> float | None:
             test = json.loads(summary.read_text()).get("test") or {}
         except (OSError, ValueError):
             continue
-        if key.get("parent") == pre.key_data and primary in test:
+        if key.get("parent") == pre.key and primary in test:  # a run's params.json names its parent by run key
             best = test[primary] if best is None else max(best, test[primary])
     return best
 
