@@ -272,7 +272,7 @@ def test_calibrate_command_on_smoke_writes_the_json(tmp_path):
     # A distillation run from that student: the next calibration names its test metric as the best student's.
     assert main(["train", "-f", SMOKE, "--set", f"cache_dir={cache}", "--set", "task.n_train=64", "--set",
                  "task.name=mini-xsum", "--set", "method=kl"]) == 0
-    kl = [s for s in (cache / "runs" / "mini-xsum").glob("kl-*/summary.json")]
+    kl = list((cache / "runs" / "mini-xsum").glob("kl-*/summary.json"))
     assert len(kl) == 1
     assert main(["calibrate", "-f", SMOKE, "--set", f"cache_dir={cache}", "--set", "task.n_train=64",
                  "--task", "mini-xsum", "--n", "12", "--output-dir", str(out)]) == 0

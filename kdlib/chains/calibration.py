@@ -27,7 +27,7 @@ from kdlib.config import EMBEDDED_TASKS, Params, load_params
 from kdlib.maths import calibration as cal
 from kdlib.modeling.generation import generate
 from kdlib.modeling.models import encode_targets, forward_logits, pad
-from kdlib.trainers.runs import atomic_write_json
+from kdlib.trainers.runs import atomic_write_json, iter_runs
 from kdlib.trainers.tasks import frozen, load_model, load_task_bundle
 
 # DESIGN.md, "The embedded regime": the embedded default's targets.
@@ -52,9 +52,9 @@ def best_student_metric(p: Params, primary: str) -> float | None:
     """Best test ``primary`` of the cache's finished runs whose parent is this pre-distilled student."""
     pre = predistill_run(p)
     best = None
-    for params_file in (Path(p.cache_dir) / "runs" / p.task.name).glob("*/params.json"):
-        summary = params_file.parent / "summary.json"
-        if not summary.is_file():
+    for folder in iter_runs(p.cache_dir, p.task.name):
+        params_file, summary = folder / "params.json", folder / "summary.json"
+        if not (params_file.is_file() and summary.is_file()):
             continue
         try:
             key = json.loads(params_file.read_text())

@@ -247,14 +247,6 @@ def _lexical_lit(text: str, lexicon) -> Node:
     return parts[0] if len(parts) == 1 else Seq(*parts)
 
 
-def _rebuilt(cls, **slots) -> Node:
-    """A node of ``cls`` with its slots set as given (already checked parts: no validation)."""
-    n = object.__new__(cls)
-    for k, v in slots.items():
-        setattr(n, k, v)
-    return n
-
-
 def lexical(node: Node, lexicon: dict[str, Sequence[str]]) -> Node:
     """``node`` with every word of its literals that ``lexicon`` lists (exact, case-sensitive match of
     a whole word) replaced by ``Alt([word] + lexicon[word])``: the word itself stays the canonical
@@ -273,18 +265,17 @@ def lexical(node: Node, lexicon: dict[str, Sequence[str]]) -> Node:
         return n if new is None else new
 
     def walk(n: Node) -> Node:
-        # A node none of whose literals changes is returned itself (nodes are never mutated), and a changed one is
-        # rebuilt without re-checking options and weights that its original already checked.
+        # A node none of whose literals changes is returned itself (nodes are never mutated).
         if id(n) not in memo:
             if isinstance(n, Lit):
                 memo[id(n)] = lit(n)
             elif isinstance(n, Seq):
                 parts = tuple(walk(p) for p in n.parts)
-                memo[id(n)] = n if all(a is b for a, b in zip(parts, n.parts)) else _rebuilt(Seq, parts=parts)
+                memo[id(n)] = n if all(a is b for a, b in zip(parts, n.parts)) else Seq(*parts)
             elif isinstance(n, Alt):
                 options = tuple(walk(o) for o in n.options)
                 memo[id(n)] = (n if all(a is b for a, b in zip(options, n.options))
-                               else _rebuilt(Alt, options=options, weights=n.weights))
+                               else Alt(options, n.weights))
             else:
                 raise TypeError(f"not a grammar node: {n!r}")
         return memo[id(n)]
