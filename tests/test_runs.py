@@ -293,3 +293,28 @@ def test_teacher_encoder_cache_only_where_the_run_reads_more_rows_than_the_split
     assert isinstance(teacher_encoder_cache(p, task, teacher, "train"), EncoderCache)  # no schedule given: as before
     grpo = Params(cmdp={"batch_size": 4, "group_size": 8, "steps": 60})
     assert scored_rows(grpo.cmdp) == 4 * 8 * 60
+
+
+def test_a_cached_analysis_is_read_back_exactly_and_not_recomputed(tmp_path):
+    import pandas as pd
+
+    from kdlib.studies.common import cached_frames
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return (pd.DataFrame({"k": [1, 16], "tail": ["algorithm1", "block"], "x": [1 / 3, float("nan")],
+                              "flag": [True, False]}), pd.DataFrame({"y": [2.0 ** -40]}))
+
+    cold = cached_frames(tmp_path, "demo", {"runs": ["abc"]}, compute)
+    warm = cached_frames(tmp_path, "demo", {"runs": ["abc"]}, compute)
+    assert len(calls) == 1
+    for a, b in zip(cold, warm):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert warm[0]["x"][0] == 1 / 3 and warm[1]["y"][0] == 2.0 ** -40
+    cached_frames(tmp_path, "demo", {"runs": ["abd"]}, compute)  # another run key: computed again
+    assert len(calls) == 2
+    single = cached_frames(tmp_path, "one", {}, lambda: pd.DataFrame({"a": [1, 2]}))
+    pd.testing.assert_frame_equal(cached_frames(tmp_path, "one", {}, compute), single, check_exact=True)
+    assert len(calls) == 2
