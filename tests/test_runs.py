@@ -271,3 +271,50 @@ def test_same_machine_same_numbers_whatever_the_number_of_workers(tmp_path):
     for k in sa:
         assert sa[k]["test"] == sb[k]["test"], k
         assert sa[k]["dev"] == sb[k]["dev"], k
+
+
+def test_teacher_encoder_cache_only_where_the_run_reads_more_rows_than_the_split_has():
+    """The cache encodes sources in fixed chunks: for a run that scores fewer rows than the split has sources it
+    would encode nearly every source to read a few (an embedded RL run: 1,920 rows of 20,000 sources), so the
+    teacher's encoder runs on each batch instead."""
+    from types import SimpleNamespace
+
+    from kdlib.config import Params
+    from kdlib.modeling.models import EncoderCache, build_model
+    from kdlib.trainers.base import scored_rows, teacher_encoder_cache
+
+    teacher = build_model("tiny-t5:teacher", vocab_size=64)
+    task = SimpleNamespace(arch="seq2seq", teacher_src={"train": [[3, 4, 5]] * 1000}, tok=SimpleNamespace(pad_token_id=0))
+    p = Params(rl={"batch_size": 16, "steps": 30, "grad_accum": 2})
+    assert scored_rows(p.rl) == 960
+    assert teacher_encoder_cache(p, task, teacher, "train", optim=p.rl) is None  # 960 rows < 1,000 sources
+    long = Params(rl={"batch_size": 16, "steps": 40, "grad_accum": 2})  # 1,280 rows
+    assert isinstance(teacher_encoder_cache(long, task, teacher, "train", optim=long.rl), EncoderCache)
+    assert isinstance(teacher_encoder_cache(p, task, teacher, "train"), EncoderCache)  # no schedule given: as before
+    grpo = Params(cmdp={"batch_size": 4, "group_size": 8, "steps": 60})
+    assert scored_rows(grpo.cmdp) == 4 * 8 * 60
+
+
+def test_a_cached_analysis_is_read_back_exactly_and_not_recomputed(tmp_path):
+    import pandas as pd
+
+    from kdlib.studies.common import cached_frames
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return (pd.DataFrame({"k": [1, 16], "tail": ["algorithm1", "block"], "x": [1 / 3, float("nan")],
+                              "flag": [True, False]}), pd.DataFrame({"y": [2.0 ** -40]}))
+
+    cold = cached_frames(tmp_path, "demo", {"runs": ["abc"]}, compute)
+    warm = cached_frames(tmp_path, "demo", {"runs": ["abc"]}, compute)
+    assert len(calls) == 1
+    for a, b in zip(cold, warm):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert warm[0]["x"][0] == 1 / 3 and warm[1]["y"][0] == 2.0 ** -40
+    cached_frames(tmp_path, "demo", {"runs": ["abd"]}, compute)  # another run key: computed again
+    assert len(calls) == 2
+    single = cached_frames(tmp_path, "one", {}, lambda: pd.DataFrame({"a": [1, 2]}))
+    pd.testing.assert_frame_equal(cached_frames(tmp_path, "one", {}, compute), single, check_exact=True)
+    assert len(calls) == 2

@@ -245,6 +245,28 @@ def test_check_targets():
                    "best_student_not_above_teacher": False}
 
 
+def test_data_entropy_is_the_exact_entropy_of_the_grammar():
+    """Two distinct equally likely targets: every draw costs exactly log 2 nats; two options that print the same text
+    are one target of probability 1 (0 nats: log_prob sums over derivations); tokens counted as encode_targets does."""
+    from types import SimpleNamespace
+
+    from kdlib.chains.calibration import data_entropy_sum
+    from kdlib.data.variants import Alt
+    from kdlib.modeling.models import encode_targets
+    from kdlib.trainers.tasks import load_task_bundle
+
+    tok = load_task_bundle(load_params(SMOKE, **{"task.n_train": 64})).tok
+    two = SimpleNamespace(ambiguity=1.0, node=lambda x: Alt(["the firm said", "jobs"]))
+    nats, count = data_entropy_sum(two, ["a", "b", "c"], tok, 16, draws=4, seed=1)
+    assert nats == pytest.approx(12 * math.log(2))
+    lengths = {y: int(encode_targets(tok, [y], 16)[1].sum()) for y in ("the firm said", "jobs")}
+    assert min(lengths.values()) * 12 <= count <= max(lengths.values()) * 12 and count > 0
+    same = SimpleNamespace(ambiguity=1.0, node=lambda x: Alt(["jobs", "jobs"]))
+    assert data_entropy_sum(same, ["a", "b"], tok, 16, draws=3)[0] == pytest.approx(0.0)
+    canonical = SimpleNamespace(ambiguity=0.0, node=lambda x: Alt(["the firm said", "jobs"]))  # ambiguity 0: option 0
+    assert data_entropy_sum(canonical, ["a"], tok, 16, draws=3) == (0.0, 3 * lengths["the firm said"])
+
+
 # ----------------------------------------------------------------------------- evaluation and the command
 def test_calibrate_command_on_smoke_writes_the_json(tmp_path):
     """Trains the smoke teacher and pre-distilled student of one task, prints and writes every field; the runs'
@@ -257,10 +279,11 @@ def test_calibrate_command_on_smoke_writes_the_json(tmp_path):
                "--task", "mini-xsum", "--n", "12", "--output-dir", str(out)])
     assert rc == 0
     rec = json.loads((out / "calibration.json").read_text())["mini-xsum"]
-    for key in ("teacher_entropy_samples", "teacher_entropy_refs", "kl_teacher_student", "ref_length", "teacher_metric",
-                "predistill_metric"):
+    for key in ("teacher_entropy_samples", "teacher_entropy_refs", "kl_teacher_student", "ref_length", "data_entropy",
+                "teacher_metric", "predistill_metric"):
         assert isinstance(rec[key], float) and math.isfinite(rec[key]), key
     assert 0 < rec["teacher_entropy_samples"] <= math.log(10_000) and rec["kl_teacher_student"] >= 0
+    assert 0 < rec["data_entropy"] < 5  # mini-xsum at ambiguity 1: synonyms and optional facts
     assert rec["best_student_metric"] is None and rec["n"] == 12 and rec["ambiguity"] == DEFAULT_AMBIGUITY["mini-xsum"]
     assert set(rec["targets_met"]) == {"teacher_entropy_samples", "ref_length", "predistill_ratio",
                                        "best_student_not_above_teacher"}

@@ -6,6 +6,10 @@ from the trained teacher and the pre-distilled student of the run cache (trained
 - ``teacher_entropy_refs``: the same on the references (teacher forcing);
 - ``kl_teacher_student``: KL(teacher || pre-distilled student) per token on the references;
 - ``ref_length``: mean reference length in tokens (the kit's tokenizer, EOS included);
+- ``data_entropy``: the entropy per token of the task's own distribution of valid targets, which only a generated
+  task knows: ``draws`` targets y ~ P_true(. | x) per dev input from the generator's grammar, their exact
+  -log P_true(y | x) summed over the tokens of y (None for a hub task). A teacher fitted to the data cannot be
+  much sharper or flatter than this, so a teacher-entropy target above it needs a richer grammar, not training;
 - ``teacher_metric`` / ``predistill_metric``: the primary test metric of the two runs;
   ``best_student_metric``: the best test primary metric of any finished distillation run of the cache
   that starts from this pre-distilled student (None when there is none);
@@ -18,12 +22,14 @@ untouched). Written to ``<output_dir>/calibration.json``, one record per task.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import torch
 
 from kdlib.chains.core import ensure_predistill, ensure_teacher, predistill_run
 from kdlib.config import EMBEDDED_TASKS, Params, load_params
+from kdlib.data.variants import log_prob, sample
 from kdlib.maths import calibration as cal
 from kdlib.modeling.generation import generate
 from kdlib.modeling.models import encode_targets, forward_logits, pad
@@ -37,8 +43,8 @@ TARGETS = {
     "mini-gsm8k": {"teacher_entropy_samples": 0.25, "ref_length": 80},
 }
 PREDISTILL_RATIO = (0.55, 0.92)
-FIELDS = ("teacher_entropy_samples", "teacher_entropy_refs", "kl_teacher_student", "ref_length", "teacher_metric",
-          "predistill_metric", "best_student_metric")
+FIELDS = ("teacher_entropy_samples", "teacher_entropy_refs", "kl_teacher_student", "ref_length", "data_entropy",
+          "teacher_metric", "predistill_metric", "best_student_metric")
 
 
 def targets_for(task: str) -> dict:
@@ -83,6 +89,9 @@ def calibrate_task(p: Params, n: int = 100, seed: int = 0, batch_size: int = 50)
         "teacher_entropy_refs": cal.per_token(*sums["refs"]),
         "kl_teacher_student": cal.per_token(*sums["kl"]),
         "ref_length": sums["refs"][1] / n,
+        "data_entropy": (None if task.truth is None else
+                         cal.per_token(*data_entropy_sum(task.truth, task.sources["dev"][:n], task.tok,
+                                                         task.max_target_len, seed=seed))),
         "teacher_metric": t_run.summary()["test"][primary],
         "predistill_metric": s_run.summary()["test"][primary],
         "best_student_metric": best_student_metric(p, primary),
@@ -116,6 +125,21 @@ def _measure(p: Params, task, t_run, s_run, n: int, seed: int, batch_size: int) 
     return sums
 
 
+def data_entropy_sum(truth, sources, tok, max_len: int, draws: int = 5, seed: int = 0) -> tuple[float, int]:
+    """Sum over ``draws`` targets y ~ P_true(. | x) per source x (the generator's own sampler, one seeded stream) of
+    the exact -log P_true(y | x) (kdlib.data.variants.log_prob over every derivation), and the number of their
+    tokens (the kit's tokenizer, EOS included, as ``ref_length``): a Monte Carlo estimate of the true
+    distribution's entropy per token, ``sum / count`` (``truth``: a :class:`kdlib.data.truth.TaskTruth`)."""
+    rng = random.Random(seed)
+    nats, count = 0.0, 0
+    for x in sources:
+        node = truth.node(x)
+        ys = [sample(node, rng, truth.ambiguity) for _ in range(draws)]
+        nats += sum(-log_prob(node, y, truth.ambiguity) for y in ys)
+        count += int(encode_targets(tok, ys, max_len)[1].sum())
+    return nats, count
+
+
 def _add(acc: list, pair: tuple[float, int]) -> None:
     acc[0] += pair[0]
     acc[1] += pair[1]
@@ -139,7 +163,8 @@ def format_record(name: str, r: dict) -> str:
     ratio = r["predistill_metric"] / r["teacher_metric"] if r["teacher_metric"] else float("nan")
     return (f"{name} (ambiguity {r['ambiguity']}): teacher entropy {r['teacher_entropy_samples']:.3f} nats/token on its "
             f"samples, {r['teacher_entropy_refs']:.3f} on references; KL(teacher||pre-distilled) "
-            f"{r['kl_teacher_student']:.3f}; reference length {r['ref_length']:.1f} tokens; {r['primary']}: teacher "
+            f"{r['kl_teacher_student']:.3f}; reference length {r['ref_length']:.1f} tokens; the data's own entropy "
+            f"{'-' if r.get('data_entropy') is None else format(r['data_entropy'], '.3f')} nats/token; {r['primary']}: teacher "
             f"{r['teacher_metric']:.2f}, pre-distilled {r['predistill_metric']:.2f} ({100 * ratio:.0f}%), best student "
             f"{best}. Targets: {met or 'none (hub task)'}")
 

@@ -198,7 +198,7 @@ def ensure_cmdp(p: Params) -> Run:
         teacher = cmdp_teacher(p, task).to(acc.device)
         model = load_start(p, task)
         check_vocab(p, task, teacher, model)
-        cache = teacher_encoder_cache(p, task, teacher, "train")
+        cache = teacher_encoder_cache(p, task, teacher, "train", optim=p.cmdp)
         method = cmdp_method(p.method, teacher, model, task, p.cmdp, cache)
         inner = ppo_step_fn(method, task, p.cmdp, acc, p.seed, None)
         final_dir = run.path / "ckpt" / FINAL

@@ -301,7 +301,7 @@ def ensure_method(p: Params) -> Run:
     extra = {"method": p.method, "k": p.k_effective()}
     if p.method in PPO_METHODS:
         teacher.to(acc.device)
-        cache = teacher_encoder_cache(p, task, teacher, "train")
+        cache = teacher_encoder_cache(p, task, teacher, "train", optim=p.ppo)
         method = seed001_method(p.method, teacher, task, p.ppo, cache)
         prepare_policy(model, method, p.ppo)
         reference = None
@@ -312,7 +312,7 @@ def ensure_method(p: Params) -> Run:
         return run
     if p.method in RL_METHODS:
         teacher.to(acc.device)
-        cache = teacher_encoder_cache(p, task, teacher, "train")
+        cache = teacher_encoder_cache(p, task, teacher, "train", optim=p.rl)
         loss = rl_micro_loss(p.method, teacher, task, p.rl, acc, p.seed, cache)
         optim = p.rl
     elif p.method == "seqkd":
@@ -321,7 +321,7 @@ def ensure_method(p: Params) -> Run:
     else:
         teacher.to(acc.device)
         loss = divergence_micro_loss(p.method, teacher, task, teacher_outputs(p), p.divergence, acc, p.seed,
-                                     teacher_encoder_cache(p, task, teacher, "train"), n_dev=p.eval.n_dev)
+                                     teacher_encoder_cache(p, task, teacher, "train", optim=p.divergence), n_dev=p.eval.n_dev)
         optim = p.divergence
     train_run(run, params=p, optim=optim, task=task, model=model, seed=p.seed, teacher=teacher, micro_loss=loss,
               extra_summary=extra)

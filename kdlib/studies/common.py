@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import importlib
+import json
 import math
+from pathlib import Path
+from typing import Callable
 
 from kdlib.config import (
     MainResultsParams,
@@ -12,8 +15,12 @@ from kdlib.config import (
     Params,
     ReturnsParams,
     kit_params_for,
+    params_hash,
 )
-from kdlib.trainers.runs import Run
+from kdlib.trainers.runs import Run, atomic_write_json
+
+# Part of every cached analysis's key (``cached_frames``): bump it when an analysis's code changes its numbers.
+ANALYSES_VERSION = 1
 
 
 def kit_params(nb: NotebookParams, **overrides) -> Params:
@@ -68,3 +75,41 @@ def run_row(task: str, label: str, seed: int, run: Run) -> dict:
     s = run.summary()
     return {"task": task, "method": label, "seed": seed, "run": str(run.path), "best_step": s.get("best_step"),
             "steps": s.get("steps"), "time_s": s.get("time_s")}
+
+
+def analysis_key(nb: NotebookParams) -> dict:
+    """What an analysis of ``nb`` depends on: the notebook's values (not where it writes) and the key of every run
+    it reads (a run key covers its parameters, data and parents)."""
+    from kdlib.chains.core import run_for
+
+    return {"nb": nb.model_dump(mode="json", exclude={"output_dir"}), "runs": sorted(run_for(p).key for p in plan(nb))}
+
+
+def cached_frames(cache_dir: str | Path, name: str, key: dict, compute: Callable):
+    """``compute()`` (a DataFrame or a tuple of them), kept in ``<cache_dir>/analyses/<name>-<hash of key>.json`` and
+    read back on the next call with the same key, so a warm re-run of a notebook does not redo an analysis of runs
+    that have not changed. Written atomically, numbers exactly (JSON floats are the shortest repr that reads back
+    equal); an unreadable file is recomputed."""
+    import pandas as pd
+
+    path = Path(cache_dir) / "analyses" / f"{name}-{params_hash({'key': key, 'v': ANALYSES_VERSION})}.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            frames = [pd.DataFrame(f["data"], columns=f["columns"]).astype(dict(zip(f["columns"], f["dtypes"])))
+                      for f in data["frames"]]
+            return frames[0] if data["single"] else tuple(frames)
+        except (OSError, ValueError, KeyError):
+            pass
+    out = compute()
+    single = isinstance(out, pd.DataFrame)
+    frames = [out] if single else list(out)
+    atomic_write_json(path, {"name": name, "key": key, "single": single,
+                             "frames": [_frame_record(f) for f in frames]})
+    return out
+
+
+def _frame_record(f) -> dict:
+    """A DataFrame as JSON-ready columns, dtypes and rows of plain Python values (read back by ``cached_frames``)."""
+    rows = [[v.item() if hasattr(v, "item") else v for v in row] for row in f.itertuples(index=False, name=None)]
+    return {"columns": [str(c) for c in f.columns], "dtypes": [str(t) for t in f.dtypes], "data": rows}

@@ -12,6 +12,8 @@ from kdlib.maths.metrics import HIGHER_IS_BETTER
 from kdlib.modeling.generation import generate
 from kdlib.modeling.models import forward_logits, pad
 from kdlib.studies.common import (
+    analysis_key,
+    cached_frames,
     ensure_runs,
     kit_params,
     method_plan,
@@ -61,11 +63,16 @@ def exposure_and_diversity(nb: DiagnosticsParams) -> tuple[pd.DataFrame, pd.Data
     """Exposure bias (ExError%(l), seed 002) of every Table 1 method's student on each task (the
     first seed), and distinct-1/2 of its greedy test outputs (every seed). Returns (ExError curves:
     task, method, l, exerror; ExError summary at l = 5, 10, 20 and at the mean length; diversity:
-    task, method, seed, distinct1, distinct2)."""
+    task, method, seed, distinct1, distinct2). Kept in the run cache (kdlib.studies.common.cached_frames): a warm
+    re-run reads it."""
+    ensure_runs(nb)
+    return cached_frames(kit_params(nb).cache_dir, "11_exposure", analysis_key(nb), lambda: _exposure(nb))
+
+
+def _exposure(nb: DiagnosticsParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     from kdlib.maths.metrics import distinct_n
     from kdlib.maths.stats import excess_error_percent
 
-    ensure_runs(nb)
     curves, summary, div = [], [], []
     for task in nb.tasks:
         rows = [("predistill", {"method": "predistill"})] + method_plan(nb)

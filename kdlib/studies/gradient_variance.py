@@ -13,7 +13,7 @@ from kdlib.maths import returns
 from kdlib.modeling.evaluate import teacher_scores
 from kdlib.modeling.generation import generate
 from kdlib.modeling.models import forward_logits, pad, token_logprobs
-from kdlib.studies.common import ensure_runs
+from kdlib.studies.common import analysis_key, cached_frames, ensure_runs, kit_params
 from kdlib.studies.variance_bias import variance_bias_params
 from kdlib.trainers.base import get_accelerator
 from kdlib.trainers.tasks import frozen, load_task_bundle
@@ -58,14 +58,19 @@ def gradient_variance(nb: GradientVarianceParams) -> pd.DataFrame:
     per-sample gradient ``g_n = sum_t G^_t grad log pi(y_t|s_t)`` (over the policy's own tokens) is
     projected on ``n_directions`` Gaussian directions through forward-mode derivatives of the
     log-probabilities (kdlib.maths.stats.projected_gradient_stats). Beside it, the return variance of
-    Figure 2 on the same samples. One row per (student, K, tail), averaged over inputs."""
+    Figure 2 on the same samples. One row per (student, K, tail), averaged over inputs. Kept in the run cache
+    (kdlib.studies.common.cached_frames): a warm re-run reads it."""
+    ensure_runs(nb)
+    return cached_frames(kit_params(nb).cache_dir, "09_gradient_variance", analysis_key(nb), lambda: _measure(nb))
+
+
+def _measure(nb: GradientVarianceParams) -> pd.DataFrame:
     from kdlib.maths.stats import (
         projected_cosine,
         projected_gradient_stats,
         projected_relative_bias,
     )
 
-    ensure_runs(nb)
     acc = get_accelerator()
     rows = []
     for steps in nb.student_steps:
