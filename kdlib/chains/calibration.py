@@ -43,8 +43,6 @@ TARGETS = {
     "mini-gsm8k": {"teacher_entropy_samples": 0.25, "ref_length": 80},
 }
 PREDISTILL_RATIO = (0.55, 0.92)
-FIELDS = ("teacher_entropy_samples", "teacher_entropy_refs", "kl_teacher_student", "ref_length", "data_entropy",
-          "teacher_metric", "predistill_metric", "best_student_metric")
 
 
 def targets_for(task: str) -> dict:

@@ -132,8 +132,8 @@ def teacher_encoder_cache(params: Params, task: Task, teacher, split: str, n: in
 
 
 def scored_rows(optim: OptimParams) -> int:
-    """Source rows a run's teacher scores at least once per update, over the run: updates x micro-batches x
-    batch size x samples per prompt (``group_size`` of the clipped family; 1 elsewhere)."""
+    """How many source rows the teacher scores over a whole run (each rollout batch scored once): updates x
+    micro-batches x batch size x samples per prompt (``group_size`` of the clipped family; 1 elsewhere)."""
     return optim.steps * optim.grad_accum * optim.batch_size * getattr(optim, "group_size", 1)
 
 
