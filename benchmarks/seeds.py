@@ -45,7 +45,7 @@ PARAMS = "params/embedded/kit.yaml"
 BATCH = {"size": None}  # --batch-size (None: the kit's rl.batch_size / divergence.batch_size)
 
 
-def _setup(method: str, task_name: str, cache_dir: str, steps: int):
+def _setup(method: str, task_name: str, cache_dir: str, steps: int, runs: int):
     from kdlib.config import load_params
     from kdlib.modeling.models import build_model
     from kdlib.trainers.base import get_accelerator, teacher_encoder_cache
@@ -60,7 +60,7 @@ def _setup(method: str, task_name: str, cache_dir: str, steps: int):
     optim = p.rl if method in ("llmr", "llmr_mean", "llmr_minvar", "ketchup", "opd") else p.divergence
     optim = optim.model_copy(update={"steps": steps, "grad_accum": 1,
                                      **({"batch_size": BATCH["size"]} if BATCH["size"] else {})})
-    cache = teacher_encoder_cache(p, task, teacher, "train")
+    cache = teacher_encoder_cache(p, task, teacher, "train", optim=optim, runs=runs)  # the rule training uses
     return p, task, teacher, acc, optim, cache
 
 
@@ -77,7 +77,7 @@ def single_worker(args) -> float:
     from kdlib.trainers.divergence import divergence_micro_loss
     from kdlib.trainers.rl import rl_micro_loss
 
-    p, task, teacher, acc, optim, cache = _setup(method, task_name, cache_dir, steps)
+    p, task, teacher, acc, optim, cache = _setup(method, task_name, cache_dir, steps, len(seeds))
     n = task.split_size("train")
     t0 = time.perf_counter()
     for sd in seeds:
@@ -103,7 +103,7 @@ def ensemble_worker(args) -> float:
     from kdlib.trainers.ensemble import Clock, clip_per_member
     from kdlib.trainers.rl import rl_ensemble_micro_loss
 
-    p, task, teacher, acc, optim, cache = _setup(method, task_name, cache_dir, steps)
+    p, task, teacher, acc, optim, cache = _setup(method, task_name, cache_dir, steps, len(seeds))
     n = task.split_size("train")
     clock = Clock()
     t0 = time.perf_counter()

@@ -548,6 +548,10 @@ nb("12_regimes", "When does the K-step return help? A map over batch size and ta
     "runs = study.regimes(nb)  # trains what is missing (parallel workers), then reads the run cache\n"
     "gains = study.regime_gains(runs)\ngains.round(3)",
     "fig = report.plot_regimes(gains)\nreport.save_figure(fig, out, \"12_regimes\")\nfig",
+    "md:**Precondition**, measured before the verdict: in every regime, more than half the seeds of each method "
+    "(KETCHUP at its dev-chosen K, LLMR) must end with a best dev checkpoint past step 0; otherwise that regime "
+    "compares the pre-distilled student with itself and the prediction is not tested there.",
+    "preconditions = study.regime_preconditions(gains)\ndisplay(pd.DataFrame(preconditions))",
     "result_return, lines_return = study.regime_verdicts(gains, \"test_return\")\n"
     "result_metric, lines_metric = study.regime_verdicts(gains, \"test_metric\")\n"
     "verdicts = lines_return + lines_metric\ndisplay(Markdown(\"\\n\".join(f\"* {v}\" for v in verdicts)))",
@@ -555,11 +559,12 @@ nb("12_regimes", "When does the K-step return help? A map over batch size and ta
     "report.write_table(gains.round(3), out, \"12_regime_gains\", caption=\"KETCHUP (K chosen on dev) minus LLMR per regime: \"\n"
     "                   \"mean over seeds, 95% CI half-width, paired t-test p\", latex=False)\n"
     "headline = (f\"Regimes: the prediction (gain grows with spread, shrinks with batch size) \"\n"
-    "            f\"{'holds' if result_return['holds'] else 'does not hold'} on the test return, \"\n"
-    "            f\"{'holds' if result_metric['holds'] else 'does not hold'} on the test metric.\")\n"
+    "            f\"{study.verdict_word(result_return)} on the test return, \"\n"
+    "            f\"{study.verdict_word(result_metric)} on the test metric.\")\n"
     "record = {\"notebook\": notebook, \"profile\": profile, \"seeds\": seeds, \"prediction\": study.PREDICTION,\n"
     "          \"gains\": gains.to_dict(orient=\"records\"), \"verdict_return\": result_return,\n"
-    "          \"verdict_metric\": result_metric, \"verdicts\": verdicts, \"headlines\": [headline], \"n_runs\": len(runs)}\n"
+    "          \"verdict_metric\": result_metric, \"verdicts\": verdicts, \"headlines\": [headline], \"n_runs\": len(runs),\n"
+    "          \"preconditions\": preconditions}\n"
     "atomic_write_json(out / \"12_regimes.json\", record)\n"
     "report.write_provenance(out, {\"notebook\": nb.model_dump(mode=\"json\")})\n"
     "print(json.dumps({\"n_runs\": len(runs), \"holds\": result_return[\"holds\"]}))"])

@@ -7,8 +7,9 @@ import pytest
 from kdlib.studies.regimes import regime_gains, regime_verdicts
 
 
-def _runs(gain):
-    """Synthetic runs: KETCHUP K=4 is better on dev than K=16; its test gain over LLMR is gain(ambiguity, batch)."""
+def _runs(gain, best_step=lambda a, b, label, seed: 10):
+    """Synthetic runs: KETCHUP K=4 is better on dev than K=16; its test gain over LLMR is gain(ambiguity, batch);
+    each run's best dev checkpoint is ``best_step(...)``."""
     rng = np.random.default_rng(0)
     rows = []
     for a in (0.0, 0.5, 1.0):
@@ -20,7 +21,8 @@ def _runs(gain):
                                              ("ketchup_k16", 16, 30.0, -5.0)):
                     rows.append({"ambiguity": a, "batch_size": b, "method": label, "k": k, "seed": seed,
                                  "primary": "rougeL", "dev_metric": dev, "dev_return": 0.0,
-                                 "test_metric": base + extra, "test_return": base + extra})
+                                 "test_metric": base + extra, "test_return": base + extra,
+                                 "best_step": best_step(a, b, label, seed)})
     return pd.DataFrame(rows)
 
 
@@ -36,3 +38,21 @@ def test_the_verdict_is_computed_from_the_shape_of_the_gains():
     assert holds["grows_with_spread"] and holds["shrinks_with_batch"] and holds["holds"]
     flat, lines = regime_verdicts(regime_gains(_runs(lambda a, b: 0.5 - 0.4 * a)))
     assert not flat["grows_with_spread"] and not flat["holds"] and lines[-1].startswith("Prediction does not hold")
+
+
+def test_a_regime_whose_runs_kept_their_start_makes_the_prediction_not_tested():
+    """The shape that would hold, but in one regime LLMR's best dev checkpoint is step 0 on 3 of 5 seeds: that row
+    compares the pre-distilled student with itself, so the verdict is NOT TESTED (holds None), never "does not hold"."""
+    from kdlib.studies.regimes import regime_preconditions
+
+    shape = lambda a, b: a * (2.0 if b == 8 else 1.0) + 0.1  # noqa: E731
+    stuck = lambda a, b, label, seed: 0 if (a, b, label) == (0.5, 64, "llmr") and seed < 3 else 10  # noqa: E731
+    gains = regime_gains(_runs(shape, stuck))
+    row = gains[(gains.ambiguity == 0.5) & (gains.batch_size == 64)].iloc[0]
+    assert row["left_start_llmr"] == pytest.approx(0.4) and row["left_start_ketchup"] == 1.0
+    pre = regime_preconditions(gains)
+    assert len(pre) == 6 and [c["met"] for c in pre].count(False) == 1
+    result, lines = regime_verdicts(gains)
+    assert result["holds"] is None and lines[-1].startswith("Prediction NOT TESTED: in 1 of 6 regimes")
+    two_of_five = lambda a, b, label, seed: 0 if (a, b, label) == (0.5, 64, "llmr") and seed < 2 else 10  # noqa: E731
+    assert regime_verdicts(regime_gains(_runs(shape, two_of_five)))[0]["holds"] is True  # 3 of 5 past step 0: tested

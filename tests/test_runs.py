@@ -291,6 +291,8 @@ def test_teacher_encoder_cache_only_where_the_run_reads_more_rows_than_the_split
     long = Params(rl={"batch_size": 16, "steps": 40, "grad_accum": 2})  # 1,280 rows
     assert isinstance(teacher_encoder_cache(long, task, teacher, "train", optim=long.rl), EncoderCache)
     assert isinstance(teacher_encoder_cache(p, task, teacher, "train"), EncoderCache)  # no schedule given: as before
+    # a seed ensemble of 2 such runs scores 1,920 rows through one teacher: cached
+    assert isinstance(teacher_encoder_cache(p, task, teacher, "train", optim=p.rl, runs=2), EncoderCache)
     grpo = Params(cmdp={"batch_size": 4, "group_size": 8, "steps": 60})
     assert scored_rows(grpo.cmdp) == 4 * 8 * 60
 
@@ -318,3 +320,21 @@ def test_a_cached_analysis_is_read_back_exactly_and_not_recomputed(tmp_path):
     single = cached_frames(tmp_path, "one", {}, lambda: pd.DataFrame({"a": [1, 2]}))
     pd.testing.assert_frame_equal(cached_frames(tmp_path, "one", {}, compute), single, check_exact=True)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("name", ["ppo", "constrained_kd"])
+def test_notebooks_06_and_08_skip_the_sampled_return_they_do_not_read_under_the_same_run_keys(name, tmp_path):
+    """Notebooks 06 and 08 never read the sampled dev return (notebook 02 does): their runs do not compute it, and
+    since it only logs, the runs they train are the runs they would have trained with it (same folders)."""
+    from kdlib.chains.core import run_for
+    from kdlib.config.loading import load_notebook_params
+    from kdlib.studies.common import plan
+
+    nb = load_notebook_params(ROOT / f"params/smoke/{name}.yaml")
+    nb = nb.model_copy(update={"overrides": {**nb.overrides, "cache_dir": str(tmp_path)}})
+    methods = [p for p in plan(nb) if p.method not in ("teacher", "zeroshot", "predistill", "cmdp_teacher")]
+    assert methods
+    for p in methods:
+        assert p.eval.sampled == 0, p.method
+        with_sampled = p.model_copy(update={"eval": p.eval.model_copy(update={"sampled": 4})})
+        assert run_for(p).path == run_for(with_sampled).path, p.method

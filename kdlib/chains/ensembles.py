@@ -137,15 +137,16 @@ def _train_locked(members: list[Params]) -> None:
         from kdlib.trainers.rl import rl_ensemble_micro_loss
 
         teacher.to(acc.device)
-        cache = teacher_encoder_cache(p0, task, teacher, "train", optim=p0.rl)
+        cache = teacher_encoder_cache(p0, task, teacher, "train", optim=p0.rl, runs=len(seeds))
         loss = rl_ensemble_micro_loss(p0.method, teacher, task, p0.rl, acc, seeds, cache, clock=clock)
         optim = p0.rl
     else:
         from kdlib.trainers.divergence import divergence_ensemble_micro_loss
 
         teacher.to(acc.device)
+        cache = teacher_encoder_cache(p0, task, teacher, "train", optim=p0.divergence, runs=len(seeds))
         loss = divergence_ensemble_micro_loss(p0.method, teacher, task, teacher_outputs(p0), p0.divergence, acc,
-                                              seeds, teacher_encoder_cache(p0, task, teacher, "train", optim=p0.divergence))
+                                              seeds, cache)
         optim = p0.divergence
     train_members([method_run(p) for p in members], params=p0, optim=optim, task=task, template=template,
                   seeds=seeds, micro_loss=loss, teacher=teacher, clock=clock,

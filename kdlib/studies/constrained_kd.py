@@ -35,7 +35,9 @@ def _base(nb: ConstrainedKDStudyParams, task: str, **over) -> Params:
     """A run's params. Its worker evaluates it on the notebook's sets after training, and on dev
     too where dev is read: the KL-only methods (the budget) and the start (its KL against d)."""
     dev = ["dev"] if over.get("method") in KL_ONLY + ("cmdp_start",) else []
-    return kit_params_for(nb, **{"task.name": task, "cmdp.eval_sets": dev + list(nb.eval_sets), **over})
+    # eval.sampled 0: the sampled dev return (notebook 02's) is not read here; it only logs (same run keys)
+    return kit_params_for(nb, **{"task.name": task, "cmdp.eval_sets": dev + list(nb.eval_sets), "eval.sampled": 0,
+                                 **over})
 
 
 def method_rows(nb: ConstrainedKDStudyParams) -> list[tuple[str, dict]]:

@@ -56,9 +56,21 @@ def regimes(nb: RegimesParams) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+MIN_LEFT = 0.5  # a regime is tested where, for each method, more than half the seeds' best checkpoint is past step 0
+
+
+def _left(runs: pd.DataFrame) -> float:
+    """The share of ``runs`` whose best dev checkpoint is past step 0 (the method moved the pre-distilled student)."""
+    if "best_step" not in runs or runs["best_step"].isna().all():
+        return math.nan
+    return float((runs["best_step"].fillna(0) > 0).mean())
+
+
 def regime_gains(runs: pd.DataFrame) -> pd.DataFrame:
     """Per regime: the K chosen on dev (best mean dev metric over seeds), and KETCHUP at that K minus LLMR, paired over
-    seeds, on the greedy test return and the test metric (mean, 95% CI over seeds, paired two-sided t-test)."""
+    seeds, on the greedy test return and the test metric (mean, 95% CI over seeds, paired two-sided t-test); and, per
+    method, the share of seeds whose best dev checkpoint is past step 0 (``left_start_*``): where it is not above
+    ``MIN_LEFT`` the row compares the pre-distilled student with itself on most seeds."""
     rows = []
     for (a, b), g in runs.groupby(["ambiguity", "batch_size"], sort=True):
         higher = HIGHER_IS_BETTER.get(g["primary"].iloc[0], True)
@@ -66,7 +78,8 @@ def regime_gains(runs: pd.DataFrame) -> pd.DataFrame:
         k_star = int(dev.idxmax() if higher else dev.idxmin())
         ours = g[g.method == f"ketchup_k{k_star}"].set_index("seed")
         base = g[g.method == "llmr"].set_index("seed")
-        row = {"ambiguity": a, "batch_size": b, "k_dev": k_star}
+        row = {"ambiguity": a, "batch_size": b, "k_dev": k_star,
+               "left_start_ketchup": _left(ours), "left_start_llmr": _left(base)}
         for what in ("test_return", "test_metric"):
             pair = (ours[what], base[what]) if what == "test_return" or higher else (base[what], ours[what])
             d = paired_over_seeds(*pair)  # positive = KETCHUP better, whatever the metric's direction
@@ -84,11 +97,25 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.polyfit(x, y, 1)[0]) if len(np.unique(x)) >= 2 else math.nan
 
 
+def regime_preconditions(gains: pd.DataFrame) -> list[dict]:
+    """Measured before the verdict, per regime: the share of seeds whose best dev checkpoint is past step 0, for the
+    weaker of the two methods compared (KETCHUP at the dev-chosen K, LLMR); met above ``MIN_LEFT``."""
+    out = []
+    for _, g in gains.sort_values(["ambiguity", "batch_size"]).iterrows():
+        left = min(g.get("left_start_ketchup", math.nan), g.get("left_start_llmr", math.nan))
+        out.append({"name": f"ambiguity {g['ambiguity']:g}, {int(g['batch_size'])} sequences per update: share of "
+                            "seeds past step 0 (best dev checkpoint; weaker of KETCHUP, LLMR)",
+                    "value": float(left), "threshold": MIN_LEFT, "met": bool(left > MIN_LEFT)})
+    return out
+
+
 def regime_verdicts(gains: pd.DataFrame, what: str = "test_return") -> tuple[dict, list[str]]:
     """Did the prediction hold on ``gain_<what>``? Two parts, each computed, not read off a figure: (1) at every batch
     size the gain rises with the ambiguity level (slope of the gain on the level > 0), (2) at every ambiguity level the
     gain at the smallest batch exceeds the gain at the largest. "holds" needs both parts everywhere; where no regime's
-    gain is distinguishable from 0 (p >= 0.035 everywhere) the verdict says the map has no gain to explain."""
+    gain is distinguishable from 0 (p >= 0.035 everywhere) the verdict says the map has no gain to explain. Where a
+    regime's precondition missed (:func:`regime_preconditions`: on most seeds a method's best checkpoint is its start)
+    the prediction is NOT TESTED (``holds`` None): that row compares the pre-distilled student with itself."""
     col = f"gain_{what}"
     spread = {int(b): _slope(g["ambiguity"].to_numpy(float), g[col].to_numpy(float))
               for b, g in gains.groupby("batch_size")}
@@ -107,8 +134,20 @@ def regime_verdicts(gains: pd.DataFrame, what: str = "test_return") -> tuple[dic
              f"Gain at {small} minus gain at {large} sequences per update, per ambiguity level: "
              + ", ".join(f"{a:g}: {d:+.3f}" for a, d in batch.items())
              + f" -> {'shrinks' if shrinks else 'does not shrink'} with batch size at every level."]
+    missed = [c for c in regime_preconditions(gains) if not c["met"]] if "left_start_llmr" in gains else []
+    if missed:
+        result["holds"] = None
+        lines.append(f"Prediction NOT TESTED: in {len(missed)} of {len(gains)} regimes most seeds of KETCHUP or LLMR "
+                     "kept their start as the best dev checkpoint (shares past step 0: "
+                     + ", ".join(f"{c['name'].split(':')[0]} {c['value']:.1f}" for c in missed)
+                     + f"; needed > {MIN_LEFT:g}), so those gains compare the pre-distilled student with itself.")
+        return result, lines
     verdict = "holds" if result["holds"] else "does not hold"
     if not any_sig:
         verdict += " (no regime's gain differs from 0 at p < 0.035: the shapes compare noise-level gains)"
     lines.append(f"Prediction {verdict}.")
     return result, lines
+
+
+def verdict_word(result: dict) -> str:
+    return "is not tested" if result["holds"] is None else ("holds" if result["holds"] else "does not hold")

@@ -114,17 +114,18 @@ def shared_encoder(model, accelerator, task: "Task", src: Tensor, src_m: Tensor)
 
 
 def teacher_encoder_cache(params: Params, task: Task, teacher, split: str, n: int | None = None,
-                          optim: OptimParams | None = None):
+                          optim: OptimParams | None = None, runs: int = 1):
     """An :class:`EncoderCache` of the frozen teacher over ``split``'s teacher prompts (the first
     ``n``), or None: decoder-only teacher, cache turned off, over ``models.teacher_cache_mb``, or
     a run (``optim``: its schedule) that scores fewer rows than the split has sources. The cache
     encodes sources in fixed chunks, so a short run on a large split would encode nearly all of
     them to read a few (an embedded RL run: 30 x 64 rows from 20,000 sources, 12 of its 33 s);
-    without it the teacher's encoder runs on each batch."""
+    without it the teacher's encoder runs on each batch. ``runs``: how many runs share the cache (the members of a
+    seed ensemble each score ``scored_rows(optim)`` rows through one teacher)."""
     if teacher is None or task.arch != "seq2seq" or params.models.teacher_cache_mb <= 0:
         return None
     src = task.teacher_src[split][:n] if n is not None else task.teacher_src[split]
-    if optim is not None and scored_rows(optim) < len(src):
+    if optim is not None and runs * scored_rows(optim) < len(src):
         return None
     if EncoderCache.estimate_mb(teacher, src) > params.models.teacher_cache_mb:
         return None
