@@ -450,5 +450,8 @@ def plot_regimes(gains: pd.DataFrame, min_left: float | None = None) -> Figure:
         ax.set_ylabel(f"KETCHUP - LLMR, {label}")
         _style_axes(ax)
     handles, labels = axes[0].get_legend_handles_labels()
+    if min_left is not None:
+        handles.append(plt.Line2D([], [], marker="o", markerfacecolor="white", color="grey", linestyle="none"))
+        labels.append(f"§ not tested: a method's share of seeds past step 0 <= {min_left:g}")
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False, fontsize=8.5)
     return fig
