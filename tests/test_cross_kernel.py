@@ -3,7 +3,8 @@ trained once with PyTorch's portable kernels (ATEN_CPU_CAPABILITY=default) and o
 kernels (which round differently, as another CPU does), must reach the same primary test metric within 2 points.
 
 Slow (it trains the embedded starting chain of every task twice, the two kernel settings side by side on two cores;
-about an hour on 2 cores at ambiguity 1, more than CI's time beside the suite and the rehearsal): it runs where
+two to three hours on 2 cores on the 20,000-example tasks at ambiguity 1: the portable chains took 50-56 CPU-minutes
+per task there, more than CI's time beside the suite and the rehearsal): it runs where
 KDLIB_CROSS_KERNEL=1 (`KDLIB_CROSS_KERNEL=1 ./run_tests.sh tests/test_cross_kernel.py`), and is skipped elsewhere."""
 
 from __future__ import annotations

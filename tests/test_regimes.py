@@ -56,3 +56,17 @@ def test_a_regime_whose_runs_kept_their_start_makes_the_prediction_not_tested():
     assert result["holds"] is None and lines[-1].startswith("Prediction NOT TESTED: in 1 of 6 regimes")
     two_of_five = lambda a, b, label, seed: 0 if (a, b, label) == (0.5, 64, "llmr") and seed < 2 else 10  # noqa: E731
     assert regime_verdicts(regime_gains(_runs(shape, two_of_five)))[0]["holds"] is True  # 3 of 5 past step 0: tested
+
+
+def test_the_map_marks_the_regimes_that_were_not_tested():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kdlib.report.plots import plot_regimes
+    from kdlib.studies.regimes import MIN_LEFT
+
+    stuck = lambda a, b, label, seed: 0 if (a, b, label) == (0.5, 64, "llmr") and seed < 3 else 10  # noqa: E731
+    gains = regime_gains(_runs(lambda a, b: a + 0.1, stuck))
+    marks = [t.get_text() for ax in plot_regimes(gains, min_left=MIN_LEFT).axes for t in ax.texts]
+    assert sorted(marks).count("K=4 §") == 2 and len(marks) == 12  # that regime, once per panel, of 6 per panel
+    assert not any("§" in t.get_text() for ax in plot_regimes(gains).axes for t in ax.texts)  # no threshold: no marks
