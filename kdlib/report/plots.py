@@ -416,19 +416,13 @@ def plot_learning_curves(df: pd.DataFrame, value_label: str = "dev ROUGE-L") -> 
     return fig
 
 
-def _left_share(g: pd.DataFrame) -> list[float]:
-    """Per row, the weaker method's share of seeds past step 0 (NaN where the gains carry no such columns)."""
-    if not {"left_start_ketchup", "left_start_llmr"} <= set(g.columns):
-        return [float("nan")] * len(g)
-    return g[["left_start_ketchup", "left_start_llmr"]].min(axis=1).tolist()
-
-
 def plot_regimes(gains: pd.DataFrame, min_left: float | None = None) -> Figure:
     """Notebook 12's map: KETCHUP (K chosen on dev) minus LLMR against the task's ambiguity level, one line per number
     of sequences per update, with 95% CIs over seeds; left the greedy test return (Eq. 10), right the test metric.
-    With ``min_left``, a regime where either method's share of seeds past step 0 (``left_start_*``) is not above it
-    is drawn hollow and marked "§" (not tested: mostly the pre-distilled student against itself)."""
-    _check_columns(gains, ("ambiguity", "batch_size", "gain_test_return", "gain_test_metric"), "plot_regimes(gains)")
+    With ``min_left``, a regime whose weaker method's share of seeds past step 0 (``left_start``) is not above it is
+    drawn hollow and marked "§" (not tested: mostly the pre-distilled student against itself)."""
+    _check_columns(gains, ("ambiguity", "batch_size", "gain_test_return", "gain_test_metric")
+                   + (("left_start",) if min_left is not None else ()), "plot_regimes(gains)")
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), layout="constrained")
     cmap = plt.get_cmap("viridis")
     batches = sorted(gains["batch_size"].unique())
@@ -438,7 +432,8 @@ def plot_regimes(gains: pd.DataFrame, min_left: float | None = None) -> Figure:
             err = g[f"gain_{what}_hw"].fillna(0.0).to_numpy()
             ax.errorbar(g["ambiguity"], g[f"gain_{what}"], yerr=err, marker="o", capsize=3,
                         color=cmap(i / max(1, len(batches) - 1) * 0.85), label=f"{b} sequences per update")
-            for a, kd, y, left in zip(g["ambiguity"], g["k_dev"], g[f"gain_{what}"], _left_share(g)):
+            lefts = g["left_start"] if min_left is not None else [None] * len(g)
+            for a, kd, y, left in zip(g["ambiguity"], g["k_dev"], g[f"gain_{what}"], lefts):
                 untested = min_left is not None and not left > min_left
                 if untested:
                     ax.plot([a], [y], marker="o", markersize=9, markerfacecolor="white", zorder=3,

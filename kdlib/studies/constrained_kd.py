@@ -25,6 +25,7 @@ from kdlib.chains.constrained_kd import cmdp_label, cmdp_run, evaluate_all, star
 from kdlib.config import ConstrainedKDStudyParams, Params, kit_params_for
 from kdlib.maths import constrained_metrics as M
 from kdlib.maths.stats import mean_ci, paired_over_seeds
+from kdlib.studies.common import SKIP_SAMPLED_RETURN
 
 KL_ONLY = ("gkd", "minillm")
 SURROGATE_JUDGE = "surrogate: calculator-step overlap with the gold chain (no LLM)"
@@ -35,8 +36,7 @@ def _base(nb: ConstrainedKDStudyParams, task: str, **over) -> Params:
     """A run's params. Its worker evaluates it on the notebook's sets after training, and on dev
     too where dev is read: the KL-only methods (the budget) and the start (its KL against d)."""
     dev = ["dev"] if over.get("method") in KL_ONLY + ("cmdp_start",) else []
-    # eval.sampled 0: the sampled dev return (notebook 02's) is not read here; it only logs (same run keys)
-    return kit_params_for(nb, **{"task.name": task, "cmdp.eval_sets": dev + list(nb.eval_sets), "eval.sampled": 0,
+    return kit_params_for(nb, **{"task.name": task, "cmdp.eval_sets": dev + list(nb.eval_sets), **SKIP_SAMPLED_RETURN,
                                  **over})
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from kdlib.chains.core import train
 from kdlib.config import Params, PPOStudyParams
-from kdlib.studies.common import chain_targets, ensure_runs, kit_params, result_rows
+from kdlib.studies.common import SKIP_SAMPLED_RETURN, chain_targets, ensure_runs, kit_params, result_rows
 
 # ----------------------------------------------------------------------------- 06: PPO (seed 001 App. D)
 PPO_SERIES = {"eval/return": "dev return", "train/td_error_sq": "TD error^2", "train/approx_kl": "approx KL",
@@ -18,13 +18,8 @@ PPO_SERIES = {"eval/return": "dev return", "train/td_error_sq": "TD error^2", "t
 BUCKETS = ("early", "middle", "late")
 
 
-# What this notebook does not read is not computed: the sampled dev return (``eval.sampled``, 2 x 4 samples per dev
-# input per run, a sixth of a mini-GSM8K run) is notebook 02's. It only logs, so the run keys stay the same.
-NOT_READ = {"eval.sampled": 0}
-
-
 def _ppo_overrides(nb: PPOStudyParams) -> list[dict]:
-    return [{"task.name": t, "method": m, "seed": s, **NOT_READ, **({"ppo.k": nb.k} if m == "ketchup_ppo" else {})}
+    return [{"task.name": t, "method": m, "seed": s, **SKIP_SAMPLED_RETURN, **({"ppo.k": nb.k} if m == "ketchup_ppo" else {})}
             for t in nb.tasks for s in nb.seeds for m in nb.methods]
 
 
